@@ -1,0 +1,1 @@
+"""scopeflow.client: see ../shared/ARCHITECTURE.md (filled in by later issues)."""

@@ -1,0 +1,100 @@
+"""The one exception tree of scopeflow.
+
+Every error scopeflow raises on purpose derives from :class:`ScopeflowError`. Subclasses carry
+context fields (the file, the config key, the step …) and also inherit the matching built-in
+exception, so ``except FileNotFoundError`` keeps working for callers that do not know scopeflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class ScopeflowError(Exception):
+    """Base class of every error scopeflow raises deliberately."""
+
+
+class ConfigError(ScopeflowError, ValueError):
+    """A configuration value is missing or invalid.
+
+    Parameters
+    ----------
+    source
+        Where the configuration came from (a file path or a description).
+    problems
+        One ``(key path, message)`` pair per problem, e.g. ``("fuse.sigma", "expected a number")``.
+    """
+
+    def __init__(self, source: str | Path, problems: Sequence[tuple[str, str]]) -> None:
+        self.source = str(source)
+        self.problems = list(problems)
+        lines = [f"  {key or '<root>'}: {msg}" for key, msg in self.problems]
+        super().__init__(f"invalid configuration in {self.source}:\n" + "\n".join(lines))
+
+
+class InputNotFoundError(ScopeflowError, FileNotFoundError):
+    """An input file or directory that a configuration names does not exist."""
+
+    def __init__(self, path: str | Path, what: str = "input") -> None:
+        self.path = Path(path)
+        self.what = what
+        super().__init__(f"{what} not found: {self.path}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class FormatError(ScopeflowError, ValueError):
+    """A file exists but cannot be read as the format it claims to be."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class UnknownNameError(ScopeflowError, KeyError):
+    """A name (pipeline, cluster kind, format …) is not one scopeflow knows."""
+
+    def __init__(self, kind: str, name: str, known: Sequence[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known) or 'none'}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class PipelineError(ScopeflowError, ValueError):
+    """A pipeline definition is inconsistent (cycles, unknown steps, bad dependencies)."""
+
+
+class RunDirError(ScopeflowError, RuntimeError):
+    """A run directory cannot be used (e.g. it holds a run of a different configuration)."""
+
+    def __init__(self, run_dir: str | Path, problem: str) -> None:
+        self.run_dir = Path(run_dir)
+        self.problem = problem
+        super().__init__(f"run directory {self.run_dir}: {problem}")
+
+
+class ClusterError(ScopeflowError, RuntimeError):
+    """A Dask cluster could not be started or reached."""
+
+
+class RunFailedError(ScopeflowError, RuntimeError):
+    """A pipeline run finished with failed units.
+
+    Parameters
+    ----------
+    failed
+        ``(step, unit, error)`` for every unit that failed all of its attempts.
+    """
+
+    def __init__(self, failed: Sequence[tuple[str, str, str]]) -> None:
+        self.failed = list(failed)
+        head = "; ".join(f"{s}[{u}]: {e.splitlines()[0] if e else ''}" for s, u, e in self.failed[:5])
+        more = f" (+{len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
+        super().__init__(f"{len(self.failed)} unit(s) failed: {head}{more}")

@@ -1,0 +1,251 @@
+"""Dask cluster backends: where the workers of a run come from.
+
+One small :class:`ClusterBackend` per family, looked up by :class:`~scopeflow.core.ClusterKind`:
+
+- ``local``: a :class:`distributed.LocalCluster` of worker processes sized to the machine;
+- ``slurm``, ``pbs``, ``sge``, ``lsf``: dask-jobqueue; every worker is a batch job;
+- ``mpi``: dask-mpi under ``mpirun``/``srun`` (rank 0 scheduler, rank 1 this driver, others workers);
+- an existing scheduler by address (``--scheduler tcp://HOST:PORT``).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import dask
+import psutil
+from pydantic import Field
+
+from scopeflow.core import ClusterError, ClusterKind, UnknownNameError
+from scopeflow.core.config import StrictModel
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+log = logging.getLogger(__name__)
+
+
+class ClusterSpec(StrictModel):
+    """Where and with which resources a run's Dask workers run (``cluster:`` in config.yaml).
+
+    Command-line options override the values of the configuration file.
+    """
+
+    kind: ClusterKind = Field(ClusterKind.LOCAL, description="local, slurm, pbs, sge, lsf or mpi")
+    scheduler: str | None = Field(
+        None, description="address of an existing Dask scheduler (tcp://HOST:PORT); overrides kind"
+    )
+    workers: int | None = Field(
+        None, ge=1, description="local: worker processes (default: one per core); "
+        "batch systems: number of jobs; mpi: ignored (ranks - 2)"
+    )
+    threads_per_worker: int = Field(1, ge=1, description="threads in each worker process")
+    cores: int = Field(1, ge=1, description="batch systems: cores per job")
+    processes: int = Field(1, ge=1, description="batch systems: worker processes per job")
+    memory: str | None = Field(
+        None, description="memory per worker (local) or per job (batch systems), e.g. '4GB'"
+    )
+    walltime: str = Field("01:00:00", description="batch systems: wall time per job")
+    queue: str | None = Field(None, description="batch systems: partition / queue")
+    account: str | None = Field(None, description="batch systems: account / project")
+    job_extra: list[str] = Field(
+        default_factory=list, description="batch systems: extra directives, e.g. '--qos=normal'"
+    )
+    interface: str | None = Field(
+        None, description="network interface workers and scheduler use (e.g. 'lo', 'ib0')"
+    )
+    python: str | None = Field(None, description="python on the compute nodes (default: this one)")
+    startup_timeout: float = Field(
+        600.0, gt=0, description="seconds to wait for the first worker before giving up"
+    )
+
+
+class ClusterBackend(abc.ABC):
+    """A way to obtain a Dask client; subclasses declare their kinds."""
+
+    kinds: ClassVar[tuple[ClusterKind, ...]] = ()
+
+    def __init__(self, spec: ClusterSpec, run_dir: Path, *, retries: int = 2) -> None:
+        self.spec = spec
+        self.run_dir = run_dir
+        self.retries = retries
+
+    @abc.abstractmethod
+    @contextlib.contextmanager
+    def client(self) -> Iterator[Client]:
+        """Start (or join) the cluster and yield a connected client; tear down on exit."""
+
+
+def _allowed_failures(retries: int) -> dict[str, Any]:
+    # the scheduler reschedules a task whose worker died at most this many times
+    return {"distributed.scheduler.allowed-failures": max(retries, 0)}
+
+
+class LocalBackend(ClusterBackend):
+    """A LocalCluster of single-threaded worker processes, one per core by default."""
+
+    kinds = (ClusterKind.LOCAL,)
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[Client]:
+        from distributed import Client, LocalCluster
+
+        n = self.spec.workers or len(os.sched_getaffinity(0))
+        memory: str | int = self.spec.memory or int(psutil.virtual_memory().total * 0.9 / n)
+        with dask.config.set(_allowed_failures(self.retries)):
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=self.spec.threads_per_worker,
+                processes=True,
+                memory_limit=memory,
+                dashboard_address=None,
+                host=None if self.spec.interface else "127.0.0.1",
+                interface=self.spec.interface,
+                silence_logs=logging.CRITICAL,
+            )
+        try:
+            with Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+
+
+class JobqueueBackend(ClusterBackend):
+    """Workers as batch jobs through dask-jobqueue (Slurm, PBS, SGE, LSF)."""
+
+    kinds = (ClusterKind.SLURM, ClusterKind.PBS, ClusterKind.SGE, ClusterKind.LSF)
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the dask-jobqueue cluster class."""
+        spec = self.spec
+        kwargs: dict[str, Any] = {
+            "cores": spec.cores,
+            "processes": spec.processes,
+            "memory": spec.memory or "2GB",
+            "walltime": spec.walltime,
+            "python": spec.python or sys.executable,
+            "log_directory": str(self.run_dir / "logs" / "_cluster"),
+            "job_extra_directives": list(spec.job_extra),
+        }
+        if spec.queue:
+            kwargs["queue"] = spec.queue
+        if spec.account:
+            kwargs["account"] = spec.account
+        if spec.interface:
+            kwargs["interface"] = spec.interface
+        return kwargs
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[Client]:
+        import dask_jobqueue
+        from distributed import Client
+
+        classes = {
+            ClusterKind.SLURM: dask_jobqueue.SLURMCluster,
+            ClusterKind.PBS: dask_jobqueue.PBSCluster,
+            ClusterKind.SGE: dask_jobqueue.SGECluster,
+            ClusterKind.LSF: dask_jobqueue.LSFCluster,
+        }
+        (self.run_dir / "logs" / "_cluster").mkdir(parents=True, exist_ok=True)
+        with dask.config.set(_allowed_failures(self.retries)):
+            try:
+                cluster = classes[self.spec.kind](**self.cluster_kwargs())
+            except Exception as exc:
+                raise ClusterError(f"could not set up a {self.spec.kind} cluster: {exc}") from exc
+        try:
+            log.info("job script:\n%s", cluster.job_script())
+            cluster.scale(jobs=self.spec.workers or 1)
+            with Client(cluster) as client:
+                _wait_for_first_worker(client, self.spec.startup_timeout, str(self.spec.kind))
+                yield client
+        finally:
+            cluster.close()
+
+
+class MPIBackend(ClusterBackend):
+    """dask-mpi: this process is rank 1 of an ``mpirun``; rank 0 schedules, the rest work."""
+
+    kinds = (ClusterKind.MPI,)
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[Client]:
+        from distributed import Client
+
+        start_mpi_cluster(self.spec)
+        with Client() as client:
+            _wait_for_first_worker(client, self.spec.startup_timeout, "mpi")
+            yield client
+
+
+def start_mpi_cluster(spec: ClusterSpec) -> None:
+    """Turn the ranks of this MPI job into a Dask cluster (dask-mpi).
+
+    Ranks other than 1 become the scheduler (0) or workers and never return from this call;
+    they exit when the client rank closes the cluster. Must be called before any other Dask
+    client is created.
+    """
+    try:
+        from dask_mpi import initialize
+    except ImportError as exc:
+        raise ClusterError(
+            "--cluster mpi needs the 'mpi' extra (dask-mpi and mpi4py) and an MPI library: "
+            f"{exc}"
+        ) from None
+    initialize(
+        interface=spec.interface,
+        nthreads=spec.threads_per_worker,
+        memory_limit=spec.memory or "auto",
+        dashboard=False,
+        exit=True,
+    )
+
+
+class AddressBackend(ClusterBackend):
+    """An existing scheduler, given by its address; the cluster is not ours to stop."""
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[Client]:
+        from distributed import Client
+
+        assert self.spec.scheduler is not None
+        try:
+            client = Client(self.spec.scheduler, timeout=30)
+        except OSError as exc:
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {self.spec.scheduler}: {exc}"
+            ) from None
+        with client:
+            yield client
+
+
+def _wait_for_first_worker(client: Client, timeout: float, what: str) -> None:
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise ClusterError(
+            f"no {what} worker started within {timeout:.0f} s; check the queue and the job "
+            "logs in logs/_cluster/"
+        ) from None
+
+
+BACKENDS: dict[ClusterKind, type[ClusterBackend]] = {
+    kind: cls for cls in (LocalBackend, JobqueueBackend, MPIBackend) for kind in cls.kinds
+}
+
+
+def backend_for(spec: ClusterSpec, run_dir: Path, *, retries: int = 2) -> ClusterBackend:
+    """The backend that provides the workers described by ``spec``."""
+    if spec.scheduler:
+        return AddressBackend(spec, run_dir, retries=retries)
+    try:
+        cls = BACKENDS[ClusterKind(spec.kind)]
+    except (KeyError, ValueError):
+        raise UnknownNameError("cluster kind", str(spec.kind), [str(k) for k in BACKENDS]) from None
+    return cls(spec, run_dir, retries=retries)

@@ -1,0 +1,1 @@
+"""scopeflow.io: see ../shared/ARCHITECTURE.md (filled in by later issues)."""

@@ -1,0 +1,1 @@
+"""scopeflow.ops: see ../shared/ARCHITECTURE.md (filled in by later issues)."""

@@ -1,0 +1,1 @@
+"""scopeflow.ops.cyto: see ../shared/ARCHITECTURE.md (filled in by later issues)."""

@@ -1,0 +1,1 @@
+"""scopeflow.ops.spim: see ../shared/ARCHITECTURE.md (filled in by later issues)."""

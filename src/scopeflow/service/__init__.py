@@ -1,0 +1,1 @@
+"""scopeflow.service: see ../shared/ARCHITECTURE.md (filled in by later issues)."""

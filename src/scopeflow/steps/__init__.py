@@ -1,0 +1,1 @@
+"""scopeflow.steps: see ../shared/ARCHITECTURE.md (filled in by later issues)."""

@@ -59,12 +59,12 @@ def format_validation_error(exc: ValidationError) -> list[tuple[str, str]]:
             else:
                 parts.append(("." if parts else "") + str(loc))
         key = "".join(parts)
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not part of this configuration)"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        elif "input" in err and err["type"] not in ("missing",):
+        elif "input" in err and err["type"] != "value_error":
             shown = repr(err["input"])
             if len(shown) > 60:
                 shown = shown[:57] + "..."

@@ -56,6 +56,7 @@ def work(ctx: UnitContext) -> dict[str, Any]:
         marker = ctx.output_path("work", f"{ctx.unit}.died")
         if not marker.exists():
             marker.write_text(f"{os.getpid()}\n")
+            time.sleep(0.5)  # die mid-unit, not before the unit has been seen running
             ctx.log.warning("killing my own worker process %d (fault injection)", os.getpid())
             os.kill(os.getpid(), signal.SIGKILL)
     if cfg.sleep:

@@ -77,8 +77,12 @@ def run(
     config: Annotated[Path, typer.Option("--config", "-c", help="The pipeline's config.yaml.")],
     workdir: Annotated[
         Path | None,
-        typer.Option("--workdir", "-w", help="Run directory; run again on it to resume. "
-                     "Default: runs/<pipeline> next to the config file."),
+        typer.Option(
+            "--workdir",
+            "-w",
+            help="Run directory; run again on it to resume. "
+            "Default: runs/<pipeline> next to the config file.",
+        ),
     ] = None,
     cluster: Annotated[
         ClusterKind | None, typer.Option("--cluster", help="Where the workers run.")
@@ -118,25 +122,36 @@ def run(
         raise ConfigError(config, [("cluster", "expected a mapping of cluster settings")])
     if not isinstance(engine_section, dict) or set(engine_section) - {"retries"}:
         raise ConfigError(config, [("engine", "expected a mapping with only 'retries'")])
-    cfg = validate_config(
-        pipe.config_model, data, source=config, base_dir=config.parent.absolute()
-    )
+    cfg = validate_config(pipe.config_model, data, source=config, base_dir=config.parent.absolute())
     spec = _cluster_spec(
         cluster_section,
         {
-            "kind": cluster, "scheduler": scheduler, "workers": workers, "cores": cores,
-            "memory": memory, "walltime": walltime, "queue": queue, "account": account,
-            "job_extra": job_extra or [], "interface": interface,
+            "kind": cluster,
+            "scheduler": scheduler,
+            "workers": workers,
+            "cores": cores,
+            "memory": memory,
+            "walltime": walltime,
+            "queue": queue,
+            "account": account,
+            "job_extra": job_extra or [],
+            "interface": interface,
         },
         str(config),
     )
-    n_retries = retries if retries is not None else int(engine_section.get("retries", DEFAULT_RETRIES))
+    n_retries = (
+        retries if retries is not None else int(engine_section.get("retries", DEFAULT_RETRIES))
+    )
     if spec.kind is ClusterKind.MPI and not spec.scheduler:
         start_mpi_cluster(spec)  # ranks other than 1 serve the cluster and exit inside
     workdir = workdir or config.parent / "runs" / pipe.name
     pipe.units(cfg)  # list the units now: missing inputs are reported before any cluster starts
     outcome = run_pipeline(
-        pipe, cfg, workdir, cluster=spec, retries=n_retries,
+        pipe,
+        cfg,
+        workdir,
+        cluster=spec,
+        retries=n_retries,
         progress=RichProgress(err) if progress else None,
     )
     _print_outcome(outcome.summary, outcome.run_dir)
@@ -153,7 +168,11 @@ def _print_outcome(summary: dict[str, Any], run_dir: Path) -> None:
         table.add_column(col, justify="left" if col == "step" else "right")
     for name, st in summary["steps"].items():
         table.add_row(
-            name, str(st["units"]), str(st["done"]), str(st["failed"]), str(st["not_started"]),
+            name,
+            str(st["units"]),
+            str(st["done"]),
+            str(st["failed"]),
+            str(st["not_started"]),
             "-" if st["mean_s"] is None else f"{st['mean_s']:.3f}",
             "-" if st["max_s"] is None else f"{st['max_s']:.3f}",
         )
@@ -216,7 +235,7 @@ def synth_cyto(
 
     if kind not in ("ifc", "confocal"):
         raise typer.BadParameter(f"expected 'ifc' or 'confocal', got {kind!r}", param_hint="--kind")
-    make_cyto_dataset(out_dir, kind=kind, n=n, seed=seed)  # type: ignore[arg-type]
+    make_cyto_dataset(out_dir, kind=kind, n=n, seed=seed)
     out.print(f"wrote {kind} data to {out_dir} (truth.csv, labels)")
 
 
@@ -225,9 +244,9 @@ def synth_cyto(
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option("--workdir", "-w", help="Folder for data and run.")] = Path(
-        "scopeflow-demo"
-    ),
+    workdir: Annotated[
+        Path, typer.Option("--workdir", "-w", help="Folder for data and run.")
+    ] = Path("scopeflow-demo"),
     workers: Annotated[int | None, typer.Option("--workers", "-n", min=1)] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -252,7 +271,10 @@ def demo(
     pipe = get_pipeline("example")
     cfg = load_config(pipe.config_model, config_path)
     outcome = run_pipeline(
-        pipe, cfg, workdir / "run", cluster=ClusterSpec(workers=workers),
+        pipe,
+        cfg,
+        workdir / "run",
+        cluster=ClusterSpec(workers=workers),
         progress=RichProgress(err) if progress else None,
     )
     _print_outcome(outcome.summary, outcome.run_dir)

@@ -92,7 +92,9 @@ def test_killed_worker_mid_unit_run_completes_with_same_outputs(tmp_path: Path) 
     def running_work() -> list[dict[str, object]]:
         if not events_path.exists():
             return []
-        return [e for e in read_events(events_path) if e["step"] == "work" and e["state"] == "running"]
+        return [
+            e for e in read_events(events_path) if e["step"] == "work" and e["state"] == "running"
+        ]
 
     _wait_for(lambda: bool(running_work()), 120, "a running work unit")
     victim = running_work()[0]

@@ -85,7 +85,12 @@ def test_failing_unit_fails_its_step_others_finish(tmp_path: Path, dask_client: 
     assert outcome.failed == [("work", "u0001", "RuntimeError: injected failure in unit u0001")]
     events = read_events(tmp_path / "events.jsonl")
     assert _states(events, "work", "u0001") == [
-        "queued", "running", "failed", "queued", "running", "failed",
+        "queued",
+        "running",
+        "failed",
+        "queued",
+        "running",
+        "failed",
     ]
     final = [e for e in events if e["unit"] == "u0001" and e["state"] == "failed"][-1]
     assert final["attempt"] == 2

@@ -26,9 +26,12 @@ def test_prepare_freezes_config_and_counts_runs(tmp_path: Path) -> None:
 
 def test_lock_is_exclusive(tmp_path: Path) -> None:
     rd = RunDir(tmp_path)
-    with rd.lock():
-        with pytest.raises(RunDirError, match="another scopeflow run"), RunDir(tmp_path).lock():
-            pass
+    with (
+        rd.lock(),
+        pytest.raises(RunDirError, match="another scopeflow run"),
+        RunDir(tmp_path).lock(),
+    ):
+        pass
     with rd.lock():  # released
         pass
 

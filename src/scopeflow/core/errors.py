@@ -95,6 +95,8 @@ class RunFailedError(ScopeflowError, RuntimeError):
 
     def __init__(self, failed: Sequence[tuple[str, str, str]]) -> None:
         self.failed = list(failed)
-        head = "; ".join(f"{s}[{u}]: {e.splitlines()[0] if e else ''}" for s, u, e in self.failed[:5])
+        head = "; ".join(
+            f"{s}[{u}]: {e.splitlines()[0] if e else ''}" for s, u, e in self.failed[:5]
+        )
         more = f" (+{len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
         super().__init__(f"{len(self.failed)} unit(s) failed: {head}{more}")

@@ -75,9 +75,7 @@ def run_pipeline(
         run_no = rundir.prepare(pipeline.name, config.model_dump(mode="json"), run_info=info)
         t0 = time.perf_counter()
         with EventLog(rundir.events_path, run=run_no) as events:
-            driver = _Driver(
-                pipeline, config, rundir, events, retries=retries, progress=progress
-            )
+            driver = _Driver(pipeline, config, rundir, events, retries=retries, progress=progress)
             status = RunStatus.FAILED
             try:
                 with _client(client, cluster, rundir, retries) as dask_client:
@@ -88,8 +86,12 @@ def run_pipeline(
                 raise
             finally:
                 summary = summarize(
-                    pipeline, rundir, driver, status=status,
-                    wall_s=time.perf_counter() - t0, run=run_no,
+                    pipeline,
+                    rundir,
+                    driver,
+                    status=status,
+                    wall_s=time.perf_counter() - t0,
+                    run=run_no,
                 )
                 atomic_write_json(rundir.summary_path, summary)
     failed = [(n.step, n.unit, e) for n, e in driver.failed.items()]

@@ -4,7 +4,8 @@ One small :class:`ClusterBackend` per family, looked up by :class:`~scopeflow.co
 
 - ``local``: a :class:`distributed.LocalCluster` of worker processes sized to the machine;
 - ``slurm``, ``pbs``, ``sge``, ``lsf``: dask-jobqueue; every worker is a batch job;
-- ``mpi``: dask-mpi under ``mpirun``/``srun`` (rank 0 scheduler, rank 1 this driver, others workers);
+- ``mpi``: dask-mpi under ``mpirun``/``srun`` (rank 0 scheduler, rank 1 this driver, the rest
+  workers);
 - an existing scheduler by address (``--scheduler tcp://HOST:PORT``).
 """
 
@@ -43,8 +44,10 @@ class ClusterSpec(StrictModel):
         None, description="address of an existing Dask scheduler (tcp://HOST:PORT); overrides kind"
     )
     workers: int | None = Field(
-        None, ge=1, description="local: worker processes (default: one per core); "
-        "batch systems: number of jobs; mpi: ignored (ranks - 2)"
+        None,
+        ge=1,
+        description="local: worker processes (default: one per core); "
+        "batch systems: number of jobs; mpi: ignored (ranks - 2)",
     )
     threads_per_worker: int = Field(1, ge=1, description="threads in each worker process")
     cores: int = Field(1, ge=1, description="batch systems: cores per job")
@@ -195,8 +198,7 @@ def start_mpi_cluster(spec: ClusterSpec) -> None:
         from dask_mpi import initialize
     except ImportError as exc:
         raise ClusterError(
-            "--cluster mpi needs the 'mpi' extra (dask-mpi and mpi4py) and an MPI library: "
-            f"{exc}"
+            f"--cluster mpi needs the 'mpi' extra (dask-mpi and mpi4py) and an MPI library: {exc}"
         ) from None
     initialize(
         interface=spec.interface,

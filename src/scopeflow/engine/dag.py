@@ -194,7 +194,9 @@ class Pipeline:
                     if dep.mode == "unit":
                         up.append(Node(dep.step, unit))
                     else:
-                        up.extend(Node(dep.step, u) for u in (units if upstream.fan_out else [ONCE]))
+                        up.extend(
+                            Node(dep.step, u) for u in (units if upstream.fan_out else [ONCE])
+                        )
                 nodes.append(node)
                 deps[node] = tuple(up)
         return UnitGraph(nodes=nodes, deps=deps)

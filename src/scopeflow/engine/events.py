@@ -105,12 +105,12 @@ def iter_events(path: str | Path) -> Iterator[dict[str, Any]]:
     if not path.exists():
         return
     with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
+        for raw in fh:
+            text = raw.strip()
+            if not text:
                 continue
             try:
-                event = json.loads(line)
+                event = json.loads(text)
             except json.JSONDecodeError:
                 continue
             if isinstance(event, dict) and "step" in event and "state" in event:

@@ -6,7 +6,14 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from scopeflow.core import UnitState
 
@@ -42,14 +49,14 @@ class RichProgress:
         self._failed: dict[str, int] = {}
         self._running: dict[str, set[str]] = {}
 
-    def start(self, totals: Mapping[str, int]) -> None:  # noqa: D102
+    def start(self, totals: Mapping[str, int]) -> None:
         for step, total in totals.items():
             self._tasks[step] = self._progress.add_task(step, total=total, note="")
             self._failed[step] = 0
             self._running[step] = set()
         self._progress.start()
 
-    def update(self, step: str, unit: str, state: UnitState) -> None:  # noqa: D102
+    def update(self, step: str, unit: str, state: UnitState) -> None:
         task = self._tasks[step]
         running = self._running[step]
         if state is UnitState.RUNNING:
@@ -67,5 +74,5 @@ class RichProgress:
             notes.append(f"[red]{self._failed[step]} failed[/red]")
         self._progress.update(task, note=", ".join(notes))
 
-    def stop(self) -> None:  # noqa: D102
+    def stop(self) -> None:
         self._progress.stop()

@@ -50,13 +50,41 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).absolute()
 
-    config_path = property(lambda self: self.path / "config.yaml")
-    meta_path = property(lambda self: self.path / "run.json")
-    state_dir = property(lambda self: self.path / "state")
-    events_path = property(lambda self: self.path / "events.jsonl")
-    logs_dir = property(lambda self: self.path / "logs")
-    outputs_dir = property(lambda self: self.path / "outputs")
-    summary_path = property(lambda self: self.path / "summary.json")
+    @property
+    def config_path(self) -> Path:
+        """``config.yaml``: frozen configuration."""
+        return self.path / "config.yaml"
+
+    @property
+    def meta_path(self) -> Path:
+        """``run.json``: pipeline name and one entry per run."""
+        return self.path / "run.json"
+
+    @property
+    def state_dir(self) -> Path:
+        """``state``: completion records."""
+        return self.path / "state"
+
+    @property
+    def events_path(self) -> Path:
+        """``events.jsonl``: append-only event log."""
+        return self.path / "events.jsonl"
+
+    @property
+    def logs_dir(self) -> Path:
+        """``logs``: per-unit logs."""
+        return self.path / "logs"
+
+    @property
+    def outputs_dir(self) -> Path:
+        """``outputs``: what the steps write."""
+        return self.path / "outputs"
+
+    @property
+    def summary_path(self) -> Path:
+        """``summary.json``: written at the end of every run."""
+        return self.path / "summary.json"
+
 
     def record_path(self, node: Node) -> Path:
         """Completion record of ``node``."""
@@ -97,9 +125,7 @@ class RunDir:
             old, new = _flatten(frozen), _flatten(config)
             changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             if changed:
-                shown = ", ".join(
-                    f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:5]
-                )
+                shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:5])
                 raise RunDirError(
                     self.path,
                     f"was started with a different configuration: {shown}; finished units "

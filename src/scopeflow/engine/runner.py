@@ -118,7 +118,7 @@ class _Driver:
                 }
         return upstream
 
-    def _submit(self, node: Node) -> Future:
+    def _submit(self, node: Node) -> Future[dict[str, Any]]:
         n = self.submissions.get(node, 0) + 1
         self.submissions[node] = n
         token = f"{node.step}/{node.unit}/{n}"
@@ -137,9 +137,7 @@ class _Driver:
             self._emit(node, UnitState.QUEUED, attempt=self.starts.get(node, 0) + 1)
         key = f"{node.step}-{node.unit}-{n}-{self.topic}"
         assert self.client is not None
-        fut: Future = self.client.submit(
-            execute_unit, task, token, key=key, pure=False, retries=0
-        )
+        fut: Future[dict[str, Any]] = self.client.submit(execute_unit, task, token, key=key, pure=False, retries=0)
         fut.scopeflow_token = token  # type: ignore[attr-defined]
         return fut
 

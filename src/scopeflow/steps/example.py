@@ -23,7 +23,13 @@ from scopeflow.core import FormatError
 from scopeflow.core.config import StrictModel
 
 OBJECT_COLUMNS = (
-    "image_id", "object", "area", "centroid_x", "centroid_y", "mean_intensity", "max_intensity",
+    "image_id",
+    "object",
+    "area",
+    "centroid_x",
+    "centroid_y",
+    "mean_intensity",
+    "max_intensity",
 )
 
 

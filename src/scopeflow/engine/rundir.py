@@ -85,7 +85,6 @@ class RunDir:
         """``summary.json``: written at the end of every run."""
         return self.path / "summary.json"
 
-
     def record_path(self, node: Node) -> Path:
         """Completion record of ``node``."""
         return self.state_dir / node.step / f"{node.unit}.json"

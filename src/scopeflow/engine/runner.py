@@ -137,7 +137,9 @@ class _Driver:
             self._emit(node, UnitState.QUEUED, attempt=self.starts.get(node, 0) + 1)
         key = f"{node.step}-{node.unit}-{n}-{self.topic}"
         assert self.client is not None
-        fut: Future[dict[str, Any]] = self.client.submit(execute_unit, task, token, key=key, pure=False, retries=0)
+        fut: Future[dict[str, Any]] = self.client.submit(
+            execute_unit, task, token, key=key, pure=False, retries=0
+        )
         fut.scopeflow_token = token  # type: ignore[attr-defined]
         return fut
 

@@ -74,15 +74,60 @@ def _report(topic: str, msg: dict[str, Any]) -> None:
         pass
 
 
-def _unit_logger(path: Path, node: Node) -> tuple[logging.Logger, logging.Handler]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    logger = logging.getLogger(f"scopeflow.unit.{node.step}.{node.unit}")
-    logger.setLevel(logging.DEBUG)
+class _LazyFileHandler(logging.Handler):
+    """Writes a unit's log file, but only once the unit logs something of its own.
+
+    Bookkeeping lines (start, done) are held back until then, so a unit that logs nothing costs
+    no file (file creation dominates the engine's per-unit overhead on shared file systems);
+    its start, end and worker are in ``events.jsonl`` anyway.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(logging.DEBUG)
+        self.path = path
+        self.held: list[logging.LogRecord] = []
+        self.stream: Any = None
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+
+    def hold(self, record: logging.LogRecord) -> None:
+        """Keep a bookkeeping line; written before the first real line."""
+        if self.stream is not None:
+            self.emit(record)
+        else:
+            self.held.append(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self.stream is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.stream = self.path.open("a", encoding="utf-8")
+                for held in self.held:
+                    self.stream.write(self.format(held) + "\n")
+                self.held.clear()
+            self.stream.write(self.format(record) + "\n")
+            self.stream.flush()
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        super().close()
+
+
+def _unit_logger(path: Path, node: Node) -> tuple[logging.Logger, _LazyFileHandler]:
+    # a free-standing logger: not registered with logging's manager, so thousands of units
+    # neither accumulate loggers nor invalidate logging's caches
+    logger = logging.Logger(f"scopeflow.unit.{node.step}.{node.unit}", logging.DEBUG)
     logger.propagate = False
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler = _LazyFileHandler(path)
     logger.addHandler(handler)
     return logger, handler
+
+
+def _note(logger: logging.Logger, handler: _LazyFileHandler, msg: str, *args: Any) -> None:
+    handler.hold(logger.makeRecord(logger.name, logging.INFO, __file__, 0, msg, args, None))
 
 
 def execute_unit(task: UnitTask, token: str) -> dict[str, Any]:
@@ -107,7 +152,7 @@ def execute_unit(task: UnitTask, token: str) -> dict[str, Any]:
     _report(task.topic, {"token": token, "who": worker, "ts": started})
     logger, handler = _unit_logger(rundir.log_path(node), node)
     try:
-        logger.info("start %s (submission %d) on %s", node, task.attempt, worker)
+        _note(logger, handler, "start %s (submission %d) on %s", node, task.attempt, worker)
         ctx = UnitContext(
             step=task.step,
             unit=task.unit,
@@ -143,7 +188,7 @@ def execute_unit(task: UnitTask, token: str) -> dict[str, Any]:
             "result": payload,
         }
         rundir.write_record(node, record)
-        logger.info("done in %.3f s", seconds)
+        _note(logger, handler, "done in %.3f s", seconds)
         return record
     finally:
         logger.removeHandler(handler)

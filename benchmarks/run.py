@@ -1,0 +1,47 @@
+"""Run every benchmark and store the results in benchmarks/results/ (``make bench``).
+
+Each benchmark module has ``main(argv) -> dict``; results are written as JSON with the command
+line that produced them, ready to be copied into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks import engine_overhead  # noqa: E402
+
+BENCHMARKS = {"engine_overhead": (engine_overhead.main, ["--units", "10000", "--workers", "2"])}
+
+
+def main() -> None:
+    """Run all benchmarks, write benchmarks/results/<name>.json."""
+    results_dir = HERE / "results"
+    results_dir.mkdir(exist_ok=True)
+    machine = {
+        "cpus": psutil.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    for name, (func, argv) in BENCHMARKS.items():
+        print(f"== {name}: python benchmarks/{name}.py {' '.join(argv)}", flush=True)
+        result = func(argv)
+        result.update(
+            command=f"python benchmarks/{name}.py {' '.join(argv)}",
+            machine=machine,
+            date=time.strftime("%Y-%m-%d"),
+        )
+        (results_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Synthetic microscopy data with known ground truth, for tests and benchmarks.
+
+* :func:`make_spim_dataset` -- multiview light-sheet time-lapse (TIFF + CZI) with known view
+  affines, drifts and bead positions (:class:`SpimTruth`).
+* :func:`make_cyto_dataset` -- imaging-flow-cytometry images or confocal fields with true label
+  images and a per-object truth table (:class:`CytoTruth`).
+"""
+
+from scopeflow.testing._cyto import make_cyto_dataset
+from scopeflow.testing._cyto_truth import CytoKind, CytoTruth, read_truth_table
+from scopeflow.testing._spim import make_spim_dataset
+from scopeflow.testing._spim_truth import SpimTruth, beads_in_view, beads_in_view_index
+
+__all__ = [
+    "CytoKind",
+    "CytoTruth",
+    "SpimTruth",
+    "beads_in_view",
+    "beads_in_view_index",
+    "make_cyto_dataset",
+    "make_spim_dataset",
+    "read_truth_table",
+]

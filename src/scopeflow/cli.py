@@ -266,7 +266,14 @@ def demo(
         make_cyto_dataset(data_dir, kind="confocal", n=4, seed=0)
     config_path = workdir / "example.yaml"
     config_path.write_text(
-        yaml.safe_dump({"input": "data/fields", "pattern": "*.tif", "truth": "data/truth.csv"})
+        yaml.safe_dump(
+            {
+                "input": "data/fields",
+                "pattern": "*.tif",
+                "segment": {"channel": 2},
+                "truth": "data/truth.csv",
+            }
+        )
     )
     pipe = get_pipeline("example")
     cfg = load_config(pipe.config_model, config_path)
@@ -281,11 +288,11 @@ def demo(
     report_rel = outcome.summary["outputs"].get("report")
     if report_rel:
         rep = json.loads((outcome.run_dir / report_rel).read_text())
-        out.print(
-            f"found {rep['objects']} objects in {rep['images']} images; against the truth: "
-            f"recall {rep.get('recall', float('nan')):.3f}, "
-            f"precision {rep.get('precision', float('nan')):.3f}"
-        )
+        line = f"found {rep['objects']} objects in {rep['images']} images"
+        if rep.get("recall") is not None and rep.get("precision") is not None:
+            line += f"; against the truth: recall {rep['recall']:.3f}, "
+            line += f"precision {rep['precision']:.3f}"
+        out.print(line)
     out.print(f"[bold]results are in {outcome.run_dir / 'outputs'}[/bold]")
     if outcome.status is not RunStatus.SUCCEEDED:
         raise typer.Exit(EXIT_FAILED)

@@ -9,7 +9,6 @@ SPIM pipelines until they land, and exercises both kinds of dependency of the en
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +89,8 @@ def report(ctx: UnitContext) -> dict[str, Any]:
         true_n = sum(e["true"] for e in per_image.values())
         found_n = sum(e["found"] for e in per_image.values())
         matched = sum(e["matched"] for e in per_image.values())
-        rep["recall"] = matched / true_n if true_n else math.nan
-        rep["precision"] = matched / found_n if found_n else math.nan
+        rep["recall"] = matched / true_n if true_n else None
+        rep["precision"] = matched / found_n if found_n else None
     report_path = ctx.output_path("report.json")
     report_path.write_text(json.dumps(rep, indent=2) + "\n")
     ctx.log.info("%d objects in %d images", len(rows), len(per_image))

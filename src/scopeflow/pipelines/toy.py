@@ -66,8 +66,18 @@ def work(ctx: UnitContext) -> dict[str, Any]:
     value = int(ctx.upstream["prepare"]["value"]) ** 2
     if cfg.write_files:
         ctx.output_path("work", f"{ctx.unit}.txt").write_text(f"{value}\n")
-    ctx.log.info("value %d", value)
+    ctx.log.info("value %d on %s", value, _where())
     return {"value": value}
+
+
+def _where() -> str:
+    """Which kind of worker this is: a Slurm job, an MPI rank, or a local process."""
+    if "SLURM_JOB_ID" in os.environ:
+        return f"slurm job {os.environ['SLURM_JOB_ID']}"
+    for var in ("OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        if var in os.environ:
+            return f"mpi rank {os.environ[var]}"
+    return f"local process {os.getpid()}"
 
 
 def collect(ctx: UnitContext) -> dict[str, Any]:

@@ -7,7 +7,6 @@ module wraps them as engine steps. They stand in for the real pipelines until th
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import tifffile
 from numpy.typing import NDArray
 from pydantic import Field
 from scipy import ndimage as ndi
-from skimage import filters, measure, morphology
+from skimage import feature, filters, measure, morphology, segmentation
 
 from scopeflow.core import FormatError
 from scopeflow.core.config import StrictModel
@@ -39,6 +38,12 @@ class SegmentParams(StrictModel):
     channel: int = Field(0, ge=0, description="channel (first axis of a C,Y,X image) to segment")
     sigma: float = Field(1.5, ge=0, description="Gaussian smoothing before thresholding, px")
     min_area: int = Field(40, ge=1, description="smaller objects are removed, px")
+    split_distance: float | None = Field(
+        9.0,
+        gt=0,
+        description="split touching objects by a watershed on the distance transform, seeded "
+        "at maxima at least this far apart (px); null: no splitting",
+    )
 
 
 def read_image(path: Path, channel: int) -> NDArray[Any]:
@@ -57,7 +62,10 @@ def read_image(path: Path, channel: int) -> NDArray[Any]:
 
 
 def segment(image: NDArray[Any], params: SegmentParams) -> NDArray[np.int32]:
-    """Label the bright objects of ``image`` (Otsu threshold, hole filling, size filter).
+    """Label the bright objects of ``image``.
+
+    Otsu threshold of the smoothed image, hole filling, optional watershed split of touching
+    objects on the distance transform, size filter.
 
     Parameters
     ----------
@@ -75,6 +83,14 @@ def segment(image: NDArray[Any], params: SegmentParams) -> NDArray[np.int32]:
     mask = smooth > filters.threshold_otsu(smooth)
     mask = ndi.binary_fill_holes(mask)
     labels = measure.label(mask)
+    if params.split_distance is not None:
+        distance = ndi.distance_transform_edt(mask)
+        peaks = feature.peak_local_max(
+            distance, min_distance=round(params.split_distance), labels=labels, exclude_border=False
+        )
+        markers = np.zeros(mask.shape, dtype=np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        labels = segmentation.watershed(-distance, markers, mask=mask)
     labels = morphology.remove_small_objects(labels, max_size=params.min_area - 1)
     relabelled, _, _ = _relabel(labels)
     return relabelled.astype(np.int32)
@@ -126,10 +142,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def match_to_truth(
     found: Sequence[dict[str, Any]], truth: Sequence[dict[str, str]], *, max_distance: float
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Match found objects to true ones by nearest centroid (greedy, one-to-one).
 
-    Returns counts, recall, precision and the mean centroid error of matched pairs (px).
+    Returns counts, recall, precision and the mean centroid error of matched pairs (px); a ratio
+    without a denominator is None.
     """
     true_xy = np.array([[float(t["centroid_x"]), float(t["centroid_y"])] for t in truth])
     found_xy = np.array([[float(f["centroid_x"]), float(f["centroid_y"])] for f in found])
@@ -152,7 +169,7 @@ def match_to_truth(
         "true": n_true,
         "found": n_found,
         "matched": len(matched),
-        "recall": len(matched) / n_true if n_true else math.nan,
-        "precision": len(matched) / n_found if n_found else math.nan,
-        "mean_centroid_error_px": float(np.mean(matched)) if matched else math.nan,
+        "recall": len(matched) / n_true if n_true else None,
+        "precision": len(matched) / n_found if n_found else None,
+        "mean_centroid_error_px": float(np.mean(matched)) if matched else None,
     }

@@ -98,6 +98,7 @@ class LocalBackend(ClusterBackend):
 
     @contextlib.contextmanager
     def client(self) -> Iterator[Client]:
+        """Start a LocalCluster, yield its client, close both."""
         from distributed import Client, LocalCluster
 
         n = self.spec.workers or len(os.sched_getaffinity(0))
@@ -147,6 +148,7 @@ class JobqueueBackend(ClusterBackend):
 
     @contextlib.contextmanager
     def client(self) -> Iterator[Client]:
+        """Submit the worker jobs, wait for the first worker, yield the client, cancel the jobs."""
         import dask_jobqueue
         from distributed import Client
 
@@ -179,6 +181,7 @@ class MPIBackend(ClusterBackend):
 
     @contextlib.contextmanager
     def client(self) -> Iterator[Client]:
+        """Join the MPI ranks' cluster (starting it if the CLI has not), yield the client."""
         from distributed import Client
 
         start_mpi_cluster(self.spec)
@@ -214,6 +217,7 @@ class AddressBackend(ClusterBackend):
 
     @contextlib.contextmanager
     def client(self) -> Iterator[Client]:
+        """Connect to the scheduler at ``spec.scheduler``; leave the cluster running."""
         from distributed import Client
 
         assert self.spec.scheduler is not None

@@ -50,6 +50,7 @@ class RichProgress:
         self._running: dict[str, set[str]] = {}
 
     def start(self, totals: Mapping[str, int]) -> None:
+        """Add one bar per step and start drawing."""
         for step, total in totals.items():
             self._tasks[step] = self._progress.add_task(step, total=total, note="")
             self._failed[step] = 0
@@ -57,6 +58,7 @@ class RichProgress:
         self._progress.start()
 
     def update(self, step: str, unit: str, state: UnitState) -> None:
+        """Advance the step's bar on a final state; count running and failed units."""
         task = self._tasks[step]
         running = self._running[step]
         if state is UnitState.RUNNING:
@@ -75,4 +77,5 @@ class RichProgress:
         self._progress.update(task, note=", ".join(notes))
 
     def stop(self) -> None:
+        """Draw the final state and stop."""
         self._progress.stop()

@@ -190,13 +190,19 @@ class MPIBackend(ClusterBackend):
             yield client
 
 
+_MPI_STARTED = False
+
+
 def start_mpi_cluster(spec: ClusterSpec) -> None:
-    """Turn the ranks of this MPI job into a Dask cluster (dask-mpi).
+    """Turn the ranks of this MPI job into a Dask cluster (dask-mpi); once per process.
 
     Ranks other than 1 become the scheduler (0) or workers and never return from this call;
     they exit when the client rank closes the cluster. Must be called before any other Dask
-    client is created.
+    client is created, and before the run directory is touched (only rank 1 may do that).
     """
+    global _MPI_STARTED  # noqa: PLW0603 - dask-mpi's initialize() must run once per process
+    if _MPI_STARTED:
+        return
     try:
         from dask_mpi import initialize
     except ImportError as exc:
@@ -210,6 +216,7 @@ def start_mpi_cluster(spec: ClusterSpec) -> None:
         dashboard=False,
         exit=True,
     )
+    _MPI_STARTED = True
 
 
 class AddressBackend(ClusterBackend):

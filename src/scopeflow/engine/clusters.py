@@ -137,6 +137,7 @@ class JobqueueBackend(ClusterBackend):
             "python": spec.python or sys.executable,
             "log_directory": str(self.run_dir / "logs" / "_cluster"),
             "job_extra_directives": list(spec.job_extra),
+            "job_name": "scopeflow-worker",
         }
         if spec.queue:
             kwargs["queue"] = spec.queue
@@ -214,6 +215,7 @@ def start_mpi_cluster(spec: ClusterSpec) -> None:
         nthreads=spec.threads_per_worker,
         memory_limit=spec.memory or "auto",
         dashboard=False,
+        dashboard_address=":0",  # never collide with a dashboard already on :8787
         exit=True,
     )
     _MPI_STARTED = True

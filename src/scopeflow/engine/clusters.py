@@ -129,11 +129,14 @@ class JobqueueBackend(ClusterBackend):
     def cluster_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the dask-jobqueue cluster class."""
         spec = self.spec
+        walltime = spec.walltime
+        if spec.kind is ClusterKind.LSF and walltime.count(":") == 2:
+            walltime = walltime.rsplit(":", 1)[0]  # bsub -W takes [hours:]minutes
         kwargs: dict[str, Any] = {
             "cores": spec.cores,
             "processes": spec.processes,
             "memory": spec.memory or "2GB",
-            "walltime": spec.walltime,
+            "walltime": walltime,
             "python": spec.python or sys.executable,
             "log_directory": str(self.run_dir / "logs" / "_cluster"),
             "job_extra_directives": list(spec.job_extra),
@@ -142,7 +145,9 @@ class JobqueueBackend(ClusterBackend):
         if spec.queue:
             kwargs["queue"] = spec.queue
         if spec.account:
-            kwargs["account"] = spec.account
+            # Slurm and PBS call it an account; SGE and LSF a project
+            key = "account" if spec.kind in (ClusterKind.SLURM, ClusterKind.PBS) else "project"
+            kwargs[key] = spec.account
         if spec.interface:
             kwargs["interface"] = spec.interface
         return kwargs
@@ -231,7 +236,7 @@ class AddressBackend(ClusterBackend):
 
         assert self.spec.scheduler is not None
         try:
-            client = Client(self.spec.scheduler, timeout=30)
+            client = Client(self.spec.scheduler, timeout=min(30.0, self.spec.startup_timeout))
         except OSError as exc:
             raise ClusterError(
                 f"cannot reach the Dask scheduler at {self.spec.scheduler}: {exc}"

@@ -1,0 +1,86 @@
+"""The public names of each package are exactly what we intend, and all resolve."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+EXPECTED = {
+    "scopeflow.core": {
+        "ClusterError",
+        "ClusterKind",
+        "ConfigError",
+        "FormatError",
+        "InputNotFoundError",
+        "PipelineError",
+        "RunDirError",
+        "RunFailedError",
+        "RunStatus",
+        "ScopeflowError",
+        "UnitState",
+        "UnknownNameError",
+        "atomic_write_bytes",
+        "atomic_write_json",
+        "atomic_write_text",
+    },
+    "scopeflow.engine": {
+        "DEFAULT_RETRIES",
+        "ONCE",
+        "ClusterSpec",
+        "Dependency",
+        "EventLog",
+        "Node",
+        "Pipeline",
+        "ProgressSink",
+        "RichProgress",
+        "RunDir",
+        "RunOutcome",
+        "Step",
+        "UnitContext",
+        "UnitError",
+        "all_units",
+        "backend_for",
+        "iter_events",
+        "load_summary",
+        "per_unit",
+        "read_events",
+        "run_pipeline",
+        "start_mpi_cluster",
+    },
+    "scopeflow.pipelines": {"available", "get_pipeline"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(EXPECTED))
+def test_exports(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert set(mod.__all__) == EXPECTED[module]
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None
+
+
+def test_testing_exports_resolve() -> None:
+    mod = importlib.import_module("scopeflow.testing")
+    assert {"make_spim_dataset", "make_cyto_dataset", "SpimTruth", "CytoTruth"} <= set(mod.__all__)
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None
+
+
+def test_error_tree() -> None:
+    from scopeflow import core
+
+    for name in (
+        "ConfigError",
+        "FormatError",
+        "InputNotFoundError",
+        "UnknownNameError",
+        "PipelineError",
+        "RunDirError",
+        "ClusterError",
+        "RunFailedError",
+    ):
+        assert issubclass(getattr(core, name), core.ScopeflowError)
+    assert issubclass(core.InputNotFoundError, FileNotFoundError)
+    assert issubclass(core.ConfigError, ValueError)
+    assert issubclass(core.UnknownNameError, KeyError)

@@ -200,8 +200,8 @@ def _shape(value: str) -> tuple[int, int, int]:
         parts = tuple(int(v) for v in value.split(","))
     except ValueError:
         raise typer.BadParameter(f"expected Z,Y,X integers, got {value!r}") from None
-    if len(parts) != 3 or min(parts) < 8:
-        raise typer.BadParameter(f"expected three sizes >= 8 as Z,Y,X, got {value!r}")
+    if len(parts) != 3 or min(parts) < 16:
+        raise typer.BadParameter(f"expected three sizes >= 16 as Z,Y,X, got {value!r}")
     return (parts[0], parts[1], parts[2])
 
 

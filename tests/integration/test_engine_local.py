@@ -94,6 +94,7 @@ def test_failing_unit_fails_its_step_others_finish(tmp_path: Path, dask_client: 
     ]
     final = [e for e in events if e["unit"] == "u0001" and e["state"] == "failed"][-1]
     assert final["attempt"] == 2
+    assert ":" in final["worker"]  # host:pid of the worker the last attempt failed on
     assert "injected failure" in final["error"]
     assert _states(events, "collect", "all") == ["skipped"]
     for unit in ("u0000", "u0002", "u0003"):

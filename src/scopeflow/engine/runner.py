@@ -76,6 +76,7 @@ class _Driver:
         self.waiting: dict[Node, int] = {}
         self.submissions: dict[Node, int] = {}
         self.starts: dict[Node, int] = {}  # 'running' reports seen = attempts begun
+        self.last_worker: dict[Node, str] = {}
         self.token_node: dict[str, Node] = {}
         self.token_started: set[str] = set()
         self.finished_tokens: set[str] = set()
@@ -94,6 +95,7 @@ class _Driver:
                 return  # a late report of a finished submission
             self.token_started.add(token)
             self.starts[node] = self.starts.get(node, 0) + 1
+            self.last_worker[node] = worker
             self._emit(node, UnitState.RUNNING, attempt=self.starts[node], worker=worker, ts=ts)
 
     def _handle_topic(self, event: tuple[float, Any]) -> None:
@@ -168,7 +170,13 @@ class _Driver:
 
     def _fail(self, node: Node, error: str) -> None:
         self.failed[node] = error
-        self._emit(node, UnitState.FAILED, attempt=self.starts.get(node, 0), error=error)
+        self._emit(
+            node,
+            UnitState.FAILED,
+            attempt=self.starts.get(node, 0),
+            worker=self.last_worker.get(node),
+            error=error,
+        )
         for down in self.graph.descendants(node):
             if down not in self.not_started and down not in self.records:
                 self.not_started.add(down)
@@ -247,6 +255,7 @@ class _Driver:
                     node.unit,
                     UnitState.FAILED,
                     attempt=self.starts.get(node, 0),
+                    worker=self.last_worker.get(node),
                     error=error,
                     retry=True,
                 )

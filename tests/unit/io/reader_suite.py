@@ -88,10 +88,9 @@ class ReaderSuite:
             self.reader_cls(missing)
 
     def test_corrupt_file_names_file_and_problem(self, corrupt: Path) -> None:
-        with pytest.raises(FormatError) as info:
-            with self.reader_cls(corrupt) as reader:
-                for i in range(reader.series_count):
-                    reader.to_dask(i).compute()
+        with pytest.raises(FormatError) as info, self.reader_cls(corrupt) as reader:
+            for i in range(reader.series_count):
+                reader.to_dask(i).compute()
         assert str(corrupt) in str(info.value)
         assert isinstance(info.value, ScopeflowError)
 
@@ -102,6 +101,5 @@ class ReaderSuite:
             (fake / "README").write_text("not an image\n")
         else:
             fake.write_text("this is not an image file\n" * 10)
-        with pytest.raises(FormatError, match="fake"):
-            with self.reader_cls(fake) as reader:
-                reader.to_dask(0).compute()
+        with pytest.raises(FormatError, match="fake"), self.reader_cls(fake) as reader:
+            reader.to_dask(0).compute()

@@ -1,6 +1,6 @@
 """The reader interface every image format implements, and the registry of readers.
 
-A file may hold several *series* (CZI scenes, tiles or views; OME-TIFF images; BDV view setups ×
+A file may hold several *series* (CZI scenes, tiles or views; OME-TIFF images; BDV view setups and
 time points). Each series is one lazy :class:`dask.array.Array` whose axes are named by
 :attr:`ImageMetadata.axes` (letters from ``T C Z Y X S``; ``S`` = samples of an RGB pixel) plus its
 :class:`ImageMetadata`. Readers never load pixel data when opened: only metadata, and only the

@@ -1,0 +1,87 @@
+"""Per-process cache of open TIFF files, shared by every lazy TIFF array of the process.
+
+Lazy arrays carry only a path; each worker process opens a file once and keeps it (keyed by path,
+modification time and size), closing evicted files when their last read ends.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tifffile
+import zarr
+
+
+@dataclass
+class _Cached:
+    tif: tifffile.TiffFile
+    arrays: dict[int, Any] = field(default_factory=dict)
+    users: int = 0
+    evicted: bool = False
+
+
+class _OpenFiles:
+    """Per-process cache of open TIFF files, shared by every lazy array of the process.
+
+    A file evicted (or released) while a read is using it is closed when that read ends.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self._lock = threading.Lock()
+        self._size = size
+        self._files: OrderedDict[tuple[str, int, int], _Cached] = OrderedDict()
+
+    @contextmanager
+    def array(self, path: Path, series: int) -> Iterator[Any]:
+        """The Zarr array of ``series`` of ``path``, opened once per process."""
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            entry = self._files.get(key)
+            if entry is not None:
+                self._files.move_to_end(key)
+                entry.users += 1
+        if entry is None:
+            opened = _Cached(tifffile.TiffFile(path))
+            with self._lock:
+                entry = self._files.setdefault(key, opened)
+                entry.users += 1
+                while len(self._files) > self._size:
+                    self._evict(next(iter(self._files)))
+            if entry is not opened:
+                opened.tif.close()
+        try:
+            with self._lock:
+                if series not in entry.arrays:
+                    store = entry.tif.series[series].aszarr(level=0)
+                    entry.arrays[series] = zarr.open(store, mode="r")
+                arr = entry.arrays[series]
+            yield arr
+        finally:
+            with self._lock:
+                entry.users -= 1
+                if entry.evicted and entry.users == 0:
+                    entry.tif.close()
+
+    def _evict(self, key: tuple[str, int, int]) -> None:
+        entry = self._files.pop(key)
+        entry.evicted = True
+        if entry.users == 0:
+            entry.tif.close()
+
+    def release(self, path: Path | None = None) -> None:
+        """Close the cached files of ``path`` (of every path if None)."""
+        with self._lock:
+            for key in [k for k in self._files if path is None or k[0] == str(path)]:
+                self._evict(key)
+
+
+OPEN_FILES = _OpenFiles()
+atexit.register(OPEN_FILES.release)

@@ -84,3 +84,28 @@ def test_error_tree() -> None:
     assert issubclass(core.InputNotFoundError, FileNotFoundError)
     assert issubclass(core.ConfigError, ValueError)
     assert issubclass(core.UnknownNameError, KeyError)
+
+
+def test_errors_survive_pickling() -> None:
+    # errors raised on Dask workers travel to the driver pickled
+    import pickle
+    from pathlib import Path
+
+    from scopeflow import core
+    from scopeflow.engine import UnitError
+
+    errors = [
+        core.ConfigError("c.yaml", [("a.b", "expected a number")]),
+        core.InputNotFoundError(Path("/x/y.tif"), "image"),
+        core.FormatError(Path("/x/y.czi"), "truncated at byte 12"),
+        core.UnknownNameError("pipeline", "nope", ["a", "b"]),
+        core.RunDirError(Path("/run"), problem="locked"),
+        core.RunFailedError([("s", "u", "boom")]),
+        core.PipelineError("cycle"),
+        UnitError("s[u]", "ValueError: x", "tb"),
+    ]
+    for err in errors:
+        clone = pickle.loads(pickle.dumps(err))
+        assert type(clone) is type(err)
+        assert str(clone) == str(err)
+        assert clone.__dict__.keys() >= {k for k in err.__dict__ if k != "_init_args"}

@@ -9,10 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+
+def _rebuild(cls: type[ScopeflowError], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return cls(*args, **kwargs)
 
 
 class ScopeflowError(Exception):
-    """Base class of every error scopeflow raises deliberately."""
+    """Base class of every error scopeflow raises deliberately.
+
+    Errors pickle with the arguments they were made with, so an error raised on a Dask worker
+    arrives whole (type, context fields, message) in the driver.
+    """
+
+    _init_args: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ScopeflowError:
+        """Remember the constructor arguments (for pickling)."""
+        self = super().__new__(cls, *args)
+        self._init_args = (args, kwargs)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args, kwargs = self._init_args
+        return (_rebuild, (type(self), args, kwargs))
 
 
 class ConfigError(ScopeflowError, ValueError):

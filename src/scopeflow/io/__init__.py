@@ -14,18 +14,52 @@ from scopeflow.io._base import (
     reader_formats,
     register_reader,
 )
+from scopeflow.io._bdv_hdf5 import (
+    PartitionInfo,
+    cells_path,
+    partition_filename,
+    write_bdv_master,
+    write_bdv_partition,
+)
+from scopeflow.io._bdv_reader import BdvReader
+from scopeflow.io._bdv_xml import read_spimdata, write_spimdata
 from scopeflow.io._czi import CziReader
+from scopeflow.io._pyramid import Pyramid, propose_mipmaps
 from scopeflow.io._tiff import OmeTiffReader, TiffReader
+from scopeflow.io.spimdata import (
+    AttributeValue,
+    Partition,
+    SpimData,
+    ViewSetup,
+    ViewTransform,
+    merge_spimdata,
+)
 
 __all__ = [
     "AXES_ORDER",
+    "AttributeValue",
+    "BdvReader",
     "CziReader",
     "ImageMetadata",
     "ImageReader",
     "OmeTiffReader",
+    "Partition",
+    "PartitionInfo",
+    "Pyramid",
+    "SpimData",
     "TiffReader",
+    "ViewSetup",
+    "ViewTransform",
+    "cells_path",
+    "merge_spimdata",
     "open_image",
+    "partition_filename",
+    "propose_mipmaps",
+    "read_spimdata",
     "reader_class",
     "reader_formats",
     "register_reader",
+    "write_bdv_master",
+    "write_bdv_partition",
+    "write_spimdata",
 ]

@@ -46,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scopeflow.core import affine as _affine
 from scopeflow.core.errors import ConfigError
-from scopeflow.testing import _affine
 from scopeflow.testing._spim_render import render_view, specimen_field
 from scopeflow.testing._spim_scene import make_beads, make_geometry, make_specimen
 from scopeflow.testing._spim_truth import SpimTruth

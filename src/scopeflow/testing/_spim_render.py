@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from scipy.special import erf
 
-from scopeflow.testing import _affine
+from scopeflow.core import affine as _affine
 from scopeflow.testing._spim_scene import Specimen
 
 #: Total photons of an average bead (peak voxel ≈ 4.5 % of it for sigma = 1, 1, 1.25 px).

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
-from scopeflow.testing import _affine
+from scopeflow.core import affine as _affine
 
 #: Beads per µm³ of agarose: about 1,600 per 128 x 128 x 128 µm³ view volume before the
 #: specimen and too-close pairs are removed (≈ 1,200-1,400 visible per default view).

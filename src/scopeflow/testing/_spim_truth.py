@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from scopeflow.core import affine as _affine
 from scopeflow.core.errors import FormatError, InputNotFoundError
 from scopeflow.core.fileio import atomic_write_text
-from scopeflow.testing import _affine
 
 CONVENTION = (
     "Affines are row-major 3x4 [M|t] mapping view pixel coordinates (x, y, z) -- voxel indices, "

@@ -1,4 +1,4 @@
-"""Small helpers for 3x4 affine transforms in the BigDataViewer convention.
+"""3x4 affine transforms in the BigDataViewer convention, shared by io, ops and testing.
 
 An affine is a row-major ``(3, 4)`` array ``[M | t]`` acting on column vectors of ``(x, y, z)``
 coordinates: ``q = M @ p + t``. Point arrays are ``(N, 3)`` with columns ``x, y, z``.
@@ -20,7 +20,11 @@ def as_affine(a: ArrayLike) -> Float64Array:
     elif arr.shape == (4, 4):
         arr = arr[:3]
     if arr.shape != (3, 4):
-        raise ValueError(f"expected 12 values or a 3x4 / 4x4 matrix, got shape {arr.shape}")
+        raise ValueError(
+            f"an affine needs 12 finite values (3 x 4 row-major); got shape {arr.shape}"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("an affine needs 12 finite values (3 x 4 row-major)")
     return arr.copy()
 
 

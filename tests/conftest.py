@@ -28,7 +28,8 @@ def dask_client() -> Iterator[Client]:
             host="127.0.0.1",
             silence_logs=50,
         )
-    with cluster, Client(cluster) as client:
+    # not the default scheduler: tests that compute plain dask arrays keep their local scheduler
+    with cluster, Client(cluster, set_as_default=False) as client:
         yield client
 
 

@@ -27,7 +27,7 @@ class ScopeflowError(Exception):
 
     def __new__(cls, *args: Any, **kwargs: Any) -> ScopeflowError:
         """Remember the constructor arguments (for pickling)."""
-        self = super().__new__(cls, *args)
+        self = super().__new__(cls)
         self._init_args = (args, kwargs)
         return self
 
@@ -60,7 +60,10 @@ class InputNotFoundError(ScopeflowError, FileNotFoundError):
     def __init__(self, path: str | Path, what: str = "input") -> None:
         self.path = Path(path)
         self.what = what
-        super().__init__(f"{what} not found: {self.path}")
+        message = f"{what} not found: {self.path}"
+        super().__init__(message)
+        self.args = (message,)  # OSError keeps its own args; ours is the message
+        self.filename = str(self.path)
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -82,7 +85,9 @@ class UnknownNameError(ScopeflowError, KeyError):
         self.kind = kind
         self.name = name
         self.known = sorted(known)
-        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known) or 'none'}")
+        message = f"unknown {kind} {name!r}; known: {', '.join(self.known) or 'none'}"
+        super().__init__(message)
+        self.args = (message,)
 
     def __str__(self) -> str:
         return str(self.args[0])

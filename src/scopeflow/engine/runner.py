@@ -234,12 +234,17 @@ class _Driver:
                     ts=record["started"],
                 )
             self.records[node] = record
+            extra = {}
+            warnings = record.get("result", {}).get("warnings")
+            if warnings:  # problems the unit survived (e.g. an unreadable image it skipped)
+                extra["warnings"] = list(warnings)
             self._emit(
                 node,
                 UnitState.DONE,
                 attempt=self.starts[node],
                 worker=record["worker"],
                 seconds=record["seconds"],
+                **extra,
             )
         for down in self.down[node]:
             self.waiting[down] -= 1

@@ -17,12 +17,18 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks import czi_readers, engine_overhead, resave_throughput  # noqa: E402
+from benchmarks import (  # noqa: E402
+    cyto_features,
+    czi_readers,
+    engine_overhead,
+    resave_throughput,
+)
 
 BENCHMARKS = {
     "engine_overhead": (engine_overhead.main, ["--units", "10000", "--workers", "2"]),
     "czi_readers": (czi_readers.main, ["--repeat", "7"]),
     "resave_throughput": (resave_throughput.main, ["--workers", "2"]),
+    "cyto_features": (cyto_features.main, ["--n", "2000", "--repeat", "3"]),
 }
 
 

@@ -12,6 +12,7 @@ from scopeflow.core import PipelineError, UnknownNameError
 from scopeflow.engine import Pipeline
 
 _REGISTRY: dict[str, str] = {
+    "cyto": "scopeflow.pipelines.cyto:PIPELINE",
     "example": "scopeflow.pipelines.example:PIPELINE",
     "toy": "scopeflow.pipelines.toy:PIPELINE",
 }

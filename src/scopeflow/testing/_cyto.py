@@ -160,7 +160,8 @@ def _make_ifc(out: Path, n: int, seed: int) -> CytoTruth:
         },
         "channels": list(channels),
         "pixel_size": IFC_PIXEL_SIZE,
-        "segment": {"method": "threshold", "channel": "cytoplasm"},
+        "batch_size": 500,
+        "segment": {"mode": "ifc", "channel": "cytoplasm", "method": "otsu"},
     }
     alt = f"# The same images as zarr: input: {{format: zarr, path: {files['zarr']}}}\n"
     _write_config(out / files["config"], config, alt)
@@ -215,10 +216,21 @@ def _make_confocal(out: Path, n: int, seed: int) -> CytoTruth:
         rows.append(format_rows(table, columns))
     write_table(out / files["table"], columns, "".join(rows))
     config = {
-        "input": {"format": "tiff", "layout": "fields", "pattern": files["image_pattern"]},
+        "input": {"format": "tiff", "layout": "fields", "pattern": "fields/*.tif"},
         "channels": list(channels),
         "pixel_size": CONFOCAL_PIXEL_SIZE,
-        "segment": {"method": "watershed", "channel": "cytoplasm", "seed_channel": "nucleus"},
+        "batch_size": 1,
+        "segment": {
+            "mode": "field",
+            "channel": "cytoplasm",
+            "method": "li",
+            "seeds": "nuclei",
+            "seed_channel": "nucleus",
+            "seed_smooth": 1.0,
+            "watershed_on": "distance",
+            "refine_distance": 10.0,
+            "min_area": 100,
+        },
     }
     _write_config(out / files["config"], config, "")
     return CytoTruth(

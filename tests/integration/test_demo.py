@@ -1,43 +1,39 @@
-"""``scopeflow demo`` end to end, and the example pipeline's accuracy on known truth."""
+"""``scopeflow demo`` end to end: synthetic data, the cyto pipeline, results against the truth."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
+
+import pandas as pd
 
 from tests.conftest import run_cli
 
 
 def test_demo_runs_and_prints_where_results_are(tmp_path: Path) -> None:
-    result = run_cli(["demo", "--workdir", tmp_path / "demo", "--no-progress"], timeout=300)
+    args = ["demo", "--workdir", tmp_path / "demo", "--ifc-images", "300", "--no-progress"]
+    result = run_cli(args, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    run = tmp_path / "demo" / "run"
-    assert f"results are in {run / 'outputs'}" in " ".join(result.stdout.split())
-    assert str(run / "summary.json") in result.stdout
-
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "succeeded"
-    assert summary["outputs"] == {
-        "objects": "outputs/objects.csv",
-        "report": "outputs/report.json",
-    }
-    report = json.loads((run / "outputs" / "report.json").read_text())
-    assert report["images"] == 4
-    # synthetic confocal fields with ~100 cells each, about half of them touching:
-    # the example segmentation must find most of them and invent few
-    assert report["recall"] >= 0.85
-    assert report["precision"] >= 0.75
-    with (run / "outputs" / "objects.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    assert len(rows) == report["objects"]
-    assert {r["image_id"] for r in rows} == {f"field{i:03d}" for i in range(4)}
-    assert all(int(r["area"]) >= 40 for r in rows)
+    text = " ".join(result.stdout.split())
+    for kind in ("ifc", "confocal"):
+        run = tmp_path / "demo" / kind / "run"
+        assert f"{kind} results are in {run / 'outputs'}" in text
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "succeeded"
+        assert {"features", "images", "qc"} <= set(summary["outputs"])
+        features = pd.read_parquet(run / summary["outputs"]["features"])
+        truth = pd.read_csv(tmp_path / "demo" / kind / "truth.csv")
+        # every synthetic cell is found; touching confocal cells are split, not merged
+        assert abs(len(features) - len(truth)) <= 0.03 * len(truth)
+    assert "ifc: " in text and "cells found" in text
 
     # a second demo on the same folder resumes: nothing runs again
-    again = run_cli(["demo", "--workdir", tmp_path / "demo", "--no-progress"], timeout=300)
+    again = run_cli(args, timeout=600)
     assert again.returncode == 0, again.stderr
-    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    events = [
+        json.loads(line)
+        for line in (tmp_path / "demo" / "ifc" / "run" / "events.jsonl").read_text().splitlines()
+    ]
     second = [e for e in events if e["run"] == 2]
     assert second
     assert {e["state"] for e in second} == {"skipped"}

@@ -118,3 +118,27 @@ def test_confocal_fields_touching_cells_and_a_corrupt_field(tmp_path: Path) -> N
     assert again.returncode == 0, again.stderr
     second = [e for e in read_events(run / "events.jsonl") if e["run"] == 2]
     assert {e["state"] for e in second} == {"skipped"}
+
+
+def test_user_labels_mode_measures_exactly_the_given_cells(tmp_path: Path) -> None:
+    data = tmp_path / "confocal"
+    make_cyto_dataset(data, kind="confocal", n=1, seed=5)
+    cfg = data / "labels.yaml"
+    cfg.write_text(
+        "input: {layout: fields, pattern: 'fields/*.tif'}\n"
+        "channels: [nucleus, membrane, cytoplasm, spots, marker]\n"
+        "segment: {mode: labels, labels_pattern: 'labels/{id}.tif'}\n"
+        "features: {families: [shape, intensity]}\n"
+    )
+    run = tmp_path / "run"
+    result = run_cli(["run", "cyto", "-c", cfg, "-w", run, "--no-progress"], timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    features = pd.read_parquet(run / "outputs" / "features.parquet")
+    truth = pd.read_csv(data / "truth.csv")
+    merged = features.merge(truth, left_on="ObjectNumber", right_on="object")
+    assert len(merged) == len(truth) == len(features)
+    np.testing.assert_array_equal(merged["AreaShape_Area"], merged["area"])
+    np.testing.assert_allclose(
+        merged["Intensity_MeanIntensity_nucleus"], merged["mean_intensity_nucleus"], rtol=1e-9
+    )
+    assert not any(c.startswith("Texture_") for c in features.columns)

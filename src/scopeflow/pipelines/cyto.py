@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
+from scopeflow.core import ConfigError
 from scopeflow.core.config import OutputPath, StrictModel
 from scopeflow.engine import Pipeline, Step, UnitContext, all_units
 from scopeflow.io import (
@@ -32,6 +33,7 @@ from scopeflow.io import (
     export_csv,
     export_fcs,
     merge_table_parts,
+    open_image,
     read_table,
     write_table_part,
 )
@@ -198,6 +200,7 @@ def process(ctx: UnitContext) -> dict[str, Any]:
     quant = (np.asarray(q["lo"]), np.asarray(q["hi"])) if q["lo"] is not None else None
     result = None
     if len(batch.images):  # a batch of only unreadable images has nothing to measure
+        labels = _user_labels(cfg, batch) if cfg.segment.mode == "labels" else None
         result = steps.process_batch(
             batch,
             channels=cfg.channels,
@@ -206,6 +209,7 @@ def process(ctx: UnitContext) -> dict[str, Any]:
             segment=cfg.segment,
             mask=cfg.mask,
             features=cfg.features,
+            labels=labels,
         )
         table = pd.DataFrame(result.objects)
         table.insert(0, "ImageNumber", table.pop("image_index").astype(np.int64) + start + 1)
@@ -248,6 +252,21 @@ def process(ctx: UnitContext) -> dict[str, Any]:
             f"unreadable image {e['image_id']} ({e['file']}): {e['error']}" for e in batch.errors
         ],
     }
+
+
+def _user_labels(cfg: CytoConfig, batch: LoadedBatch) -> np.ndarray[Any, Any]:
+    """The user's label image of every image of the batch (``segment.labels_pattern``)."""
+    pattern = cfg.segment.labels_pattern
+    if not pattern:
+        raise ConfigError(
+            "config", [("segment.labels_pattern", "labels mode needs a pattern with {id}")]
+        )
+    planes = []
+    for image_id in batch.image_ids:
+        path = Path(cfg.root) / pattern.format(id=image_id)
+        with open_image(path) as reader:
+            planes.append(np.asarray(reader.to_dask(0).compute()).squeeze())
+    return np.stack(planes)
 
 
 def _image_rows(

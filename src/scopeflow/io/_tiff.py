@@ -43,7 +43,7 @@ import numpy as np
 import tifffile
 from dask.base import tokenize
 
-from scopeflow.core import FormatError
+from scopeflow.core import FormatError, InputNotFoundError
 
 from ._base import AXES_ORDER, ImageMetadata, ImageReader, register_reader
 from ._tiff_cache import OPEN_FILES
@@ -275,6 +275,25 @@ def _imagej_fields(tif: tifffile.TiffFile, channels: int) -> dict[str, Any]:
     return fields
 
 
+def check_extent(path: Path, s: Any) -> None:
+    """Every page's data of series ``s`` must lie inside its file (else it is truncated)."""
+    if s.dataoffset is not None:  # contiguous, uncompressed: tifffile parsed one page only
+        ends = [(s.dataoffset + s.nbytes, s.keyframe.parent.filehandle)]
+    else:
+        ends = [
+            (offset + count, page.parent.filehandle)
+            for page in s.pages
+            if page is not None
+            for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True)
+            if count
+        ]
+    for end, fh in ends:
+        if end > fh.size:
+            raise FormatError(
+                path, f"truncated TIFF: data end at byte {end} of {fh.name} ({fh.size} bytes)"
+            )
+
+
 class TiffReader(ImageReader):
     """Lazy reader of TIFF files: ImageJ hyperstacks, shaped tifffile files, plain stacks.
 
@@ -307,22 +326,7 @@ class TiffReader(ImageReader):
 
     def _check_extent(self, s: Any) -> None:
         """Every page's data must lie inside its file (else the file is truncated)."""
-        if s.dataoffset is not None:  # contiguous, uncompressed: tifffile parsed one page only
-            ends = [(s.dataoffset + s.nbytes, s.keyframe.parent.filehandle)]
-        else:
-            ends = [
-                (offset + count, page.parent.filehandle)
-                for page in s.pages
-                if page is not None
-                for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True)
-                if count
-            ]
-        for end, fh in ends:
-            if end > fh.size:
-                raise FormatError(
-                    self.path,
-                    f"truncated TIFF: data end at byte {end} of {fh.name} ({fh.size} bytes)",
-                )
+        check_extent(self.path, s)
 
     def _series_metadata(
         self, tif: tifffile.TiffFile, i: int, s: Any, images: list[ET.Element]
@@ -388,6 +392,41 @@ class TiffReader(ImageReader):
     def close(self) -> None:
         """Close the files this process holds open for ``path`` (lazy arrays reopen them)."""
         OPEN_FILES.release(self.path)
+
+
+def read_tiff(path: str | Path, series: int = 0) -> tuple[np.ndarray[Any, Any], str]:
+    """Read a whole TIFF series at once, with the reader's damage checks: for small images.
+
+    Opening a :class:`TiffReader` parses all metadata and builds a lazy array; for thousands
+    of small files (one per cell and channel) that costs more than the pixels. This reads the
+    pixels eagerly in one call and refuses damaged files the same way.
+
+    Returns
+    -------
+    pixels, axes
+        The series in canonical axis order, and its axis letters (e.g. ``"YX"``, ``"CYX"``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(path, "tiff image")
+    logger = logging.getLogger("tifffile")
+    capture = _LogCapture()
+    logger.addHandler(capture)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            s = tif.series[series]
+            check_extent(path, s)
+            data = s.asarray(maxworkers=1)
+            index, axes, perm = map_axes(s.axes, tuple(int(n) for n in s.shape))
+    except (FormatError, InputNotFoundError):
+        raise
+    except Exception as exc:
+        raise FormatError(path, f"cannot read as TIFF: {exc}") from exc
+    finally:
+        logger.removeHandler(capture)
+    if capture.messages:
+        raise FormatError(path, "damaged TIFF: " + "; ".join(capture.messages))
+    return np.asarray(data[index].transpose(perm)), axes
 
 
 @register_reader

@@ -141,7 +141,9 @@ def quantiles(ctx: UnitContext) -> dict[str, Any]:
     cfg: CytoConfig = ctx.config
     if cfg.normalize.mode != "dataset":
         return {"state": None}
-    batch = cfg.source().load(*_range(ctx))
+    start, stop = _range(ctx)
+    step = max(1, round(1 / cfg.normalize.sample))
+    batch = cfg.source().load(start, stop, step)
     if not len(batch.images):  # every image of the batch unreadable: reported by 'process'
         return {"state": None}
     state = ops.channel_quantiles(

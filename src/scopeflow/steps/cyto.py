@@ -38,6 +38,13 @@ class NormalizeParams(StrictModel):
     )
     lower: float = Field(1.0, ge=0, lt=100, description="lower percentile")
     upper: float = Field(99.0, gt=0, le=100, description="upper percentile")
+    sample: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="fraction of the images (evenly spaced) whose pixels make the dataset "
+        "percentiles; 1 reads every image twice",
+    )
 
 
 class SegmentParams(StrictModel):

@@ -239,3 +239,20 @@ def test_pyramidal_bigtiff_ome_reads_full_resolution(tmp_path: Path) -> None:
         meta = reader.metadata()
         assert (meta.axes, meta.shape, meta.extra["levels"]) == ("CYX", (2, 32, 48), 2)
         np.testing.assert_array_equal(reader.to_dask().compute(), data)
+
+
+def test_read_tiff_eager_matches_reader_and_refuses_truncated(tmp_path: Path) -> None:
+    from scopeflow.io._tiff import read_tiff
+
+    data = np.arange(3 * 20 * 16, dtype=np.uint16).reshape(3, 20, 16)
+    path = tmp_path / "small.tif"
+    tifffile.imwrite(path, data, photometric="minisblack")
+    pixels, axes = read_tiff(path)
+    assert axes == "ZYX"
+    np.testing.assert_array_equal(pixels, data)
+    with TiffReader(path) as reader:
+        np.testing.assert_array_equal(reader.to_dask(0).compute(), pixels)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(FormatError, match=r"cut\.tif"):
+        read_tiff(cut)

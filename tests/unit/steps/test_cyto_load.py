@@ -96,3 +96,11 @@ def test_bad_specs_are_config_errors(folder: Path) -> None:
             validate_config(CytoInput, data, source="c.yaml", base_dir=folder)
     with pytest.raises(InputNotFoundError, match="channel stack not found"):
         _ = CytoSource(CytoInput(pattern="nope/ch{c}.tif"), folder, CHANNELS).count
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_strided_load_for_sampling(folder: Path, stack: np.ndarray, layout: str) -> None:
+    source = CytoSource(CytoInput(**LAYOUTS[layout]), folder, CHANNELS)
+    batch = source.load(1, 7, 2)
+    assert batch.image_ids[0] in ("1", "img01")
+    np.testing.assert_array_equal(batch.images, stack[1:7:2])

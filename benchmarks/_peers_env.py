@@ -100,7 +100,11 @@ def _ensure(
     shutil.rmtree(venv, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    subprocess.run([str(PYTHON39), "-m", "venv", str(venv)], check=True)
+    made = subprocess.run(
+        [str(PYTHON39), "-m", "venv", str(venv)], capture_output=True, text=True, check=False
+    )
+    if made.returncode != 0:
+        return {"ok": False, "venv": str(venv), "reason": ["venv:", *made.stderr.splitlines()]}
     for cmd, env in [*steps, (check, None)]:
         full = [str(venv / "bin" / cmd[0]), *cmd[1:]]
         if _run(full, log, env) != 0:

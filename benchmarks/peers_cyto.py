@@ -21,9 +21,16 @@ and after. Each timed run waits until the 1-minute load average is below ``--max
 (at most ``--max-wait`` s) and the input files are read once beforehand (page cache warm
 for every tool alike). Peers are installed on first use into their own Python 3.9 venvs under
 ``benchmarks/.peers/`` (recipes in ``benchmarks/_peers_env.py``); a peer that cannot be
-installed or run is recorded with the reason, never faked.
+installed or run is recorded with the reason, never faked. Every scopeflow run records the
+commit it ran at (and whether ``src/`` was modified).
+
+``--diagnose`` adds scopeflow runs that change only the environment, to show where its time
+goes: ``DASK_SCHEDULER=synchronous`` in the workers (the loaders' dask compute otherwise goes
+through the distributed scheduler), and that plus no ``MALLOC_TRIM_THRESHOLD_`` (which Dask's
+nanny sets for its workers).
 
     python benchmarks/peers_cyto.py --n 2000 --workers 2
+    python benchmarks/peers_cyto.py --n 2000 --workers 2 --diagnose
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -180,6 +188,22 @@ def _step_seconds(run_dir: Path) -> dict[str, float]:
     return out
 
 
+def scopeflow_version() -> dict[str, Any]:
+    """The commit of the working tree that runs, and whether ``src/`` differs from it."""
+    root = HERE.parent
+
+    def git(*a: str) -> str:
+        out = subprocess.run(
+            ["git", *a], cwd=root, capture_output=True, text=True, check=False, timeout=30
+        )
+        return out.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "src_modified": bool(git("status", "--porcelain", "--", "src")),
+    }
+
+
 def run_scopeflow(
     config: Path,
     label: str,
@@ -206,7 +230,9 @@ def run_scopeflow(
         "--no-progress",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **(extra_env or {})}
+    version = scopeflow_version()
     res = run_measured(cmd, log=RUNS / f"scopeflow-{label}.log", env=env)
+    res["scopeflow_version"] = version
     if extra_env:
         res["extra_env"] = extra_env
     res["load_gate"] = quiet
@@ -262,6 +288,11 @@ SCIP_INTENSITY = {
 }
 
 
+_SCIP_INTENSITY_RE = re.compile(
+    r"(combined_)?(bgcorr_)?(edge_)?(" + "|".join(sorted(SCIP_INTENSITY)) + ")"
+)
+
+
 def scip_feature_counts(out: Path, channels: list[str]) -> dict[str, Any]:
     """Rows and per-family counts of SCIP's ``feat_*`` columns (``meta_*`` reported apart)."""
     parts = sorted(out.glob("*.parquet"))
@@ -282,7 +313,7 @@ def scip_feature_counts(out: Path, channels: list[str]) -> dict[str, Any]:
             fam = "texture (GLCM 15 levels + Sobel)"
         elif mask == "raw":
             fam = "intensity (whole image, raw)"
-        elif any(stem.endswith(p) for p in SCIP_INTENSITY):
+        elif _SCIP_INTENSITY_RE.fullmatch(stem):
             fam = "intensity"
         else:
             fam = "shape (regionprops, per channel mask + combined)"
@@ -495,6 +526,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "threads_per_worker": 1,
         "max_load": args.max_load,
         "load_at_start": load_average(),
+        "scopeflow_version": scopeflow_version(),
         "ifc": {"images": args.n, "shape": [len(channels), 90, 90], "data": str(ifc)},
     }
     warm_s = _warm(ifc / "scip") + _warm(ifc / "ifc")
@@ -576,6 +608,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["confocal"] = conf_res
 
     result["load_at_end"] = load_average()
+    if scopeflow_version() != result["scopeflow_version"]:
+        result["warning"] = "scopeflow's commit or src/ changed during the run: see each run's"
+        result["warning"] += " scopeflow_version"
     json.dump(result, sys.stdout, indent=2)
     print()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -142,3 +142,27 @@ def test_user_labels_mode_measures_exactly_the_given_cells(tmp_path: Path) -> No
         merged["Intensity_MeanIntensity_nucleus"], merged["mean_intensity_nucleus"], rtol=1e-9
     )
     assert not any(c.startswith("Texture_") for c in features.columns)
+
+
+def test_per_image_files_with_channel_names_from_the_file_names(ifc: Path, tmp_path: Path) -> None:
+    import tifffile
+
+    files = tmp_path / "scip"
+    files.mkdir()
+    stacks = [tifffile.imread(ifc / "ifc" / f"ch{c}.tif") for c in range(6)]
+    for i in range(40):
+        for c, stack in enumerate(stacks):
+            tifffile.imwrite(files / f"{i}_Ch{c + 1}.tif", stack[i])
+    cfg = tmp_path / "config.yaml"  # no channel list: names come from '{channel}' in the names
+    cfg.write_text(
+        "input: {layout: files, pattern: 'scip/{id}_Ch{channel}.tif'}\n"
+        "segment: {mode: ifc, channel: '3', method: otsu}\n"
+    )
+    run = tmp_path / "run"
+    result = run_cli(["run", "cyto", "-c", cfg, "-w", run, "--no-progress"], timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    features = pd.read_parquet(run / "outputs" / "features.parquet")
+    assert {f"Intensity_MeanIntensity_{c}" for c in "123456"} <= set(features.columns)
+    images = pd.read_parquet(run / "outputs" / "images.parquet")
+    assert sorted(images["image_id"].astype(int)) == list(range(40))
+    assert (images["objects"] == 1).mean() >= 0.99

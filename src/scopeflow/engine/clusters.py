@@ -86,9 +86,16 @@ class ClusterBackend(abc.ABC):
         """Start (or join) the cluster and yield a connected client; tear down on exit."""
 
 
-def _allowed_failures(retries: int) -> dict[str, Any]:
+# Dask's statistical profiler samples every worker thread's stack every 10 ms for the
+# dashboard; it costs numerical units up to 1.6x (measured, docs/benchmarks.md) and nobody
+# looks at it in a batch run.
+WORKER_CONFIG: dict[str, Any] = {"distributed.worker.profile.enabled": False}
+WORKER_ENV = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+
+
+def _dask_config(retries: int) -> dict[str, Any]:
     # the scheduler reschedules a task whose worker died at most this many times
-    return {"distributed.scheduler.allowed-failures": max(retries, 0)}
+    return {"distributed.scheduler.allowed-failures": max(retries, 0), **WORKER_CONFIG}
 
 
 class LocalBackend(ClusterBackend):
@@ -103,7 +110,7 @@ class LocalBackend(ClusterBackend):
 
         n = self.spec.workers or len(os.sched_getaffinity(0))
         memory: str | int = self.spec.memory or int(psutil.virtual_memory().total * 0.9 / n)
-        with dask.config.set(_allowed_failures(self.retries)):
+        with dask.config.set(_dask_config(self.retries)):
             cluster = LocalCluster(
                 n_workers=n,
                 threads_per_worker=self.spec.threads_per_worker,
@@ -141,6 +148,7 @@ class JobqueueBackend(ClusterBackend):
             "log_directory": str(self.run_dir / "logs" / "_cluster"),
             "job_extra_directives": list(spec.job_extra),
             "job_name": "scopeflow-worker",
+            "job_script_prologue": [f"export {k}={v}" for k, v in WORKER_ENV.items()],
         }
         if spec.queue:
             kwargs["queue"] = spec.queue
@@ -165,7 +173,7 @@ class JobqueueBackend(ClusterBackend):
             ClusterKind.LSF: dask_jobqueue.LSFCluster,
         }
         (self.run_dir / "logs" / "_cluster").mkdir(parents=True, exist_ok=True)
-        with dask.config.set(_allowed_failures(self.retries)):
+        with dask.config.set(_dask_config(self.retries)):
             try:
                 cluster = classes[self.spec.kind](**self.cluster_kwargs())
             except Exception as exc:
@@ -215,6 +223,7 @@ def start_mpi_cluster(spec: ClusterSpec) -> None:
         raise ClusterError(
             f"--cluster mpi needs the 'mpi' extra (dask-mpi and mpi4py) and an MPI library: {exc}"
         ) from None
+    dask.config.set(WORKER_CONFIG)  # this process may become a worker
     initialize(
         interface=spec.interface,
         nthreads=spec.threads_per_worker,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scopeflow.core import ScopeflowError
+from scopeflow.engine.allocator import tune_allocator
 from scopeflow.engine.context import UnitContext
 from scopeflow.engine.dag import Node, StepFunc
 from scopeflow.engine.rundir import RunDir
@@ -145,6 +146,7 @@ def execute_unit(task: UnitTask, token: str) -> dict[str, Any]:
     UnitError
         The step function raised, or returned something that is not JSON-serialisable.
     """
+    tune_allocator()
     rundir = RunDir(task.run_dir)
     node = Node(task.step, task.unit)
     worker = worker_name()

@@ -10,6 +10,7 @@ chunks a computation asks for.
 from __future__ import annotations
 
 import abc
+import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,18 @@ class ImageReader(abc.ABC):
 
 
 _READERS: dict[str, type[ImageReader]] = {}
+# modules whose import registers the built-in readers; imported when the registry is first asked
+_READER_MODULES = (
+    "scopeflow.io._tiff",
+    "scopeflow.io._czi",
+    "scopeflow.io._omezarr",
+    "scopeflow.io._bdv_reader",
+)
+
+
+def _load_readers() -> None:
+    for module in _READER_MODULES:  # cheap once imported: a dict lookup in sys.modules
+        importlib.import_module(module)
 
 
 def register_reader(cls: type[ImageReader]) -> type[ImageReader]:
@@ -178,6 +191,7 @@ def register_reader(cls: type[ImageReader]) -> type[ImageReader]:
 
 def reader_formats() -> list[str]:
     """Names of the registered formats."""
+    _load_readers()
     return sorted(_READERS)
 
 
@@ -191,6 +205,7 @@ def reader_class(path: str | Path, format: str | None = None) -> type[ImageReade
     FormatError
         No reader claims the file name (unknown extension).
     """
+    _load_readers()
     if format is not None:
         try:
             return _READERS[format]

@@ -13,10 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
-import anndata
-import flowio
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -215,6 +212,8 @@ def export_fcs(
     tmp = atomic_target(out)
     try:
         with tmp.open("wb") as fh:
+            import flowio
+
             flowio.create_fcs(fh, data, labels, metadata_dict=keywords)
         tmp.replace(out)
     except BaseException:
@@ -282,6 +281,9 @@ def export_anndata(
     x = np.empty((table.num_rows, len(features)), dtype=dtype)
     for j, name in enumerate(features):
         x[:, j] = _as_float(table.column(name))
+    import anndata  # ≈ 2 s to import (pandas included): only when AnnData is asked for
+    import pandas as pd
+
     frame: pd.DataFrame = table.select(obs).to_pandas()
     frame.index = pd.Index([str(i) for i in range(table.num_rows)])
     adata = anndata.AnnData(X=x, obs=frame, var=pd.DataFrame(index=pd.Index(features, dtype=str)))

@@ -14,13 +14,15 @@ import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scopeflow.core import FormatError, InputNotFoundError
+
+if TYPE_CHECKING:  # pandas is imported only when a DataFrame is asked for (≈ 0.9 s)
+    import pandas as pd
 
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
@@ -38,7 +40,7 @@ def as_arrow(table: TableLike) -> pa.Table:
     """``table`` as a :class:`pyarrow.Table` (a DataFrame's index is dropped)."""
     if isinstance(table, pa.Table):
         return table
-    if isinstance(table, pd.DataFrame):
+    if type(table).__name__ == "DataFrame" and type(table).__module__.startswith("pandas"):
         return pa.Table.from_pandas(table, preserve_index=False)
     raise TypeError(f"expected a pyarrow.Table or pandas.DataFrame, got {type(table).__name__}")
 

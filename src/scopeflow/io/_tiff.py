@@ -38,7 +38,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import tifffile
 from dask.base import tokenize
@@ -381,6 +380,8 @@ class TiffReader(ImageReader):
         tiff_shape = tuple(meta.extra["tiff_shape"])
         index, _, perm = map_axes(tiff_axes, tiff_shape)
         stat = self.path.stat()
+        import dask.array as da  # here: the eager paths (read_tiff*) must not pay for it
+
         arr = da.from_array(
             _TiffArray(self.path, series, tiff_shape, meta.dtype),
             chunks=_chunks(tiff_shape, tiff_axes, meta.dtype.itemsize),

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import tifffile
-import zarr
 
 
 @dataclass
 class _Cached:
     tif: tifffile.TiffFile
     arrays: dict[int, Any] = field(default_factory=dict)
+    checked: set[int] = field(default_factory=set)  # series whose damage checks passed
     users: int = 0
     evicted: bool = False
 
@@ -45,6 +45,8 @@ class _OpenFiles:
         with self.file(path) as entry:
             with self._lock:
                 if series not in entry.arrays:
+                    import zarr  # only the chunked path needs it (≈ 0.2 s to import)
+
                     store = entry.tif.series[series].aszarr(level=0)
                     entry.arrays[series] = zarr.open(store, mode="r")
                 arr = entry.arrays[series]

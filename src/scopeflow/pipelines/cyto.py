@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from scopeflow.core import ConfigError
@@ -34,13 +35,18 @@ from scopeflow.io import (
     export_fcs,
     merge_table_parts,
     open_image,
-    read_table,
     write_table_part,
 )
 from scopeflow.ops import cyto as ops
 from scopeflow.steps import cyto as steps
 from scopeflow.steps import cyto_qc as qc
-from scopeflow.steps.cyto_load import CytoInput, CytoSource, LoadedBatch, check_channels
+from scopeflow.steps.cyto_load import (
+    CytoInput,
+    CytoSource,
+    LoadedBatch,
+    check_channels,
+    discover_channels,
+)
 
 SMALL_IMAGE_PIXELS = 256 * 256
 """Images up to this size are batched by ``DEFAULT_BATCH``; larger fields one per unit."""
@@ -81,7 +87,11 @@ class CytoConfig(StrictModel):
         Path(), validate_default=True, description="folder the input paths are relative to"
     )
     input: CytoInput
-    channels: list[str] = Field(description="channel names, in file order")
+    channels: list[str] = Field(
+        default_factory=list,
+        description="channel names, in file order; if empty: from the files' metadata "
+        "(array, fields layouts) or the {channel} part of the file names (files layout)",
+    )
     pixel_size: float | None = Field(None, gt=0, description="µm per pixel (metadata only)")
     batch_size: int | None = Field(
         None,
@@ -98,6 +108,8 @@ class CytoConfig(StrictModel):
 
     @model_validator(mode="after")
     def _channels(self) -> CytoConfig:
+        if not self.channels:  # bypass assignment validation: this validator would rerun
+            self.__dict__["channels"] = discover_channels(self.input, Path(self.root))
         check_channels(self.channels, "config")
         refs = (
             self.segment.channel
@@ -114,13 +126,27 @@ class CytoConfig(StrictModel):
         return CytoSource(self.input, Path(self.root), list(self.channels))
 
 
+_SOURCES: dict[str, tuple[CytoSource, int]] = {}
+
+
+def _source_of(config: CytoConfig) -> tuple[CytoSource, int]:
+    """The run's images and batch size, enumerated once per process (its units share them)."""
+    key = config.model_dump_json()
+    if key not in _SOURCES:
+        source = config.source()
+        size = config.batch_size
+        if size is None:
+            first = source.load(0, 1)
+            pixels = int(np.prod(first.images.shape[-2:])) if len(first.images) else 0
+            size = DEFAULT_BATCH if pixels <= SMALL_IMAGE_PIXELS else 1
+        if len(_SOURCES) >= 4:
+            _SOURCES.clear()
+        _SOURCES[key] = (source, size)
+    return _SOURCES[key]
+
+
 def _batches(config: CytoConfig) -> list[tuple[int, int]]:
-    source = config.source()
-    size = config.batch_size
-    if size is None:
-        first = source.load(0, 1)
-        pixels = int(np.prod(first.images.shape[-2:])) if len(first.images) else 0
-        size = DEFAULT_BATCH if pixels <= SMALL_IMAGE_PIXELS else 1
+    source, size = _source_of(config)
     return source.batches(size)
 
 
@@ -129,11 +155,11 @@ def _units(config: CytoConfig) -> list[str]:
 
 
 def _range(ctx: UnitContext) -> tuple[int, int]:
+    source, size = _source_of(ctx.config)
     start = int(ctx.unit[1:])
-    for a, b in _batches(ctx.config):
-        if a == start:
-            return a, b
-    raise KeyError(ctx.unit)
+    if start % size or start >= source.count:
+        raise KeyError(f"unit {ctx.unit} is not a batch of this input")
+    return start, min(start + size, source.count)
 
 
 def quantiles(ctx: UnitContext) -> dict[str, Any]:
@@ -143,7 +169,7 @@ def quantiles(ctx: UnitContext) -> dict[str, Any]:
         return {"state": None}
     start, stop = _range(ctx)
     step = max(1, round(1 / cfg.normalize.sample))
-    batch = cfg.source().load(start, stop, step)
+    batch = _source_of(cfg)[0].load(start, stop, step)
     if not len(batch.images):  # every image of the batch unreadable: reported by 'process'
         return {"state": None}
     state = ops.channel_quantiles(
@@ -197,7 +223,7 @@ def process(ctx: UnitContext) -> dict[str, Any]:
     """One batch: features of every cell, per-image rows, a QC sample."""
     cfg: CytoConfig = ctx.config
     start, stop = _range(ctx)
-    batch = cfg.source().load(start, stop)
+    batch = _source_of(cfg)[0].load(start, stop)
     q = ctx.upstream["merge_quantiles"]
     quant = (np.asarray(q["lo"]), np.asarray(q["hi"])) if q["lo"] is not None else None
     result = None
@@ -213,8 +239,9 @@ def process(ctx: UnitContext) -> dict[str, Any]:
             features=cfg.features,
             labels=labels,
         )
-        table = pd.DataFrame(result.objects)
-        table.insert(0, "ImageNumber", table.pop("image_index").astype(np.int64) + start + 1)
+        objects = dict(result.objects)
+        number = np.asarray(objects.pop("image_index"), dtype=np.int64) + start + 1
+        table = pa.table({"ImageNumber": number, **objects})
         write_table_part(ctx.outputs / "_work" / "features", ctx.unit, table)
     seconds = result.seconds if result is not None else {}
     n_objects = len(result.objects["ObjectNumber"]) if result is not None else 0
@@ -267,19 +294,19 @@ def _user_labels(cfg: CytoConfig, batch: LoadedBatch) -> np.ndarray[Any, Any]:
     for image_id in batch.image_ids:
         path = Path(cfg.root) / pattern.format(id=image_id)
         with open_image(path) as reader:
-            planes.append(np.asarray(reader.to_dask(0).compute()).squeeze())
+            planes.append(np.asarray(reader.to_dask(0).compute(scheduler="sync")).squeeze())
     return np.stack(planes)
 
 
 def _image_rows(
     batch: LoadedBatch, result: steps.BatchResult | None, channels: list[str]
-) -> pd.DataFrame:
+) -> pa.Table:
     """Per-image rows; a batch of only unreadable images still reports them."""
     if result is not None:
-        return pd.DataFrame(result.images)
+        return pa.table(result.images)
     rows = steps.image_rows(channels)
     steps.add_error_rows(rows, batch.errors)
-    return pd.DataFrame(rows)
+    return pa.table(rows)
 
 
 def write(ctx: UnitContext) -> dict[str, Any]:
@@ -308,20 +335,21 @@ def write(ctx: UnitContext) -> dict[str, Any]:
             qc_dir / "cells.png",
             title=f"{len(keep)} random cells, mask outlines in red",
         )
-    columns = [c for c in cfg.qc.histograms]
+    schema = pq.read_schema(features)
     first = f"Intensity_MeanIntensity_{cfg.channels[0]}"
-    table = read_table(features, columns=None)
-    columns = [c for c in [*columns, first] if c in table.columns]
-    if columns and len(table):
+    columns = [c for c in dict.fromkeys([*cfg.qc.histograms, first]) if c in schema.names]
+    n_objects = pq.ParquetFile(features).metadata.num_rows
+    if columns and n_objects:
+        table = pq.read_table(features, columns=columns)
         qc.write_histograms(
-            {c: table[c].to_numpy() for c in columns},
+            {c: table.column(c).to_numpy() for c in columns},
             qc_dir / "features.png",
-            title=f"{len(table)} objects",
+            title=f"{n_objects} objects",
         )
     outputs["qc"] = ctx.relative(qc_dir)
-    n_images = len(read_table(images, columns=["image_id"]))
-    ctx.log.info("%d objects in %d images", len(table), n_images)
-    return {"objects": len(table), "images": n_images, "outputs": outputs}
+    n_images = pq.ParquetFile(images).metadata.num_rows
+    ctx.log.info("%d objects in %d images", n_objects, n_images)
+    return {"objects": n_objects, "images": n_images, "outputs": outputs}
 
 
 PIPELINE = Pipeline(

@@ -285,11 +285,13 @@ def _mask_areas(
     index = np.asarray(objects["image_index"], dtype=np.int64)
     number = np.asarray(objects["ObjectNumber"], dtype=np.int64)
     size = int(labels.max()) + 1 if labels.size else 1
-    flat = (np.arange(n)[:, None, None] * size + labels).ravel()
+    cell = labels > 0  # only labelled pixels count: skip the background
+    flat = (np.arange(n)[:, None, None] * size + labels)[cell]
     rows = index * size + number
     area = np.bincount(flat, minlength=n * size)[rows].astype(np.float64)
     for c, name in enumerate(channels):
-        inside = np.bincount(flat, weights=masks[:, c].ravel(), minlength=n * size)[rows]
+        hits = flat[masks[:, c][cell]]
+        inside = np.bincount(hits, minlength=n * size)[rows].astype(np.float64)
         objects[f"Mask_Area_{name}"] = inside
         with np.errstate(invalid="ignore", divide="ignore"):
             objects[f"Mask_AreaFraction_{name}"] = inside / area

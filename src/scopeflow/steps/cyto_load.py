@@ -32,8 +32,7 @@ from pydantic import Field, model_validator
 
 from scopeflow.core import ConfigError, FormatError, InputNotFoundError
 from scopeflow.core.config import StrictModel
-from scopeflow.io import open_image
-from scopeflow.io._tiff import read_tiff
+from scopeflow.io import open_image, read_tiff, read_tiff_planes, tiff_stack_shape
 
 
 class CytoInput(StrictModel):
@@ -99,6 +98,17 @@ class CytoSource:
                 raise InputNotFoundError(f, "channel stack")
         return files
 
+    def _file_regex(self) -> tuple[re.Pattern[str], str]:
+        """The ``files`` pattern as a regex with ``id`` and ``channel`` groups, and as a glob."""
+        assert self.spec.pattern is not None
+        regex = re.compile(
+            re.escape(self.spec.pattern)
+            .replace(re.escape("{id}"), r"(?P<id>.+?)")
+            .replace(re.escape("{channel}"), r"(?P<channel>[^/]+?)")
+            + "$"
+        )
+        return regex, self.spec.pattern.replace("{id}", "*").replace("{channel}", "*")
+
     @cached_property
     def _per_image(self) -> list[tuple[str, list[Path]]]:
         """``(image id, files)`` for the fields and files layouts, sorted by id."""
@@ -108,16 +118,10 @@ class CytoSource:
             if not files:
                 raise InputNotFoundError(self.base / self.spec.pattern, "images matching")
             return [(_stem(p), [p]) for p in files]
-        regex = re.compile(
-            re.escape(self.spec.pattern)
-            .replace(re.escape("{id}"), r"(?P<id>.+?)")
-            .replace(re.escape("{channel}"), r"(?P<channel>[^/]+?)")
-            + "$"
-        )
+        regex, glob = self._file_regex()
         found: dict[str, dict[str, Path]] = {}
-        glob = self.spec.pattern.replace("{id}", "*").replace("{channel}", "*")
         for p in self.base.glob(glob):
-            m = regex.match(p.relative_to(self.base).as_posix())
+            m = regex.match(_rel(p, self.base))
             if m:
                 found.setdefault(m["id"], {})[m["channel"]] = p
         if not found:
@@ -138,6 +142,8 @@ class CytoSource:
     def count(self) -> int:
         """Number of images."""
         if self.spec.layout == "channel_stacks":
+            if self._stacks_are_tiff:
+                return tiff_stack_shape(self._stack_files[0])[0]
             with open_image(self._stack_files[0], self.spec.format) as reader:
                 return reader.metadata(0).shape[0]
         if self.spec.layout == "array":
@@ -185,20 +191,32 @@ class CytoSource:
             assert self.spec.path is not None
             path = self._resolve(self.spec.path)
             with open_image(path, self.spec.format) as reader:
-                data = np.asarray(reader.to_dask(0)[start:stop].compute())
+                data = np.asarray(reader.to_dask(0)[start:stop].compute(scheduler="sync"))
             ids = [str(i) for i in range(start, stop)]
             return LoadedBatch(ids, data, [f"{path}[{i}]" for i in range(start, stop)])
         return self._load_per_image(start, stop)
 
+    @cached_property
+    def _stacks_are_tiff(self) -> bool:
+        tiff = (".tif", ".tiff")
+        return self.spec.format in (None, "tiff") and all(
+            f.suffix.lower() in tiff and not f.name.lower().endswith((".ome.tif", ".ome.tiff"))
+            for f in self._stack_files
+        )
+
+    def _read_stack(self, path: Path, start: int, stop: int) -> NDArray[Any]:
+        if self._stacks_are_tiff:  # one page per image: read just this batch's pages
+            return read_tiff_planes(path, start, stop)
+        with open_image(path, self.spec.format) as reader:
+            return np.asarray(reader.to_dask(0)[start:stop].compute(scheduler="sync"))
+
     def _load_stacks(self, start: int, stop: int) -> LoadedBatch:
         arrays = []
         for f in self._stack_files:
-            with open_image(f, self.spec.format) as reader:
-                arr = reader.to_dask(0)
-                try:
-                    arrays.append(np.asarray(arr[start:stop].compute()))
-                except FormatError:
-                    return self._load_stack_pages(start, stop)
+            try:
+                arrays.append(self._read_stack(f, start, stop))
+            except FormatError:
+                return self._load_stack_pages(start, stop)
         ids = [str(i) for i in range(start, stop)]
         sources = [f"{self._stack_files[0]}[page {i}]" for i in range(start, stop)]
         return LoadedBatch(ids, np.stack(arrays, axis=1), sources)
@@ -209,10 +227,7 @@ class CytoSource:
         ids, sources, errors = [], [], []
         for i in range(start, stop):
             try:
-                planes = []
-                for f in self._stack_files:
-                    with open_image(f, self.spec.format) as reader:
-                        planes.append(np.asarray(reader.to_dask(0)[i].compute()))
+                planes = [self._read_stack(f, i, i + 1)[0] for f in self._stack_files]
                 good.append(np.stack(planes))
                 ids.append(str(i))
                 sources.append(f"{self._stack_files[0]}[page {i}]")
@@ -244,6 +259,54 @@ class CytoSource:
         return LoadedBatch(ids, _stack_or_empty(good, len(self.channels)), sources, errors)
 
 
+def discover_channels(spec: CytoInput, base: Path) -> list[str]:
+    """Channel names from the input itself, for a config that does not list them.
+
+    ``array`` and ``fields``: the first file's metadata (OME / CZI channel names, Zarr
+    ``channels`` attribute; generic ``C0``, ``C1``, … where the file has none). ``files``: the
+    ``{channel}`` parts of the matching file names, in natural order. ``channel_stacks``: the
+    files carry no names, so the config must list them.
+
+    Raises
+    ------
+    ConfigError
+        The names cannot be found (layout, or no readable input).
+    """
+
+    def fail(why: str) -> ConfigError:
+        return ConfigError("config", [("channels", f"not given, and {why}; list them")])
+
+    try:
+        if spec.layout == "files":
+            source = CytoSource(spec, base, [])
+            assert spec.pattern is not None
+            regex, glob = source._file_regex()
+            names = {m["channel"] for p in base.glob(glob) if (m := regex.match(_rel(p, base)))}
+            if not names:
+                raise fail(f"no file matches {spec.pattern!r} under {base}")
+            return sorted(names, key=_natural)
+        if spec.layout == "array":
+            assert spec.path is not None
+            path = CytoSource(spec, base, [])._resolve(spec.path)
+        elif spec.layout == "fields":
+            assert spec.pattern is not None
+            files = sorted(base.glob(spec.pattern))
+            if not files:
+                raise fail(f"no file matches {spec.pattern!r} under {base}")
+            path = files[0]
+        else:
+            raise fail("channel stacks carry no channel names")
+        with open_image(path, spec.format) as reader:
+            meta = reader.metadata(0)
+    except (FormatError, InputNotFoundError) as exc:
+        raise fail(f"the input cannot be read ({exc})") from None
+    return list(meta.channel_names)
+
+
+def _rel(path: Path, base: Path) -> str:
+    return path.relative_to(base).as_posix()
+
+
 def _read_planes(path: Path, fmt: str | None) -> NDArray[Any]:
     """A file's pixels as ``(C, H, W)``.
 
@@ -256,7 +319,7 @@ def _read_planes(path: Path, fmt: str | None) -> NDArray[Any]:
     else:
         with open_image(path, fmt) as reader:
             meta = reader.metadata(0)
-            data = np.asarray(reader.to_dask(0).compute())
+            data = np.asarray(reader.to_dask(0).compute(scheduler="sync"))
         axes, shape = meta.axes, meta.shape
     if "S" in axes:
         raise FormatError(path, "RGB images are not supported as cytometry channels")

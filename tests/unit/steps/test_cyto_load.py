@@ -9,9 +9,9 @@ import pytest
 import tifffile
 import zarr
 
-from scopeflow.core import ConfigError, InputNotFoundError
+from scopeflow.core import ConfigError, FormatError, InputNotFoundError
 from scopeflow.core.config import validate_config
-from scopeflow.steps.cyto_load import CytoInput, CytoSource
+from scopeflow.steps.cyto_load import CytoInput, CytoSource, discover_channels
 
 CHANNELS = ["dna", "actin", "tub"]
 N, H, W = 7, 12, 10
@@ -104,3 +104,59 @@ def test_strided_load_for_sampling(folder: Path, stack: np.ndarray, layout: str)
     batch = source.load(1, 7, 2)
     assert batch.image_ids[0] in ("1", "img01")
     np.testing.assert_array_equal(batch.images, stack[1:7:2])
+
+
+def test_truncated_channel_stack_reports_every_image_with_the_file(
+    folder: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "stacks").mkdir()
+    for c in range(len(CHANNELS)):
+        src = (folder / "stacks" / f"ch{c}.tif").read_bytes()
+        (tmp_path / "stacks" / f"ch{c}.tif").write_bytes(src[: len(src) // 2] if c == 1 else src)
+    source = CytoSource(CytoInput(**LAYOUTS["channel_stacks"]), tmp_path, CHANNELS)
+    batch = source.load(0, 3)
+    assert len(batch.images) == 0
+    assert [e["image_id"] for e in batch.errors] == ["0", "1", "2"]
+    assert {e["file"] for e in batch.errors} == {str(tmp_path / "stacks" / "ch1.tif")}
+    assert all("TIFF" in e["error"] for e in batch.errors)
+
+
+def test_channel_stack_pages_read_through_the_open_file_cache(
+    folder: Path, stack: np.ndarray
+) -> None:
+    from scopeflow.io import read_tiff_planes, tiff_stack_shape
+
+    path = folder / "stacks" / "ch2.tif"
+    assert tiff_stack_shape(path) == (N, H, W)
+    np.testing.assert_array_equal(read_tiff_planes(path, 2, 5), stack[2:5, 2])
+    np.testing.assert_array_equal(read_tiff_planes(path, 6, 7), stack[6:7, 2])
+    with pytest.raises(FormatError, match=r"planes 5:9 requested, the file has 7"):
+        read_tiff_planes(path, 5, 9)
+    with pytest.raises(InputNotFoundError):
+        read_tiff_planes(folder / "stacks" / "nope.tif", 0, 1)
+
+
+def test_channel_names_from_the_input_when_the_config_has_none(
+    folder: Path, tmp_path: Path, stack: np.ndarray
+) -> None:
+    assert discover_channels(CytoInput(**LAYOUTS["files"]), folder) == ["1", "2", "3"]
+    names = ["DAPI", "GFP", "mCherry"]
+    (tmp_path / "ome").mkdir()
+    for i in range(2):
+        tifffile.imwrite(
+            tmp_path / "ome" / f"f{i}.ome.tif",
+            stack[i],
+            metadata={"axes": "CYX", "Channel": {"Name": names}},
+        )
+    fields = CytoInput(layout="fields", pattern="ome/*.ome.tif")
+    assert discover_channels(fields, tmp_path) == names
+    arr = zarr.open_array(tmp_path / "named.zarr", mode="w", shape=stack.shape, dtype=stack.dtype)
+    arr[:] = stack
+    arr.attrs.update({"axes": ["n", "c", "y", "x"], "channels": names})
+    assert discover_channels(CytoInput(layout="array", path="named.zarr"), tmp_path) == names
+    with pytest.raises(ConfigError, match="channel stacks carry no channel names"):
+        discover_channels(CytoInput(**LAYOUTS["channel_stacks"]), folder)
+    with pytest.raises(ConfigError, match=r"channels: not given, and no file matches"):
+        discover_channels(CytoInput(layout="fields", pattern="none/*.tif"), folder)
+    with pytest.raises(ConfigError, match=r"the input cannot be read"):
+        discover_channels(CytoInput(layout="array", path="missing.zarr"), folder)

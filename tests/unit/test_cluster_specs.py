@@ -67,6 +67,7 @@ def test_job_script_carries_resources(kind: ClusterKind, tmp_path: Path) -> None
         assert directive in script, f"{directive!r} missing from:\n{script}"
     assert "distributed.cli.dask_worker" in script or "dask-worker" in script
     assert "--nthreads 2" in script
+    assert "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in script
 
 
 def test_backend_selection(tmp_path: Path) -> None:

@@ -101,6 +101,7 @@ EXPECTED = {
         "propose_mipmaps",
         "pyramid_steps",
         "read_spimdata",
+        "read_arrow_table",
         "read_table",
         "read_tiff",
         "read_tiff_planes",

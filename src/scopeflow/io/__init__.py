@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         export_csv,
         export_fcs,
         merge_table_parts,
+        read_arrow_table,
         read_table,
         write_table_part,
     )
@@ -89,6 +90,7 @@ _WHERE = {
     "propose_mipmaps": "scopeflow.io._pyramid",
     "pyramid_steps": "scopeflow.io._omezarr",
     "read_spimdata": "scopeflow.io._bdv_xml",
+    "read_arrow_table": "scopeflow.io._tables_parquet",
     "read_table": "scopeflow.io._tables_parquet",
     "read_tiff": "scopeflow.io._tiff",
     "read_tiff_planes": "scopeflow.io._tiff_stack",
@@ -132,6 +134,7 @@ __all__ = [
     "partition_filename",
     "propose_mipmaps",
     "pyramid_steps",
+    "read_arrow_table",
     "read_spimdata",
     "read_table",
     "read_tiff",

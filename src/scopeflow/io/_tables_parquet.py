@@ -251,8 +251,8 @@ def merge_table_parts(
     return out
 
 
-def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read a Parquet table, or a folder of parts, into a DataFrame.
+def read_arrow_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read a Parquet table, or a folder of parts, as a :class:`pyarrow.Table`.
 
     Parameters
     ----------
@@ -267,6 +267,8 @@ def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pd.
         ``path`` does not exist.
     FormatError
         The file (or a part) is not readable Parquet, or the parts disagree.
+    KeyError
+        A requested column is missing.
     """
     path = Path(path)
     if not path.exists():
@@ -285,5 +287,25 @@ def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pd.
         if missing:
             raise KeyError(f"{path}: no column(s) {missing}")
         table = table.select(list(columns))
-    frame: pd.DataFrame = table.to_pandas()
+    return table
+
+
+def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a Parquet table, or a folder of parts, into a DataFrame.
+
+    Parameters
+    ----------
+    path
+        A Parquet file, or a folder of ``part-*.parquet`` files (read as their merge).
+    columns
+        Only these columns, in this order.
+
+    Raises
+    ------
+    InputNotFoundError
+        ``path`` does not exist.
+    FormatError
+        The file (or a part) is not readable Parquet, or the parts disagree.
+    """
+    frame: pd.DataFrame = read_arrow_table(path, columns=columns).to_pandas()
     return frame

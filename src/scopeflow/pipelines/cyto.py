@@ -35,6 +35,7 @@ from scopeflow.io import (
     export_fcs,
     merge_table_parts,
     open_image,
+    read_arrow_table,
     write_table_part,
 )
 from scopeflow.ops import cyto as ops
@@ -310,7 +311,7 @@ def _image_rows(
 
 
 def write(ctx: UnitContext) -> dict[str, Any]:
-    """Merge the parts, export, draw the QC pictures."""
+    """Merge the parts into the output tables; exports."""
     cfg: CytoConfig = ctx.config
     work = ctx.outputs / "_work"
     features = merge_table_parts(work / "features", ctx.output_path("features.parquet"))
@@ -324,32 +325,40 @@ def write(ctx: UnitContext) -> dict[str, Any]:
         outputs["anndata"] = ctx.relative(
             export_anndata(features, ctx.output_path("features.h5ad"))
         )
+    n_images = pq.ParquetFile(images).metadata.num_rows
+    n_objects = pq.ParquetFile(features).metadata.num_rows
+    ctx.log.info("%d objects in %d images", n_objects, n_images)
+    return {"objects": n_objects, "images": n_images, "outputs": outputs}
+
+
+def qc_pictures(ctx: UnitContext) -> dict[str, Any]:
+    """QC montage of random cells and feature histograms (runs beside ``write``)."""
+    cfg: CytoConfig = ctx.config
+    work = ctx.outputs / "_work"
     qc_dir = ctx.output_path("qc", "x").parent
     samples = sorted((work / "qc").glob("*.npz")) if (work / "qc").exists() else []
     if samples:
-        parts = [dict(np.load(p)) for p in samples]
-        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        loaded = [dict(np.load(p)) for p in samples]
+        merged = {k: np.concatenate([p[k] for p in loaded]) for k in loaded[0]}
         keep = np.random.default_rng(cfg.seed).permutation(len(merged["crops"]))[: cfg.qc.cells]
         qc.write_montage(
             {k: v[keep] for k, v in merged.items()},
             qc_dir / "cells.png",
             title=f"{len(keep)} random cells, mask outlines in red",
         )
-    schema = pq.read_schema(features)
+    tables = sorted((work / "features").glob("*.parquet")) if (work / "features").exists() else []
     first = f"Intensity_MeanIntensity_{cfg.channels[0]}"
-    columns = [c for c in dict.fromkeys([*cfg.qc.histograms, first]) if c in schema.names]
-    n_objects = pq.ParquetFile(features).metadata.num_rows
-    if columns and n_objects:
-        table = pq.read_table(features, columns=columns)
+    known = set(pq.read_schema(tables[0]).names) if tables else set()
+    columns = [c for c in dict.fromkeys([*cfg.qc.histograms, first]) if c in known]
+    if columns:
+        table = read_arrow_table(work / "features", columns=columns)
+        n_objects = table.num_rows
         qc.write_histograms(
             {c: table.column(c).to_numpy() for c in columns},
             qc_dir / "features.png",
             title=f"{n_objects} objects",
         )
-    outputs["qc"] = ctx.relative(qc_dir)
-    n_images = pq.ParquetFile(images).metadata.num_rows
-    ctx.log.info("%d objects in %d images", n_objects, n_images)
-    return {"objects": n_objects, "images": n_images, "outputs": outputs}
+    return {"outputs": {"qc": ctx.relative(qc_dir)}}
 
 
 PIPELINE = Pipeline(
@@ -362,5 +371,6 @@ PIPELINE = Pipeline(
         Step("merge_quantiles", merge_quantiles, fan_out=False, after=(all_units("quantiles"),)),
         Step("process", process, after=(all_units("merge_quantiles"),), description="features"),
         Step("write", write, fan_out=False, after=(all_units("process"),), description="tables"),
+        Step("qc", qc_pictures, fan_out=False, after=(all_units("process"),), description="QC"),
     ),
 )

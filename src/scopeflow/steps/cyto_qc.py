@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from skimage.segmentation import find_boundaries
 
 CROP = 64
+GAP = 2
 
 
 def _subplots(rows: int, cols: int, figsize: tuple[float, float]) -> tuple[Any, Any]:
@@ -73,23 +74,43 @@ def sample_cells(
     return {"crops": crops, "masks": masks, "names": np.array(names, dtype=str)}
 
 
+def montage_rgb(crops: NDArray[Any], masks: NDArray[Any], cols: int) -> NDArray[np.float32]:
+    """Cell crops tiled into one RGB image (contrast per crop), mask outlines in red.
+
+    Tiles are ``CROP`` pixels with a 2-pixel white gap; unused tiles stay white.
+    """
+    n = len(crops)
+    rows = max(1, -(-n // cols))
+    step = CROP + GAP
+    out = np.ones((rows * step - GAP, cols * step - GAP, 3), dtype=np.float32)
+    for k in range(n):
+        img = crops[k]
+        lo, hi = np.percentile(img, (1, 99.5))
+        tile = np.repeat(np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)[..., None], 3, axis=2)
+        tile[find_boundaries(masks[k], mode="inner")] = (1.0, 0.1, 0.1)
+        y, x = (k // cols) * step, (k % cols) * step
+        out[y : y + CROP, x : x + CROP] = tile
+    return out
+
+
 def write_montage(samples: dict[str, NDArray[Any]], path: Path, *, title: str) -> Path:
-    """A grid of cell crops (contrast per crop) with their mask outlines in red, as PNG."""
+    """A grid of cell crops (contrast per crop) with their mask outlines in red, as PNG.
+
+    One image with the cells' names written over it: a figure of one axes draws ~10x faster
+    than one axes per cell.
+    """
     crops, masks = samples["crops"], samples["masks"]
     n = len(crops)
     cols = max(1, min(8, n))
     rows = max(1, -(-n // cols))
-    fig, axes = _subplots(rows, cols, (1.4 * cols, 1.4 * rows + 0.4))
-    for ax in axes.ravel():
-        ax.axis("off")
+    fig, axes = _subplots(1, 1, (1.4 * cols, 1.4 * rows + 0.4))
+    ax = axes[0, 0]
+    ax.axis("off")
+    ax.imshow(montage_rgb(crops, masks, cols), interpolation="nearest")
+    step = CROP + GAP
     for k in range(n):
-        img = crops[k]
-        lo, hi = np.percentile(img, (1, 99.5))
-        rgb = np.repeat(np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)[..., None], 3, axis=2)
-        rgb[find_boundaries(masks[k], mode="inner")] = (1.0, 0.1, 0.1)
-        ax = axes.ravel()[k]
-        ax.imshow(rgb, interpolation="nearest")
-        ax.set_title(str(samples["names"][k]), fontsize=5)
+        y, x = (k // cols) * step, (k % cols) * step
+        ax.text(x + 1, y + 1, str(samples["names"][k]), fontsize=4, va="top", color="yellow")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,13 +24,13 @@ for every tool alike). Peers are installed on first use into their own Python 3.
 installed or run is recorded with the reason, never faked. Every scopeflow run records the
 commit it ran at (and whether ``src/`` was modified).
 
-``--diagnose`` adds scopeflow runs that change only the environment, to show where its time
-goes: ``DASK_SCHEDULER=synchronous`` in the workers (the loaders' dask compute otherwise goes
-through the distributed scheduler), and that plus no ``MALLOC_TRIM_THRESHOLD_`` (which Dask's
-nanny sets for its workers).
+Besides the whole-command figures, each scopeflow run reports its ``process`` step's own rate
+(images from the first ``process`` unit starting to the last one finishing, from
+``events.jsonl``): the throughput a long run converges to once the fixed start-up and final
+merge are spread over many images.
 
     python benchmarks/peers_cyto.py --n 2000 --workers 2
-    python benchmarks/peers_cyto.py --n 2000 --workers 2 --diagnose
+    python benchmarks/peers_cyto.py --n 10000 --workers 2 --fields 32
 """
 
 from __future__ import annotations
@@ -188,6 +188,23 @@ def _step_seconds(run_dir: Path) -> dict[str, float]:
     return out
 
 
+def _process_span(run_dir: Path, n_images: int) -> dict[str, Any]:
+    """The ``process`` step's wall span (first unit running → last done) and its image rate."""
+    first, last = None, None
+    for line in (run_dir / "events.jsonl").read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("step") != "process":
+            continue
+        if ev.get("state") == "running":
+            first = ev["ts"] if first is None else min(first, ev["ts"])
+        if ev.get("state") == "done":
+            last = ev["ts"] if last is None else max(last, ev["ts"])
+    if first is None or last is None or last <= first:
+        return {}
+    span = last - first
+    return {"wall_s": round(span, 2), "images_per_s": round(n_images / span, 1)}
+
+
 def scopeflow_version() -> dict[str, Any]:
     """The commit of the working tree that runs, and whether ``src/`` differs from it."""
     root = HERE.parent
@@ -247,6 +264,7 @@ def run_scopeflow(
     res["features"] = scopeflow_feature_counts(features)
     res["process_ms_per_image"] = scopeflow_parts(run_dir)
     res["unit_seconds_per_step"] = _step_seconds(run_dir)
+    res["process_step"] = _process_span(run_dir, n_images)
     res["run_dir"] = str(run_dir)
     return res
 
@@ -458,27 +476,6 @@ def _ratio(a: dict[str, Any], b: dict[str, Any], key: str, invert: bool = False)
     return round(r, 2)
 
 
-def _diagnostic_envs() -> dict[str, dict[str, str]]:
-    """Environments that change how scopeflow runs, to show where its time goes (not shipped).
-
-    ``sync_reads``: dask's synchronous scheduler inside the workers; as shipped, each
-    ``.compute()`` of the loaders (one per file in the ``files`` layout) goes through the
-    distributed scheduler. ``sync_reads_no_malloc_trim``: also drop the
-    ``MALLOC_TRIM_THRESHOLD_=65536`` that Dask's nanny sets for its workers (setting it turns
-    off glibc's dynamic mmap threshold, so every large temporary array is a fresh mmap).
-    """
-    cfg_dir = RUNS / "dask-config-no-malloc-trim"
-    cfg_dir.mkdir(parents=True, exist_ok=True)
-    (cfg_dir / "no-malloc-trim.yaml").write_text(
-        "distributed:\n  nanny:\n    pre-spawn-environ:\n      MALLOC_TRIM_THRESHOLD_: null\n"
-    )
-    sync = {"DASK_SCHEDULER": "synchronous"}
-    return {
-        "sync_reads": sync,
-        "sync_reads_no_malloc_trim": {**sync, "DASK_CONFIG": str(cfg_dir)},
-    }
-
-
 def _per_field(res: dict[str, Any], workers: int, n_fields: int) -> None:
     """Seconds per field per core: from the wall time, the CPU time, and the process step."""
     parts = res["process_ms_per_image"]
@@ -499,12 +496,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cp-n", type=int, default=500, help="IFC images for CellProfiler")
     parser.add_argument("--skip-scip", action="store_true")
     parser.add_argument("--skip-cellprofiler", action="store_true")
-    parser.add_argument(
-        "--diagnose",
-        action="store_true",
-        help="also run scopeflow with DASK_SCHEDULER=synchronous in its workers (how much "
-        "the loaders' dask compute through the distributed scheduler costs)",
-    )
     parser.add_argument("--max-load", type=float, default=0.7, help="1-min load to start a timing")
     parser.add_argument("--max-wait", type=float, default=900, help="s to wait for that load")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "peers_cyto.json")
@@ -536,13 +527,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sf_stacks = run_scopeflow(ifc / "config.yaml", "ifc-stacks", args.workers, args.n, gate)
     result["ifc"]["scopeflow_same_files"] = sf_files
     result["ifc"]["scopeflow_channel_stacks"] = sf_stacks
-    if args.diagnose:
-        for name, extra in _diagnostic_envs().items():
-            for label, cfg in (("same_files", files_cfg), ("channel_stacks", ifc / "config.yaml")):
-                result["ifc"][f"diagnostic_scopeflow_{label}_{name}"] = run_scopeflow(
-                    cfg, f"ifc-{label}-{name}", args.workers, args.n, gate, extra_env=extra
-                )
-
     if args.skip_scip:
         result["ifc"]["scip"] = {"ok": False, "reason": ["skipped (--skip-scip)"]}
     elif scip_env is not None and not scip_env["ok"]:
@@ -588,19 +572,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if sf.get("ok"):
             _per_field(sf, args.workers, n_fields)
         conf_res: dict[str, Any] = {"fields": n_fields, "shape": [5, 900, 1600], "scopeflow": sf}
-        if args.diagnose:
-            for name, extra in _diagnostic_envs().items():
-                diag = run_scopeflow(
-                    conf / "config.yaml",
-                    f"confocal-{name}",
-                    args.workers,
-                    n_fields,
-                    gate,
-                    extra_env=extra,
-                )
-                if diag.get("ok"):
-                    _per_field(diag, args.workers, n_fields)
-                conf_res[f"diagnostic_scopeflow_{name}"] = diag
         if args.skip_scip:
             conf_res["scip"] = {"ok": False, "reason": ["skipped (--skip-scip)"]}
         else:

@@ -47,7 +47,7 @@ def ifc(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_ifc_run_finds_every_cell_with_features(ifc: Path, tmp_path: Path) -> None:
     cfg = ifc / "config.yaml"
-    text = cfg.read_text().replace("batch_size: 500", "batch_size: 100")
+    text = cfg.read_text() + "batch_size: 100\n"
     text += "export: {csv: true, fcs: true, anndata: true}\n"
     cfg.write_text(text)
     run = tmp_path / "run"

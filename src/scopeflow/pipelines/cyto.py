@@ -51,7 +51,7 @@ from scopeflow.steps.cyto_load import (
 
 SMALL_IMAGE_PIXELS = 256 * 256
 """Images up to this size are batched by ``DEFAULT_BATCH``; larger fields one per unit."""
-DEFAULT_BATCH = 500
+DEFAULT_BATCH = 200  # measured: benchmarks/cyto_batch_size.py, docs/benchmarks.md
 """Default batch of small images: ~ 50 MB of 6 x 90 x 90 uint16 images, ~1-3 s of work."""
 
 

@@ -160,7 +160,6 @@ def _make_ifc(out: Path, n: int, seed: int) -> CytoTruth:
         },
         "channels": list(channels),
         "pixel_size": IFC_PIXEL_SIZE,
-        "batch_size": 500,
         "segment": {"mode": "ifc", "channel": "cytoplasm", "method": "otsu"},
     }
     alt = f"# The same images as zarr: input: {{format: zarr, path: {files['zarr']}}}\n"

@@ -291,21 +291,6 @@ def read_arrow_table(path: str | Path, *, columns: Sequence[str] | None = None) 
 
 
 def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read a Parquet table, or a folder of parts, into a DataFrame.
-
-    Parameters
-    ----------
-    path
-        A Parquet file, or a folder of ``part-*.parquet`` files (read as their merge).
-    columns
-        Only these columns, in this order.
-
-    Raises
-    ------
-    InputNotFoundError
-        ``path`` does not exist.
-    FormatError
-        The file (or a part) is not readable Parquet, or the parts disagree.
-    """
+    """:func:`read_arrow_table` as a :class:`pandas.DataFrame` (same arguments and errors)."""
     frame: pd.DataFrame = read_arrow_table(path, columns=columns).to_pandas()
     return frame

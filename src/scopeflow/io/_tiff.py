@@ -35,6 +35,8 @@ import logging
 import math
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -410,15 +412,22 @@ def read_tiff(path: str | Path, series: int = 0) -> tuple[np.ndarray[Any, Any], 
     path = Path(path)
     if not path.exists():
         raise InputNotFoundError(path, "tiff image")
+    with tiff_errors(path), tifffile.TiffFile(path) as tif:
+        s = tif.series[series]
+        check_extent(path, s)
+        data = s.asarray(maxworkers=1)
+        index, axes, perm = map_axes(s.axes, tuple(int(n) for n in s.shape))
+    return np.asarray(data[index].transpose(perm)), axes
+
+
+@contextmanager
+def tiff_errors(path: Path) -> Iterator[None]:
+    """Make tifffile's logged damage, and any error reading ``path``, one FormatError."""
     logger = logging.getLogger("tifffile")
     capture = _LogCapture()
     logger.addHandler(capture)
     try:
-        with tifffile.TiffFile(path) as tif:
-            s = tif.series[series]
-            check_extent(path, s)
-            data = s.asarray(maxworkers=1)
-            index, axes, perm = map_axes(s.axes, tuple(int(n) for n in s.shape))
+        yield
     except (FormatError, InputNotFoundError):
         raise
     except Exception as exc:
@@ -427,7 +436,6 @@ def read_tiff(path: str | Path, series: int = 0) -> tuple[np.ndarray[Any, Any], 
         logger.removeHandler(capture)
     if capture.messages:
         raise FormatError(path, "damaged TIFF: " + "; ".join(capture.messages))
-    return np.asarray(data[index].transpose(perm)), axes
 
 
 @register_reader

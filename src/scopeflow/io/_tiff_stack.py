@@ -10,7 +10,6 @@ process, and each batch reads just its pages in one call.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from scopeflow.core import FormatError, InputNotFoundError
 
-from ._tiff import _LogCapture, _TiffArray, check_extent
+from ._tiff import _TiffArray, check_extent, tiff_errors
 from ._tiff_cache import OPEN_FILES
 
 __all__ = ["read_tiff_planes", "tiff_stack_shape"]
@@ -28,25 +27,16 @@ def _stack_series(path: Path, series: int) -> tuple[tuple[int, ...], Any]:
     """Native shape and dtype of a page-sequence series, checked once per process."""
     if not path.exists():
         raise InputNotFoundError(path, "tiff image stack")
-    logger = logging.getLogger("tifffile")
-    capture = _LogCapture()
-    logger.addHandler(capture)
     try:
-        with OPEN_FILES.file(path) as entry, OPEN_FILES.lock:
+        with tiff_errors(path), OPEN_FILES.file(path) as entry, OPEN_FILES.lock:
             s = entry.tif.series[series]
             if series not in entry.checked:
                 check_extent(path, s)
                 entry.checked.add(series)
             axes, shape, dtype = s.axes, tuple(int(n) for n in s.shape), s.dtype
-    except (FormatError, InputNotFoundError):
+    except FormatError:
+        OPEN_FILES.release(path)  # damaged: do not keep it open
         raise
-    except Exception as exc:
-        raise FormatError(path, f"cannot read as TIFF: {exc}") from exc
-    finally:
-        logger.removeHandler(capture)
-    if capture.messages:
-        OPEN_FILES.release(path)
-        raise FormatError(path, "damaged TIFF: " + "; ".join(capture.messages))
     if axes[-2:] != "YX" or len(shape) not in (2, 3):
         raise FormatError(path, f"expected a stack of 2-D images (pages), got axes {axes} {shape}")
     return shape, dtype

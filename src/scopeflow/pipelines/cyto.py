@@ -18,6 +18,7 @@ Units are batches of images (``batch_size``; never one Dask task per small image
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,18 +190,18 @@ def merge_quantiles(ctx: UnitContext) -> dict[str, Any]:
     paths = [r["state"] for r in ctx.upstream["quantiles"].values() if r["state"]]
     if not paths:
         return {"lo": None, "hi": None}
-    states = []
-    for rel in paths:
-        with np.load(ctx.run_dir / rel) as z:
-            states.append(
-                ops.QuantileState(
+
+    def states() -> Iterator[ops.QuantileState]:  # one file in memory at a time
+        for rel in paths:
+            with np.load(ctx.run_dir / rel) as z:
+                yield ops.QuantileState(
                     counts=z["counts"],
                     value_range=tuple(z["value_range"]),
                     q=tuple(z["q"]),
                     exact=bool(z["exact"]),
                 )
-            )
-    lo, hi = ops.merge_quantile_states(states).finalize()
+
+    lo, hi = ops.merge_quantile_states(states()).finalize()
     out = ctx.output_path("quantiles.json")
     out.write_text(
         json.dumps(

@@ -151,3 +151,25 @@ def test_per_image_uses_each_images_own_percentiles() -> None:
     assert np.ptp(medians[:, 1]) < 0.15
     single = normalize_per_image(images[0], (1, 99))
     np.testing.assert_array_equal(single, out[0])
+
+
+def test_merging_many_batch_states_keeps_memory_constant() -> None:
+    """Thousands of batches must not be held at once: the merge is a running sum."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    one = channel_quantiles(_batch(rng, 2), (1.0, 99.0))
+    size = one.counts.nbytes
+
+    def states(n: int):  # type: ignore[no-untyped-def]
+        for _ in range(n):
+            yield QuantileState(one.counts.copy(), one.value_range, one.q, one.exact)
+
+    tracemalloc.start()
+    try:
+        merged = merge_quantile_states(states(60))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert int(merged.counts.sum()) == 60 * int(one.counts.sum())
+    assert peak < 5 * size, (peak, size)  # not 60 states' worth

@@ -182,7 +182,8 @@ def merge_quantile_states(states: Iterable[QuantileState]) -> QuantileState:
     Parameters
     ----------
     states : iterable of QuantileState
-        States of disjoint batches, all made with the same channels, bins, range and ``q``.
+        States of disjoint batches, all made with the same channels, bins, range and ``q``;
+        consumed one at a time (a generator keeps memory constant).
 
     Returns
     -------
@@ -194,11 +195,12 @@ def merge_quantile_states(states: Iterable[QuantileState]) -> QuantileState:
     ValueError
         No state, or states that do not match.
     """
-    items = list(states)
-    if not items:
-        raise ValueError("merge_quantile_states needs at least one state")
-    first = items[0]
-    for s in items[1:]:
+    first: QuantileState | None = None
+    total: NDArray[np.int64] | None = None
+    for s in states:  # a running sum: memory does not grow with the number of states
+        if first is None or total is None:
+            first, total = s, s.counts.astype(np.int64, copy=True)
+            continue
         if (
             s.counts.shape != first.counts.shape
             or s.value_range != first.value_range
@@ -210,7 +212,9 @@ def merge_quantile_states(states: Iterable[QuantileState]) -> QuantileState:
                 f"{s.counts.shape} {s.value_range} {s.q} vs "
                 f"{first.counts.shape} {first.value_range} {first.q}"
             )
-    total: NDArray[np.int64] = np.stack([s.counts for s in items]).sum(axis=0, dtype=np.int64)
+        total += s.counts
+    if first is None or total is None:
+        raise ValueError("merge_quantile_states needs at least one state")
     return QuantileState(total, first.value_range, first.q, first.exact)
 
 

@@ -1,0 +1,167 @@
+"""Bead-based registration of the views of one time point (or of time points to a reference).
+
+:func:`register_points` chains the three stages of the multiview-reconstruction methods:
+descriptor matching of every pair of bead sets (:mod:`.descriptors`), RANSAC per pair
+(:mod:`.ransac`), global optimisation of all models (:mod:`.optimize`). Input points are in a
+common, roughly aligned, isotropic space (each view's beads mapped by its current transforms);
+the result is one model per set that is to be prepended to that view's transforms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from scopeflow.ops.spim.descriptors import match_descriptors
+from scopeflow.ops.spim.optimize import GlobalFit, optimize_views
+from scopeflow.ops.spim.ransac import RansacResult, ransac
+
+__all__ = ["PairMatch", "Registration", "match_pair", "register_points"]
+
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class PairMatch:
+    """Correspondences of two bead sets.
+
+    Attributes
+    ----------
+    candidates : (m, 2) int array
+        Descriptor matches ``(index in a, index in b)``.
+    ransac : RansacResult
+        RANSAC over the candidates (``inliers`` indexes ``candidates``).
+    """
+
+    candidates: NDArray[np.intp]
+    ransac: RansacResult
+
+    @property
+    def inliers(self) -> NDArray[np.intp]:
+        """``(k, 2)`` index pairs accepted by RANSAC (empty without a model)."""
+        if self.ransac.model is None:
+            return np.zeros((0, 2), dtype=np.intp)
+        return self.candidates[self.ransac.inliers]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Outcome of :func:`register_points`: per-set models and the evidence behind them."""
+
+    models: F64
+    pairs: dict[tuple[int, int], PairMatch]
+    fit: GlobalFit
+
+
+def match_pair(
+    a: ArrayLike,
+    b: ArrayLike,
+    *,
+    descriptor: str = "rotation_invariant",
+    redundancy: int = 1,
+    ratio: float | None = None,
+    model: str = "affine",
+    regularize: float = 0.1,
+    epsilon: float = 5.0,
+    min_inlier_ratio: float = 0.1,
+    min_inliers: int = 12,
+    iterations: int = 10_000,
+    seed: int = 0,
+) -> PairMatch:
+    """Descriptor matching and RANSAC of two bead sets ``(n, 3)`` (x, y, z)."""
+    pa = np.asarray(a, dtype=np.float64).reshape(-1, 3)
+    pb = np.asarray(b, dtype=np.float64).reshape(-1, 3)
+    cand = match_descriptors(pa, pb, kind=descriptor, redundancy=redundancy, ratio=ratio)
+    result = ransac(
+        pa[cand[:, 0]],
+        pb[cand[:, 1]],
+        model=model,
+        epsilon=epsilon,
+        min_inlier_ratio=min_inlier_ratio,
+        min_inliers=min_inliers,
+        iterations=iterations,
+        regularize=regularize if model == "affine" else 0.0,
+        seed=seed,
+    )
+    return PairMatch(cand, result)
+
+
+def register_points(
+    points: Sequence[ArrayLike],
+    *,
+    fixed: Sequence[int] = (0,),
+    pairs: Sequence[tuple[int, int]] | None = None,
+    descriptor: str = "rotation_invariant",
+    redundancy: int = 1,
+    ratio: float | None = None,
+    model: str = "affine",
+    regularize: float = 0.1,
+    epsilon: float = 5.0,
+    min_inlier_ratio: float = 0.1,
+    min_inliers: int = 12,
+    iterations: int = 10_000,
+    relative_threshold: float = 5.0,
+    absolute_threshold: float = 7.0,
+    seed: int = 0,
+) -> Registration:
+    """Register bead sets to each other; set ``fixed[0]`` (and the rest of ``fixed``) stay put.
+
+    Parameters
+    ----------
+    points : sequence of (n_v, 3) array_like
+        Beads of each view in a common roughly aligned space (x, y, z).
+    fixed : sequence of int
+        Sets that keep the identity.
+    pairs : sequence of (int, int), optional
+        Pairs to match (default: every pair).
+    descriptor, redundancy, ratio
+        Of the descriptor matching (:func:`scopeflow.ops.spim.descriptors.match_descriptors`).
+    model, regularize, epsilon, min_inlier_ratio, min_inliers, iterations
+        Of RANSAC and the global fit.
+    relative_threshold, absolute_threshold
+        Dropping of inconsistent links in the global fit.
+    seed : int
+        Of RANSAC's samples.
+
+    Returns
+    -------
+    Registration
+        ``models[v]`` maps set ``v``'s points onto the common frame of the fixed sets.
+    """
+    pts = [np.asarray(p, dtype=np.float64).reshape(-1, 3) for p in points]
+    todo = list(pairs) if pairs is not None else list(combinations(range(len(pts)), 2))
+    found: dict[tuple[int, int], PairMatch] = {}
+    links: dict[tuple[int, int], tuple[F64, F64]] = {}
+    for k, (i, j) in enumerate(todo):
+        match = match_pair(
+            pts[i],
+            pts[j],
+            descriptor=descriptor,
+            redundancy=redundancy,
+            ratio=ratio,
+            model=model,
+            regularize=regularize,
+            epsilon=epsilon,
+            min_inlier_ratio=min_inlier_ratio,
+            min_inliers=min_inliers,
+            iterations=iterations,
+            seed=seed + k,
+        )
+        found[(i, j)] = match
+        if match.ransac.model is not None:
+            idx = match.inliers
+            links[(i, j)] = (pts[i][idx[:, 0]], pts[j][idx[:, 1]])
+    fit = optimize_views(
+        len(pts),
+        links,
+        fixed=fixed,
+        model=model,
+        regularize=regularize,
+        relative_threshold=relative_threshold,
+        absolute_threshold=absolute_threshold,
+    )
+    return Registration(fit.models, found, fit)

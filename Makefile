@@ -19,11 +19,15 @@ $(VENV)/.installed-$(subst ,,$(EXTRAS)): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv>=0.4" \
 	  || echo "uv not available; falling back to pip"
+	@# --compile-bytecode: uv does not write .pyc files by default, and where
+	@# PYTHONDONTWRITEBYTECODE is set every process would compile every module it imports
+	@# (seconds per Dask worker; pip compiles at install time)
 	@if [ -x $(BIN)/uv ]; then \
-	  $(BIN)/uv pip install -q --python $(BIN)/python -e ".[$(EXTRAS)]"; \
+	  $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e ".[$(EXTRAS)]"; \
 	else \
 	  $(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"; \
 	fi
+	@$(BIN)/python -m compileall -q src
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

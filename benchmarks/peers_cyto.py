@@ -487,6 +487,27 @@ def _per_field(res: dict[str, Any], workers: int, n_fields: int) -> None:
     res["measured_parts_s_per_field"] = round(sum(parts.values()) / 1e3, 3) if parts else None
 
 
+def _previous_peers(args: argparse.Namespace) -> dict[str, Any]:
+    """The peers' results of an earlier run of this script on the same data and workers."""
+    old = json.loads(Path(args.peers_from).read_text())
+    same = (
+        old.get("ifc", {}).get("images") == args.n
+        and old.get("workers") == args.workers
+        and old.get("confocal", {}).get("fields", 0) == args.fields
+    )
+    if not same:
+        raise SystemExit(f"{args.peers_from}: other --n, --workers or --fields than this run")
+    origin = {"file": str(args.peers_from), "date": old.get("date"), "command": old.get("command")}
+    for part in (
+        old["ifc"].get("scip"),
+        old["ifc"].get("cellprofiler"),
+        old.get("confocal", {}).get("scip"),
+    ):
+        if isinstance(part, dict):
+            part["reused_from"] = origin
+    return old
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command-line entry point; prints the figures as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -496,6 +517,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cp-n", type=int, default=500, help="IFC images for CellProfiler")
     parser.add_argument("--skip-scip", action="store_true")
     parser.add_argument("--skip-cellprofiler", action="store_true")
+    parser.add_argument(
+        "--peers-from",
+        type=Path,
+        help="take SCIP's and CellProfiler's figures from this earlier result file (same --n, "
+        "--workers, --fields) instead of running them again; marked 'reused_from'",
+    )
     parser.add_argument("--max-load", type=float, default=0.7, help="1-min load to start a timing")
     parser.add_argument("--max-wait", type=float, default=900, help="s to wait for that load")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "peers_cyto.json")
@@ -503,6 +530,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gate = {"max_load": args.max_load, "timeout_s": args.max_wait}
     RUNS.mkdir(parents=True, exist_ok=True)
 
+    previous = _previous_peers(args) if args.peers_from else None
+    if previous is not None:
+        args.skip_scip = args.skip_cellprofiler = True
     # installs and data first (not timed), then the timings
     scip_env = ensure_scip() if not args.skip_scip else None
     cp_env = ensure_cellprofiler() if not args.skip_cellprofiler else None
@@ -527,7 +557,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sf_stacks = run_scopeflow(ifc / "config.yaml", "ifc-stacks", args.workers, args.n, gate)
     result["ifc"]["scopeflow_same_files"] = sf_files
     result["ifc"]["scopeflow_channel_stacks"] = sf_stacks
-    if args.skip_scip:
+    if previous is not None:
+        result["ifc"]["scip"] = previous["ifc"]["scip"]
+    elif args.skip_scip:
         result["ifc"]["scip"] = {"ok": False, "reason": ["skipped (--skip-scip)"]}
     elif scip_env is not None and not scip_env["ok"]:
         result["ifc"]["scip"] = {"ok": False, "reason": scip_env["reason"]}
@@ -543,7 +575,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for label, sf in (("same_files", sf_files), ("channel_stacks", sf_stacks))
     }
 
-    if args.skip_cellprofiler:
+    if previous is not None:
+        result["ifc"]["cellprofiler"] = cp = previous["ifc"]["cellprofiler"]
+        if cp.get("ok"):
+            result["ifc"]["ratios_scopeflow_over_cellprofiler"] = {
+                "throughput": _ratio(sf_files, cp, "images_per_s"),
+                "cpu_per_image": _ratio(sf_files, cp, "cpu_s_per_image", invert=True),
+            }
+    elif args.skip_cellprofiler:
         result["ifc"]["cellprofiler"] = {"ok": False, "reason": ["skipped (--skip-cellprofiler)"]}
     elif cp_env is not None and not cp_env["ok"]:
         result["ifc"]["cellprofiler"] = {"ok": False, "reason": cp_env["reason"]}
@@ -572,7 +611,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if sf.get("ok"):
             _per_field(sf, args.workers, n_fields)
         conf_res: dict[str, Any] = {"fields": n_fields, "shape": [5, 900, 1600], "scopeflow": sf}
-        if args.skip_scip:
+        if previous is not None and "confocal" in previous:
+            conf_res["scip"] = previous["confocal"]["scip"]
+        elif args.skip_scip:
             conf_res["scip"] = {"ok": False, "reason": ["skipped (--skip-scip)"]}
         else:
             conf_res["scip"] = scip_confocal_attempt(conf, args.workers, gate)

@@ -18,9 +18,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks import (  # noqa: E402
+    cyto_batch_size,
     cyto_features,
     czi_readers,
     engine_overhead,
+    peers_cyto,
     resave_throughput,
 )
 
@@ -29,6 +31,9 @@ BENCHMARKS = {
     "czi_readers": (czi_readers.main, ["--repeat", "7"]),
     "resave_throughput": (resave_throughput.main, ["--workers", "2"]),
     "cyto_features": (cyto_features.main, ["--n", "2000", "--repeat", "3"]),
+    "cyto_batch_size": (cyto_batch_size.main, ["--n", "10000"]),
+    # installs SCIP and CellProfiler into their own venvs on first use (benchmarks/.peers)
+    "peers_cyto": (peers_cyto.main, ["--n", "10000", "--workers", "2", "--fields", "32"]),
 }
 
 

@@ -276,18 +276,24 @@ def read_arrow_table(path: str | Path, *, columns: Sequence[str] | None = None) 
     if path.is_dir():
         parts = table_parts(path)
         schema = unified_schema(parts)
+        if columns is not None:  # read only those columns of each part
+            _check_columns(path, columns, schema.names)
+            schema = pa.schema([schema.field(c) for c in columns])
         table = pa.Table.from_batches(list(iter_part_batches(parts, schema)), schema=schema)
     else:
+        if columns is not None:
+            _check_columns(path, columns, _schema(path)[0].names)
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(path, columns=None if columns is None else list(columns))
         except Exception as exc:
             raise FormatError(path, f"not a readable Parquet file: {exc}") from exc
-    if columns is not None:
-        missing = [c for c in columns if c not in table.column_names]
-        if missing:
-            raise KeyError(f"{path}: no column(s) {missing}")
-        table = table.select(list(columns))
     return table
+
+
+def _check_columns(path: Path, columns: Sequence[str], names: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise KeyError(f"{path}: no column(s) {missing}")
 
 
 def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pd.DataFrame:

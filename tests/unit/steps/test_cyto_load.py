@@ -160,3 +160,33 @@ def test_channel_names_from_the_input_when_the_config_has_none(
         discover_channels(CytoInput(layout="fields", pattern="none/*.tif"), folder)
     with pytest.raises(ConfigError, match=r"the input cannot be read"):
         discover_channels(CytoInput(layout="array", path="missing.zarr"), folder)
+
+
+@pytest.mark.parametrize("fmt", ["czi", "ome-zarr"])
+def test_fields_from_czi_and_ome_zarr_with_their_channel_names(
+    tmp_path: Path, stack: np.ndarray, fmt: str
+) -> None:
+    """Fields written as CZI (pylibCZIrw) or OME-Zarr load as (C, H, W) with named channels."""
+    from pylibCZIrw import czi as pyczi
+
+    from scopeflow.io import write_ome_zarr
+
+    names = ["DAPI", "GFP", "mCherry"]
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    for i in range(3):
+        if fmt == "czi":
+            with pyczi.create_czi(str(folder / f"f{i}.czi"), exist_ok=True) as czi:
+                for c in range(len(names)):
+                    czi.write(data=stack[i, c], plane={"T": 0, "Z": 0, "C": c})
+                czi.write_metadata(channel_names=dict(enumerate(names)))
+        else:
+            write_ome_zarr(folder / f"f{i}.ome.zarr", stack[i], axes="cyx", channel_names=names)
+    suffix = "czi" if fmt == "czi" else "ome.zarr"
+    spec = CytoInput(layout="fields", pattern=f"fields/*.{suffix}", format=fmt)
+    assert discover_channels(spec, tmp_path) == names
+    source = CytoSource(spec, tmp_path, names)
+    assert source.count == 3
+    batch = source.load(0, 3)
+    assert not batch.errors
+    np.testing.assert_array_equal(batch.images, stack[:3])

@@ -13,6 +13,7 @@ from scopeflow.engine import Pipeline
 
 _REGISTRY: dict[str, str] = {
     "cyto": "scopeflow.pipelines.cyto:PIPELINE",
+    "spim": "scopeflow.pipelines.spim:PIPELINE",
     "example": "scopeflow.pipelines.example:PIPELINE",
     "toy": "scopeflow.pipelines.toy:PIPELINE",
 }

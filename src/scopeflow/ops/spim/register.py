@@ -40,12 +40,15 @@ class PairMatch:
     candidates: NDArray[np.intp]
     ransac: RansacResult
 
+    trimmed: NDArray[np.bool_] | None = None
+
     @property
     def inliers(self) -> NDArray[np.intp]:
-        """``(k, 2)`` index pairs accepted by RANSAC (empty without a model)."""
+        """``(k, 2)`` index pairs accepted by RANSAC and the residual trim (empty if no model)."""
         if self.ransac.model is None:
             return np.zeros((0, 2), dtype=np.intp)
-        return self.candidates[self.ransac.inliers]
+        keep = self.ransac.inliers if self.trimmed is None else self.trimmed
+        return self.candidates[keep]
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,12 @@ def match_pair(
     min_inliers: int = 12,
     iterations: int = 10_000,
     seed: int = 0,
+    trim: float = 4.0,
 ) -> PairMatch:
-    """Descriptor matching and RANSAC of two bead sets ``(n, 3)`` (x, y, z)."""
+    """Descriptor matching and RANSAC of two bead sets ``(n, 3)`` (x, y, z).
+
+    ``trim``: keep RANSAC inliers within ``trim`` times their median residual (0: keep all).
+    """
     pa = np.asarray(a, dtype=np.float64).reshape(-1, 3)
     pb = np.asarray(b, dtype=np.float64).reshape(-1, 3)
     cand = match_descriptors(pa, pb, kind=descriptor, redundancy=redundancy, ratio=ratio)
@@ -87,7 +94,36 @@ def match_pair(
         regularize=regularize if model == "affine" else 0.0,
         seed=seed,
     )
-    return PairMatch(cand, result)
+    trimmed = None
+    if result.model is not None and trim > 0:
+        trimmed = _trim(
+            pa[cand[:, 0]], pb[cand[:, 1]], result, model=model, regularize=regularize, factor=trim
+        )
+    return PairMatch(cand, result, trimmed)
+
+
+def _trim(
+    p: F64, q: F64, result: RansacResult, *, model: str, regularize: float, factor: float
+) -> NDArray[np.bool_]:
+    """Inliers whose residual is at most ``factor`` times the median (refitted until stable).
+
+    RANSAC's epsilon (5 px) is wide enough to let in a neighbouring bead's match a few pixels
+    off; a handful of those bias the least-squares fits. The residuals of true matches are
+    localisation noise (~0.1 px), so a bound relative to their median removes the others.
+    """
+    from scopeflow.ops.spim.models import apply_model, fit_model
+
+    keep = result.inliers.copy()
+    reg = regularize if model == "affine" else 0.0
+    for _ in range(10):
+        fitted = fit_model(model, p[keep], q[keep], regularize=reg)
+        dist = np.linalg.norm(apply_model(fitted, p) - q, axis=1)
+        bound = factor * float(np.median(dist[keep]))
+        again = result.inliers & (dist <= max(bound, 1e-9))
+        if np.array_equal(again, keep) or again.sum() < 3:
+            break
+        keep = again
+    return keep
 
 
 def register_points(

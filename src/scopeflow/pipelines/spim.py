@@ -1,0 +1,391 @@
+"""The multiview light-sheet (SPIM) reconstruction pipeline (``scopeflow run spim``).
+
+Units are time points. Steps (see docs/spim.md):
+
+``resave`` (per time point)
+    Raw TIFF / CZI views → one BigDataViewer HDF5 partition with a pyramid, and the time
+    point's XML with each view's nominal transforms (calibration, rotation about y).
+``detect_beads`` (per time point)
+    Difference-of-Gaussian beads of every view → ``_work/beads/t<t>.npz`` (view pixels).
+``register_views`` (per time point)
+    Descriptors, RANSAC, global optimisation; the model is prepended to each view's transforms
+    in ``_work/xml/t<t>-registered.xml``.
+``merge`` (once)
+    Every time point's XML → one dataset over the master HDF5 file.
+``register_timelapse`` (once)
+    Each time point onto ``reference_timepoint`` via the same beads → ``outputs/registered.xml``.
+``fuse`` (per time point)
+    Weighted-average fusion on the bounding box → a BDV partition and the OME-Zarr's region.
+``write_output`` (once)
+    The fused dataset's master HDF5 + XML, and PNG max projections per time point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from scopeflow.core import affine as _affine
+from scopeflow.core.config import OutputPath, StrictModel
+from scopeflow.core.errors import ConfigError
+from scopeflow.engine import Pipeline, Step, UnitContext, all_units, per_unit
+from scopeflow.io import (
+    SpimData,
+    ViewSetup,
+    ViewTransform,
+    create_ome_zarr,
+    merge_spimdata,
+    open_image,
+    partition_filename,
+    read_spimdata,
+    write_bdv_master,
+    write_bdv_partition,
+    write_ome_zarr_region,
+    write_spimdata,
+)
+from scopeflow.ops.spim.fusion import FusionGrid, fuse, view_bounds
+from scopeflow.ops.spim.models import apply_model
+from scopeflow.steps import spim as steps
+
+__all__ = ["PIPELINE", "SpimConfig", "VoxelSize"]
+
+
+class VoxelSize(StrictModel):
+    """Voxel size of the raw views."""
+
+    x: float = Field(gt=0)
+    y: float = Field(gt=0)
+    z: float = Field(gt=0)
+    unit: str = "um"
+
+    def xyz(self) -> tuple[float, float, float]:
+        """``(x, y, z)``."""
+        return (self.x, self.y, self.z)
+
+
+class SpimConfig(StrictModel):
+    """Configuration of the ``spim`` pipeline (config.yaml)."""
+
+    root: OutputPath = Field(Path(), validate_default=True, description="base of input paths")
+    input: steps.SpimInput
+    ntimepoints: int = Field(ge=1, description="time points 0 … ntimepoints - 1")
+    angles: list[float] = Field(min_length=1, description="rotation of each view, degrees")
+    rotation_around: Literal["y"] = "y"
+    channels: list[str] = Field(default_factory=lambda: ["beads"], min_length=1, max_length=1)
+    illuminations: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=1)
+    voxel_size: VoxelSize
+    reference_timepoint: int = Field(0, ge=0)
+    detection: steps.DetectionParams = Field(default_factory=steps.DetectionParams)
+    registration: steps.RegistrationParams = Field(default_factory=steps.RegistrationParams)
+    timelapse: steps.TimelapseParams = Field(default_factory=steps.TimelapseParams)
+    fusion_switch: Literal["fusion", "deconvolution"] = "fusion"
+    fusion: steps.FusionParams = Field(default_factory=steps.FusionParams)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> SpimConfig:
+        problems = []
+        if self.reference_timepoint >= self.ntimepoints:
+            problems.append(("reference_timepoint", f"must be < ntimepoints ({self.ntimepoints})"))
+        if self.registration.fix_view >= len(self.angles):
+            problems.append(("registration.fix_view", f"must be < views ({len(self.angles)})"))
+        if self.fusion_switch == "deconvolution":
+            problems.append(("fusion_switch", "deconvolution is not available yet; use 'fusion'"))
+        if problems:
+            raise ConfigError("config", problems)
+        return self
+
+    @property
+    def n_views(self) -> int:
+        """Number of views."""
+        return len(self.angles)
+
+    @property
+    def anisotropy(self) -> float:
+        """Z over xy voxel size."""
+        return self.voxel_size.z / self.voxel_size.x
+
+
+def _units(cfg: SpimConfig) -> list[str]:
+    return [f"t{t:04d}" for t in range(cfg.ntimepoints)]
+
+
+def _t(ctx: UnitContext) -> int:
+    return int(ctx.unit[1:])
+
+
+def _xml(ctx: UnitContext, t: int, kind: str = "") -> Path:
+    return ctx.output_path("_work", "xml", f"t{t:04d}{kind}.xml")
+
+
+def resave(ctx: UnitContext) -> dict[str, Any]:
+    """Raw views → BDV partition + the time point's XML with nominal transforms."""
+    cfg: SpimConfig = ctx.config
+    t = _t(ctx)
+    views = steps.read_views(cfg.input, Path(cfg.root), t, cfg.n_views)
+    part = ctx.output_path("dataset", partition_filename("dataset", t))
+    write_bdv_partition(
+        part, t, dict(enumerate(views)), voxel_size=cfg.voxel_size.xyz(), num_workers=1
+    )
+    sd = SpimData(hdf5=part, timepoints=[t])
+    for v, (vol, angle) in enumerate(zip(views, cfg.angles, strict=True)):
+        sd.setups[v] = ViewSetup(
+            id=v,
+            name=f"angle {angle:g}",
+            size=(vol.shape[2], vol.shape[1], vol.shape[0]),
+            voxel_size=cfg.voxel_size.xyz(),
+        )
+        rotation, calibration = steps.nominal_view_affine(angle, vol.shape, cfg.voxel_size.xyz())
+        sd.set_transforms(
+            t,
+            v,
+            [
+                ViewTransform(f"rotation {angle:g}", rotation),
+                ViewTransform("calibration", calibration),
+            ],
+        )
+    xml = write_spimdata(sd, _xml(ctx, t))
+    ctx.log.info("time point %d: %d views resaved to %s", t, len(views), part.name)
+    return {"partition": ctx.relative(part), "xml": ctx.relative(xml)}
+
+
+def _views_of(xml: Path) -> list[np.ndarray]:
+    with open_image(xml, "bdv") as reader:
+        return [
+            np.asarray(reader.to_dask(i).compute(scheduler="sync"))
+            for i in range(reader.series_count)
+        ]
+
+
+def detect(ctx: UnitContext) -> dict[str, Any]:
+    """Beads of every view of the time point, in view pixels."""
+    cfg: SpimConfig = ctx.config
+    t = _t(ctx)
+    views = _views_of(ctx.run_dir / ctx.upstream["resave"]["xml"])
+    beads = steps.timepoint_beads(views, cfg.detection, cfg.anisotropy)
+    path = ctx.output_path("_work", "beads", f"t{t:04d}.npz")
+    np.savez(path, **{f"v{v}": b for v, b in enumerate(beads)})  # type: ignore[arg-type]
+    counts = [len(b) for b in beads]
+    ctx.log.info("time point %d: beads per view %s", t, counts)
+    return {"beads": ctx.relative(path), "counts": counts}
+
+
+def _load_beads(path: Path, n_views: int) -> list[np.ndarray]:
+    with np.load(path) as z:
+        return [z[f"v{v}"] for v in range(n_views)]
+
+
+def register(ctx: UnitContext) -> dict[str, Any]:
+    """Register the views of the time point; prepend the models to their transforms."""
+    cfg: SpimConfig = ctx.config
+    t = _t(ctx)
+    sd = read_spimdata(ctx.run_dir / ctx.upstream["resave"]["xml"])
+    beads = _load_beads(ctx.run_dir / ctx.upstream["detect_beads"]["beads"], cfg.n_views)
+    world = [apply_model(sd.view_model(t, v), b) for v, b in enumerate(beads)]
+    models, report = steps.register_views(world, cfg.registration, seed=cfg.seed + t)
+    if report["unlinked"]:
+        ctx.log.warning("time point %d: views %s could not be registered", t, report["unlinked"])
+    for v in range(cfg.n_views):
+        sd.prepend_transform(t, v, models[v], name="registration (beads)")
+    xml = write_spimdata(sd, _xml(ctx, t, "-registered"))
+    ctx.log.info("time point %d: mean link error %s px", t, report["mean_error"])
+    warnings = [f"views {report['unlinked']} not registered"] if report["unlinked"] else []
+    return {"xml": ctx.relative(xml), "registration": report, "warnings": warnings}
+
+
+def merge(ctx: UnitContext) -> dict[str, Any]:
+    """Every time point's registered XML → one dataset over a master HDF5 file."""
+    resaved = ctx.upstream["resave"]
+    registered = ctx.upstream["register_views"]
+    parts = [ctx.run_dir / resaved[u]["partition"] for u in sorted(resaved)]
+    master = write_bdv_master(ctx.output_path("dataset", "dataset.h5"), parts)
+    sds = [read_spimdata(ctx.run_dir / registered[u]["xml"]) for u in sorted(registered)]
+    merged = merge_spimdata(sds, hdf5=master)
+    xml = write_spimdata(merged, ctx.output_path("_work", "merged.xml"))
+    return {"xml": ctx.relative(xml), "hdf5": ctx.relative(master)}
+
+
+def register_timelapse(ctx: UnitContext) -> dict[str, Any]:
+    """Each time point onto the reference via the same beads → ``outputs/registered.xml``."""
+    cfg: SpimConfig = ctx.config
+    sd = read_spimdata(ctx.run_dir / ctx.upstream["merge"]["xml"])
+    detected = ctx.upstream["detect_beads"]
+    ref = cfg.reference_timepoint
+
+    def world(t: int) -> list[np.ndarray]:
+        beads = _load_beads(ctx.run_dir / detected[f"t{t:04d}"]["beads"], cfg.n_views)
+        return [apply_model(sd.view_model(t, v), b) for v, b in enumerate(beads)]
+
+    reference = world(ref)
+    report: dict[str, Any] = {}
+    for t in range(cfg.ntimepoints):
+        if t == ref:
+            continue
+        model, info = steps.register_timepoint_to_reference(
+            world(t), reference, cfg.timelapse, seed=cfg.seed + t
+        )
+        for v in range(cfg.n_views):
+            sd.prepend_transform(t, v, model, name=f"timelapse to t{ref}")
+        report[f"t{t:04d}"] = {**info, "translation": np.round(model[:, 3], 4).tolist()}
+        ctx.log.info("time point %d → %d: %s", t, ref, info)
+    xml = write_spimdata(sd, ctx.output_path("registered.xml"))
+    return {"outputs": {"registered_xml": ctx.relative(xml)}, "timelapse": report}
+
+
+def _grid(cfg: SpimConfig, sd: SpimData) -> FusionGrid:
+    los, his = [], []
+    for t, v in sd.views():
+        size = sd.setups[v].size
+        assert size is not None
+        lo, hi = view_bounds((size[2], size[1], size[0]), sd.view_model(t, v))
+        los.append(lo)
+        his.append(hi)
+    lo, hi = cfg.fusion.bounding_box(np.min(los, axis=0), np.max(his, axis=0))
+    return FusionGrid.from_bounds(lo, hi, spacing=cfg.voxel_size.x * cfg.fusion.downsample)
+
+
+def fuse_timepoint(ctx: UnitContext) -> dict[str, Any]:
+    """Fuse the time point's views into a BDV partition and the OME-Zarr's region."""
+    cfg: SpimConfig = ctx.config
+    t = _t(ctx)
+    xml = ctx.run_dir / ctx.upstream["register_timelapse"]["outputs"]["registered_xml"]
+    sd = read_spimdata(xml)
+    views = _views_of(ctx.run_dir / ctx.upstream["resave"]["xml"])
+    grid = _grid(cfg, sd)
+    fused = fuse(
+        views,
+        [sd.view_model(t, v) for v in range(cfg.n_views)],
+        grid,
+        border=cfg.fusion.blending_border,
+        blending_range=cfg.fusion.blending_range,
+        content_based=cfg.fusion.content_based,
+        sigma1=cfg.fusion.sigma1,
+        sigma2=cfg.fusion.sigma2,
+        anisotropy=cfg.anisotropy,
+        block=cfg.fusion.block,
+        dtype=cfg.fusion.pixel_type,
+    )
+    spacing = (grid.spacing,) * 3
+    part = ctx.output_path("fused", partition_filename("fused", t))
+    write_bdv_partition(part, t, {0: fused}, voxel_size=spacing, num_workers=1)
+    zarr_path = ctx.output_path("fused.ome.zarr")
+    write_ome_zarr_region(zarr_path, t, fused)
+    preview = ctx.output_path("previews", f"t{t:04d}.png")
+    _save_projection(fused, preview)
+    return {
+        "partition": ctx.relative(part),
+        "shape": list(fused.shape),
+        "origin": list(grid.origin),
+        "spacing": grid.spacing,
+        "preview": ctx.relative(preview),
+    }
+
+
+def prepare_output(ctx: UnitContext) -> dict[str, Any]:
+    """Create the fused OME-Zarr container (its regions are filled per time point)."""
+    cfg: SpimConfig = ctx.config
+    xml = ctx.run_dir / ctx.upstream["register_timelapse"]["outputs"]["registered_xml"]
+    grid = _grid(cfg, read_spimdata(xml))
+    path = ctx.output_path("fused.ome.zarr")
+    create_ome_zarr(
+        path,
+        (cfg.ntimepoints, *grid.shape),
+        cfg.fusion.pixel_type,
+        axes="tzyx",
+        voxel_size=(grid.spacing,) * 3,
+        overwrite=True,
+    )
+    return {"zarr": ctx.relative(path), "shape": list(grid.shape)}
+
+
+def write_output(ctx: UnitContext) -> dict[str, Any]:
+    """The fused dataset's master HDF5 + XML; outputs for the summary."""
+    cfg: SpimConfig = ctx.config
+    fused = ctx.upstream["fuse"]
+    parts = [ctx.run_dir / fused[u]["partition"] for u in sorted(fused)]
+    master = write_bdv_master(ctx.output_path("fused", "fused.h5"), parts)
+    first = fused[sorted(fused)[0]]
+    shape = first["shape"]
+    spacing = float(first["spacing"])
+    sd = SpimData(hdf5=master, timepoints=list(range(cfg.ntimepoints)))
+    sd.setups[0] = ViewSetup(
+        id=0, name="fused", size=(shape[2], shape[1], shape[0]), voxel_size=(spacing,) * 3
+    )
+    origin = _affine.translation(first["origin"])
+    scale = _affine.scaling((spacing,) * 3)
+    for t in range(cfg.ntimepoints):
+        sd.set_transforms(t, 0, [ViewTransform("fused grid", _affine.compose(origin, scale))])
+    xml = write_spimdata(sd, ctx.output_path("fused.xml"))
+    previews = [fused[u]["preview"] for u in sorted(fused)]
+    return {
+        "outputs": {
+            "output_xml": ctx.relative(xml),
+            "output_zarr": ctx.relative(ctx.output_path("fused.ome.zarr")),
+            "previews": str(Path(previews[0]).parent),
+        }
+    }
+
+
+def _save_projection(volume: np.ndarray, path: Path) -> None:
+    """Maximum projections along z (top) and y (bottom), contrast 0.1 to 99.9 %, as PNG."""
+    from matplotlib.image import imsave
+
+    xy = volume.max(axis=0).astype(np.float32)
+    xz = volume.max(axis=1).astype(np.float32)
+    both = np.concatenate([xy, np.full((2, xy.shape[1]), np.nan, np.float32), xz], axis=0)
+    lo, hi = np.nanpercentile(both, (0.1, 99.9))
+    img = np.clip((np.nan_to_num(both, nan=hi) - lo) / max(hi - lo, 1e-6), 0, 1)
+    imsave(path, img, cmap="gray", vmin=0.0, vmax=1.0)
+
+
+PIPELINE = Pipeline(
+    name="spim",
+    description="multiview light-sheet: resave, beads, registration, time-lapse, fusion",
+    config_model=SpimConfig,
+    units=_units,
+    steps=(
+        Step("resave", resave, description="raw → BDV HDF5"),
+        Step("detect_beads", detect, after=(per_unit("resave"),), description="DoG beads"),
+        Step(
+            "register_views",
+            register,
+            after=(per_unit("resave"), per_unit("detect_beads")),
+            description="bead registration",
+        ),
+        Step(
+            "merge",
+            merge,
+            fan_out=False,
+            after=(all_units("resave"), all_units("register_views")),
+            description="one XML",
+        ),
+        Step(
+            "register_timelapse",
+            register_timelapse,
+            fan_out=False,
+            after=(all_units("merge"), all_units("detect_beads")),
+            description="drift",
+        ),
+        Step(
+            "prepare_output",
+            prepare_output,
+            fan_out=False,
+            after=(all_units("register_timelapse"),),
+            description="OME-Zarr container",
+        ),
+        Step(
+            "fuse",
+            fuse_timepoint,
+            after=(
+                per_unit("resave"),
+                all_units("register_timelapse"),
+                all_units("prepare_output"),
+            ),
+            description="weighted-average fusion",
+        ),
+        Step("write_output", write_output, fan_out=False, after=(all_units("fuse"),)),
+    ),
+)

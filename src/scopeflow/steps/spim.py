@@ -1,0 +1,280 @@
+"""SPIM step functions: one time point's I/O plus the array operations of :mod:`scopeflow.ops.spim`.
+
+Parameter models carry the vocabulary of the published Snakemake SPIM workflow where it maps
+(``sigma``, ``threshold``, ``transformation_model``, ``downsample``, ``minimal_x`` …).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field
+
+from scopeflow.core import affine as _affine
+from scopeflow.core.config import StrictModel
+from scopeflow.core.errors import ConfigError, FormatError, InputNotFoundError
+from scopeflow.io import open_image
+from scopeflow.ops.spim.beads import detect_beads
+from scopeflow.ops.spim.models import apply_model
+from scopeflow.ops.spim.register import register_points
+
+__all__ = [
+    "DetectionParams",
+    "FusionParams",
+    "RegistrationParams",
+    "SpimInput",
+    "TimelapseParams",
+    "nominal_view_affine",
+    "read_views",
+    "register_timepoint_to_reference",
+    "timepoint_beads",
+]
+
+F64 = NDArray[np.float64]
+
+
+class SpimInput(StrictModel):
+    """Where the raw views are (``input:`` in config.yaml)."""
+
+    format: Literal["tiff", "czi"] = Field("tiff", description="raw file format")
+    pattern: str = Field(
+        description="tiff: one file per view, with {t} and {v} (e.g. 't{t:03d}_v{v:02d}.tif'); "
+        "czi: one file per time point with {t}, views as scenes"
+    )
+    views: Literal["files", "scenes"] = Field(
+        "files", description="czi: 'scenes' (one scene per view)"
+    )
+
+
+class DetectionParams(StrictModel):
+    """Bead detection (Difference-of-Gaussian)."""
+
+    type_of_detection: Literal["difference_of_gaussian"] = "difference_of_gaussian"
+    sigma: float = Field(1.8, gt=0.5, description="DoG sigma, voxels")
+    threshold: float = Field(0.008, ge=0, description="DoG threshold on [0, 1] intensities")
+    find_maxima: bool = Field(True, description="bright beads (false: dark spots)")
+    downsample_xy: int = Field(1, ge=1, description="block-average x and y by this first")
+    downsample_z: int = Field(1, ge=1, description="block-average z by this first")
+    max_detections: int | None = Field(None, ge=1, description="keep the strongest N per view")
+    localization: Literal["quadratic", "gaussian"] = Field(
+        "quadratic", description="sub-pixel fit: quadratic on the DoG, or a 3-D Gaussian"
+    )
+
+
+class RegistrationParams(StrictModel):
+    """Bead-based registration of the views of a time point."""
+
+    transformation_model: Literal["translation", "rigid", "affine"] = "affine"
+    regularize_model: bool = Field(
+        False, description="affine regularised by rigid (fewer beads; views near-rigid)"
+    )
+    regularize_lambda: float = Field(0.1, ge=0, le=1, description="weight of the rigid model")
+    descriptor: Literal["rotation_invariant", "translation_invariant"] = "rotation_invariant"
+    redundancy: int = Field(1, ge=0, le=4, description="extra neighbours per descriptor")
+    significance: float | None = Field(
+        None, gt=1, description="ratio test (default 10 rotation-, 3 translation-invariant)"
+    )
+    allowed_error_for_ransac: float = Field(5.0, gt=0, description="RANSAC epsilon, px")
+    ransac_iterations: int = Field(10_000, ge=100)
+    min_inlier_ratio: float = Field(0.1, ge=0, le=1)
+    min_inliers: int = Field(12, ge=3)
+    relative_threshold: float = Field(5.0, gt=1, description="drop links worse than this x mean")
+    absolute_threshold: float = Field(7.0, gt=0, description="drop links worse than this, px")
+    fix_view: int = Field(0, ge=0, description="view that keeps its nominal transform")
+
+    @property
+    def regularize(self) -> float:
+        """``lambda`` passed to the fits (0 when not regularised)."""
+        return self.regularize_lambda if self.regularize_model else 0.0
+
+
+class TimelapseParams(StrictModel):
+    """Registration of every time point to ``reference_timepoint``."""
+
+    transformation_model: Literal["translation", "rigid", "affine"] = "translation"
+    allowed_error_for_ransac: float = Field(5.0, gt=0)
+    min_inliers: int = Field(12, ge=3)
+
+
+class FusionParams(StrictModel):
+    """Weighted-average fusion (``fusion_switch: fusion``)."""
+
+    downsample: int = Field(1, ge=1, description="output voxel = downsample x input x spacing")
+    blending_range: float = Field(40.0, ge=0, description="cosine blending width, px")
+    blending_border: float = Field(0.0, ge=0, description="ignored margin of each view, px")
+    content_based: bool = Field(False, description="multiply by content-based weights")
+    sigma1: float = Field(20.0, gt=0, description="content-based: high-pass sigma, px")
+    sigma2: float = Field(40.0, gt=0, description="content-based: averaging sigma, px")
+    pixel_type: Literal["uint16", "float32"] = "uint16"
+    block: int = Field(64, ge=8, description="output block size, voxels")
+    minimal_x: float | None = None
+    minimal_y: float | None = None
+    minimal_z: float | None = None
+    maximal_x: float | None = None
+    maximal_y: float | None = None
+    maximal_z: float | None = None
+
+    def bounding_box(self, lo: F64, hi: F64) -> tuple[F64, F64]:
+        """The configured box, its unset sides from the views' union ``lo``..``hi``."""
+        box_lo = np.array([self.minimal_x, self.minimal_y, self.minimal_z], dtype=object)
+        box_hi = np.array([self.maximal_x, self.maximal_y, self.maximal_z], dtype=object)
+        out_lo = np.array([lo[i] if box_lo[i] is None else box_lo[i] for i in range(3)], float)
+        out_hi = np.array([hi[i] if box_hi[i] is None else box_hi[i] for i in range(3)], float)
+        return out_lo, out_hi
+
+
+def nominal_view_affine(
+    angle: float, shape_zyx: Sequence[int], voxel_size: Sequence[float], axis: str = "y"
+) -> tuple[F64, F64]:
+    """``(rotation, calibration)`` affines of a view (calibration applied first).
+
+    Calibration scales voxels to µm; the rotation turns by ``angle`` degrees about ``axis``
+    (only ``y`` is supported) through the centre of the volume.
+    """
+    if axis != "y":
+        raise ConfigError("spim", [("rotation_around", f"only 'y' is supported, got {axis!r}")])
+    calibration = _affine.scaling(voxel_size)
+    n_xyz = np.array([shape_zyx[2], shape_zyx[1], shape_zyx[0]], dtype=np.float64)
+    centre = (n_xyz - 1.0) / 2.0 * np.asarray(voxel_size, dtype=np.float64)
+    rotation = _affine.about_point(_affine.rotation_y(angle), centre)
+    return rotation, calibration
+
+
+def read_views(spec: SpimInput, root: Path, t: int, n_views: int) -> list[NDArray[Any]]:
+    """The raw ``(z, y, x)`` views of time point ``t`` as NumPy arrays.
+
+    Raises
+    ------
+    InputNotFoundError
+        A file is missing.
+    FormatError
+        A file is unreadable, has fewer scenes than views, or a view is not 3-D.
+    """
+    out: list[NDArray[Any]] = []
+    if spec.format == "czi":
+        path = root / spec.pattern.format(t=t)
+        with open_image(path, "czi") as reader:
+            if reader.series_count < n_views:
+                raise FormatError(path, f"{reader.series_count} scenes, expected {n_views} views")
+            for v in range(n_views):
+                out.append(np.asarray(reader.to_dask(v).compute(scheduler="sync")).squeeze())
+    else:
+        for v in range(n_views):
+            path = root / spec.pattern.format(t=t, v=v)
+            if not path.exists():
+                raise InputNotFoundError(path, f"view {v} of time point {t}")
+            with open_image(path, "tiff") as reader:
+                out.append(np.asarray(reader.to_dask(0).compute(scheduler="sync")).squeeze())
+    for v, vol in enumerate(out):
+        if vol.ndim != 3:
+            where = root / (spec.pattern.format(t=t, v=v) if spec.format == "tiff" else "")
+            raise FormatError(where, f"view {v} has shape {vol.shape}, expected (z, y, x)")
+    return out
+
+
+def timepoint_beads(
+    views: Sequence[NDArray[Any]], params: DetectionParams, anisotropy: float
+) -> list[F64]:
+    """Bead positions ``(x, y, z)`` in each view's pixels."""
+    return [
+        detect_beads(
+            vol,
+            sigma=params.sigma,
+            threshold=params.threshold,
+            find="max" if params.find_maxima else "min",
+            anisotropy=anisotropy / params.downsample_z * params.downsample_xy,
+            downsample_xy=params.downsample_xy,
+            downsample_z=params.downsample_z,
+            max_detections=params.max_detections,
+            localization=params.localization,
+        ).xyz
+        for vol in views
+    ]
+
+
+def register_views(
+    beads_world: Sequence[F64], params: RegistrationParams, *, seed: int = 0
+) -> tuple[F64, dict[str, Any]]:
+    """Models ``(V, 3, 4)`` that register the views, and a JSON-able report."""
+    reg = register_points(
+        beads_world,
+        fixed=(params.fix_view,),
+        descriptor=params.descriptor,
+        redundancy=params.redundancy,
+        ratio=params.significance,
+        model=params.transformation_model,
+        regularize=params.regularize,
+        epsilon=params.allowed_error_for_ransac,
+        min_inlier_ratio=params.min_inlier_ratio,
+        min_inliers=params.min_inliers,
+        iterations=params.ransac_iterations,
+        relative_threshold=params.relative_threshold,
+        absolute_threshold=params.absolute_threshold,
+        seed=seed,
+    )
+    report = {
+        "pairs": {
+            f"{i}-{j}": {
+                "candidates": len(m.candidates),
+                "inliers": m.ransac.n_inliers,
+                "ransac_error": None if m.ransac.model is None else round(m.ransac.error, 4),
+            }
+            for (i, j), m in reg.pairs.items()
+        },
+        "link_errors": {f"{i}-{j}": round(e, 4) for (i, j), e in reg.fit.link_errors.items()},
+        "dropped": [f"{i}-{j}" for i, j in reg.fit.dropped],
+        "unlinked": reg.fit.unlinked,
+        "mean_error": round(reg.fit.mean_error, 4) if reg.fit.link_errors else None,
+    }
+    return reg.models, report
+
+
+def register_timepoint_to_reference(
+    beads_t: Sequence[F64],
+    beads_ref: Sequence[F64],
+    params: TimelapseParams,
+    *,
+    seed: int = 0,
+) -> tuple[F64, dict[str, Any]]:
+    """One model mapping time point ``t``'s world onto the reference's, from all views' beads.
+
+    Each view's beads (registered world coordinates) at ``t`` are matched to the same view's
+    beads at the reference; the correspondences of all views are pooled in one RANSAC.
+    """
+    from scopeflow.ops.spim.ransac import ransac
+    from scopeflow.ops.spim.register import match_pair
+
+    p_all, q_all = [], []
+    for a, b in zip(beads_t, beads_ref, strict=True):
+        m = match_pair(
+            a,
+            b,
+            descriptor="translation_invariant",
+            model=params.transformation_model,
+            epsilon=params.allowed_error_for_ransac,
+            min_inliers=params.min_inliers,
+            seed=seed,
+        )
+        idx = m.inliers
+        p_all.append(a[idx[:, 0]])
+        q_all.append(b[idx[:, 1]])
+    p = np.concatenate(p_all) if p_all else np.zeros((0, 3))
+    q = np.concatenate(q_all) if q_all else np.zeros((0, 3))
+    res = ransac(
+        p,
+        q,
+        model=params.transformation_model,
+        epsilon=params.allowed_error_for_ransac,
+        min_inliers=params.min_inliers,
+        seed=seed,
+    )
+    if res.model is None:
+        raise FormatError(
+            Path("beads"), f"time point not registered: {len(p)} candidate correspondences"
+        )
+    residual = np.linalg.norm(apply_model(res.model, p[res.inliers]) - q[res.inliers], axis=1)
+    return res.model, {"inliers": res.n_inliers, "error": round(float(residual.mean()), 4)}

@@ -1,0 +1,78 @@
+"""The spim pipeline end to end on synthetic data with known view transforms and drift."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scopeflow.io import open_image, read_spimdata
+from scopeflow.testing import SpimTruth, beads_in_view_index, make_spim_dataset
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SpimTruth, Path]:
+    data = tmp_path_factory.mktemp("spim")
+    truth = make_spim_dataset(data, views=4, timepoints=2, seed=5, write_czi=False)
+    out = data / "run"
+    result = run_cli(["run", "spim", "-c", data / "config.yaml", "-w", out, "--no-progress"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    return truth, out
+
+
+def _world(sd, truth: SpimTruth, t: int, v: int, world: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """True bead positions seen by view v at t, mapped by the estimated view -> world model."""
+    from scopeflow.core import affine as _affine
+
+    return _affine.apply(sd.view_model(t, v), truth.world_to_view(v, t, world))
+
+
+def test_views_are_registered_to_a_tenth_of_a_pixel(run: tuple[SpimTruth, Path]) -> None:
+    truth, out = run
+    sd = read_spimdata(out / "outputs" / "registered.xml")
+    for t in range(truth.n_timepoints):
+        errs = []
+        for i in range(truth.n_views):
+            for j in range(i + 1, truth.n_views):
+                both = np.intersect1d(
+                    beads_in_view_index(truth, i, t, margin=2.0),
+                    beads_in_view_index(truth, j, t, margin=2.0),
+                )
+                w = truth.beads_world[both]
+                errs.append(
+                    np.linalg.norm(_world(sd, truth, t, i, w) - _world(sd, truth, t, j, w), axis=1)
+                )
+        e = np.concatenate(errs)
+        assert e.mean() <= 0.1 and e.max() <= 0.5, (t, e.mean(), e.max())
+
+
+def test_drift_between_time_points_is_recovered(run: tuple[SpimTruth, Path]) -> None:
+    truth, out = run
+    sd = read_spimdata(out / "outputs" / "registered.xml")
+    assert np.abs(truth.drifts[1]).max() > 1.0  # there is a drift to recover
+    seen = beads_in_view_index(truth, 0, 0, margin=2.0)
+    seen = np.intersect1d(seen, beads_in_view_index(truth, 0, 1, margin=2.0))
+    w = truth.beads_world[seen]
+    moved = np.linalg.norm(_world(sd, truth, 1, 0, w) - _world(sd, truth, 0, 0, w), axis=1)
+    assert moved.mean() <= 0.2, moved.mean()
+
+
+def test_outputs_open_in_the_readers(run: tuple[SpimTruth, Path]) -> None:
+    truth, out = run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "succeeded"
+    for key in ("registered_xml", "output_xml", "output_zarr", "previews"):
+        assert (out / summary["outputs"][key]).exists(), key
+    with open_image(out / summary["outputs"]["output_xml"], "bdv") as bdv:
+        assert bdv.series_count == truth.n_timepoints
+        fused_bdv = np.asarray(bdv.to_dask(1).compute())
+    with open_image(out / summary["outputs"]["output_zarr"]) as zr:
+        fused_zarr = np.asarray(zr.to_dask(0).compute())
+    assert fused_zarr.shape[0] == truth.n_timepoints
+    np.testing.assert_array_equal(fused_zarr[1].squeeze(), fused_bdv)
+    assert fused_bdv.max() > 0
+    pngs = sorted((out / summary["outputs"]["previews"]).glob("*.png"))
+    assert len(pngs) == truth.n_timepoints and all(p.stat().st_size > 1000 for p in pngs)

@@ -251,9 +251,10 @@ def demo(
     n_ifc: Annotated[int, typer.Option("--ifc-images", min=1, help="IFC images to make.")] = 1000,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Make synthetic cytometry data with known truth and run the cyto pipeline on it, locally.
+    """Make synthetic data with known truth and run the pipelines on it, locally.
 
-    Two runs: imaging-flow-cytometry images (one cell each) and confocal fields of touching cells.
+    Three runs: imaging-flow-cytometry images (one cell each), confocal fields of touching
+    cells, and a small multiview light-sheet time-lapse (4 views, 2 time points).
     """
     import pandas as pd
 
@@ -287,8 +288,33 @@ def demo(
                 f"{features.shape[1]} columns per cell"
             )
         out.print(f"[bold]{kind} results are in {outcome.run_dir / 'outputs'}[/bold]")
+    failed |= _demo_spim(workdir / "spim", workers, progress)
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _demo_spim(data: Path, workers: int | None, progress: bool) -> bool:
+    """The spim pipeline on a small synthetic dataset; True if the run failed."""
+    from scopeflow.core.config import load_config
+    from scopeflow.engine import ClusterSpec, RichProgress, run_pipeline
+    from scopeflow.pipelines import get_pipeline
+    from scopeflow.testing import make_spim_dataset
+
+    pipe = get_pipeline("spim")
+    if not (data / "truth.json").exists():
+        out.print(f"making a synthetic 4-view, 2-time-point light-sheet dataset in {data} ...")
+        make_spim_dataset(data, views=4, timepoints=2, seed=0, write_czi=False)
+    cfg = load_config(pipe.config_model, data / "config.yaml")
+    outcome = run_pipeline(
+        pipe,
+        cfg,
+        data / "run",
+        cluster=ClusterSpec(workers=workers),
+        progress=RichProgress(err) if progress else None,
+    )
+    _print_outcome(outcome.summary, outcome.run_dir)
+    out.print(f"[bold]spim results are in {outcome.run_dir / 'outputs'}[/bold]")
+    return outcome.status is not RunStatus.SUCCEEDED
 
 
 def main(argv: list[str] | None = None) -> None:

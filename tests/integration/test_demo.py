@@ -1,4 +1,4 @@
-"""``scopeflow demo`` end to end: synthetic data, the cyto pipeline, results against the truth."""
+"""``scopeflow demo`` end to end: synthetic data, the cyto and spim pipelines, results."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ def test_demo_runs_and_prints_where_results_are(tmp_path: Path) -> None:
         # every synthetic cell is found; touching confocal cells are split, not merged
         assert abs(len(features) - len(truth)) <= 0.03 * len(truth)
     assert "ifc: " in text and "cells found" in text
+    spim = tmp_path / "demo" / "spim" / "run"
+    assert f"spim results are in {spim / 'outputs'}" in text
+    summary = json.loads((spim / "summary.json").read_text())
+    assert summary["status"] == "succeeded"
+    assert {"registered_xml", "output_xml", "output_zarr", "previews"} <= set(summary["outputs"])
 
     # a second demo on the same folder resumes: nothing runs again
     again = run_cli(args, timeout=600)

@@ -1,0 +1,89 @@
+"""The noise-free sample of a synthetic SPIM dataset, rendered on any world grid.
+
+Fusion is judged against it: the same specimen and beads that :func:`make_spim_dataset` imaged,
+without noise, background or depth attenuation, blurred by an isotropic-in-xz PSF (what a fusion
+of views rotated about y can at best recover), in world micrometres of the sample frame
+(time point 0, i.e. after time-lapse registration to it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from scopeflow.core import affine as _affine
+from scopeflow.core.errors import ConfigError
+from scopeflow.testing._spim_render import (
+    BEAD_PHOTONS,
+    NUCLEUS_PHOTONS,
+    _sample_field,
+    specimen_field,
+    splat_points,
+)
+from scopeflow.testing._spim_scene import make_beads, make_geometry, make_specimen
+from scopeflow.testing._spim_truth import SpimTruth
+
+__all__ = ["render_ground_truth"]
+
+
+def render_ground_truth(
+    truth: SpimTruth,
+    origin_xyz: ArrayLike,
+    spacing: float,
+    shape_zyx: tuple[int, int, int],
+    *,
+    psf_sigma: tuple[float, float, float] | None = None,
+) -> NDArray[np.float64]:
+    """The sample (photons) on the grid ``origin + spacing * index`` (world µm, x y z).
+
+    Parameters
+    ----------
+    truth
+        The dataset's ground truth (its scene is drawn again from ``truth.seed``).
+    origin_xyz, spacing, shape_zyx
+        The grid.
+    psf_sigma
+        ``(x, y, z)`` blur in µm; default: the views' PSF with its x and z sigmas averaged
+        in quadrature, since views rotate about y.
+
+    Raises
+    ------
+    ConfigError
+        The scene drawn again does not reproduce the truth's beads (other generator version).
+    """
+    from scopeflow.testing._spim import PSF_SIGMA
+
+    rng = np.random.default_rng(np.random.SeedSequence([truth.seed, 0]))
+    geometry = make_geometry(
+        rng,
+        views=truth.n_views,
+        timepoints=truth.n_timepoints,
+        shape=truth.shape,
+        voxel_size=truth.voxel_size,
+    )
+    specimen = make_specimen(rng, shape=truth.shape, voxel_size=truth.voxel_size)
+    beads, brightness = make_beads(
+        rng, geometry=geometry, specimen=specimen, shape=truth.shape, margin=4.0 * max(PSF_SIGMA)
+    )
+    if beads.shape != truth.beads_world.shape or not np.allclose(beads, truth.beads_world):
+        raise ConfigError("render_ground_truth", [("truth", "scene does not match its seed")])
+    if psf_sigma is None:
+        xz = float(np.sqrt((PSF_SIGMA[0] ** 2 + PSF_SIGMA[2] ** 2) / 2.0))
+        psf_sigma = (xz, PSF_SIGMA[1], xz)
+    field_spacing = min(truth.voxel_size)
+    field, field_origin = specimen_field(specimen, field_spacing)
+    grid_to_world = _affine.compose(
+        _affine.translation(origin_xyz), _affine.scaling((spacing, spacing, spacing))
+    )
+    to_field = _affine.compose(
+        _affine.scaling(np.full(3, 1.0 / field_spacing)),
+        _affine.translation(-field_origin),
+        grid_to_world,
+    )
+    psf_px = (psf_sigma[0] / spacing, psf_sigma[1] / spacing, psf_sigma[2] / spacing)
+    out = np.zeros(shape_zyx, dtype=np.float64)
+    _sample_field(out, field, to_field, (psf_px[2], psf_px[1], psf_px[0]))
+    out *= NUCLEUS_PHOTONS
+    pts = _affine.apply(_affine.invert(grid_to_world), beads)
+    splat_points(out, pts, BEAD_PHOTONS * brightness, psf_px)
+    return out

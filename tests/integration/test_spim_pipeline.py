@@ -95,3 +95,30 @@ def test_fused_volume_correlates_with_the_noise_free_sample(run: tuple[SpimTruth
         covered = vol > 0
         assert covered.mean() > 0.8
         assert np.corrcoef(vol[covered], gt[covered])[0, 1] >= 0.92
+
+
+def test_czi_input_and_a_resumed_run(tmp_path: Path) -> None:
+    """Views as scenes of one CZI per time point; a second run over the same folder resumes."""
+    data = tmp_path / "czi"
+    make_spim_dataset(data, views=2, timepoints=1, shape=(32, 96, 96), seed=2)
+    out = tmp_path / "run"
+    args = ["run", "spim", "-c", data / "config_czi.yaml", "-w", out, "--no-progress"]
+    result = run_cli(args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "succeeded"
+    assert summary["steps"]["register_views"]["done"] == 1
+    again = run_cli(args)
+    assert again.returncode == 0, again.stderr
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert {e["state"] for e in events if e["run"] == 2} == {"skipped"}
+
+
+def test_bad_config_is_refused_with_the_field(tmp_path: Path) -> None:
+    data = tmp_path / "spim"
+    make_spim_dataset(data, views=2, timepoints=1, shape=(16, 32, 32), seed=1, write_czi=False)
+    cfg = (data / "config.yaml").read_text()
+    (data / "bad.yaml").write_text(cfg + "fusion_switch: deconvolution\nreference_timepoint: 5\n")
+    result = run_cli(["run", "spim", "-c", data / "bad.yaml", "-w", tmp_path / "r"])
+    assert result.returncode == 2
+    assert "reference_timepoint" in result.stderr and "deconvolution" in result.stderr

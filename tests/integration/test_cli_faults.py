@@ -161,7 +161,7 @@ def test_unknown_pipeline_and_missing_files(tmp_path: Path) -> None:
     cfg = _write(tmp_path / "c.yaml", "units: 2\n")
     result = run_cli(["run", "nonesuch", "-c", cfg])
     assert result.returncode == 2
-    assert "unknown pipeline 'nonesuch'; known: cyto, example, toy" in result.stderr
+    assert "unknown pipeline 'nonesuch'; known: cyto, example, spim, toy" in result.stderr
     result = run_cli(["run", "toy", "-c", tmp_path / "absent.yaml"])
     assert result.returncode == 2
     assert "configuration file not found" in result.stderr

@@ -118,7 +118,47 @@ def test_bad_config_is_refused_with_the_field(tmp_path: Path) -> None:
     data = tmp_path / "spim"
     make_spim_dataset(data, views=2, timepoints=1, shape=(16, 32, 32), seed=1, write_czi=False)
     cfg = (data / "config.yaml").read_text()
-    (data / "bad.yaml").write_text(cfg + "fusion_switch: deconvolution\nreference_timepoint: 5\n")
+    cfg = cfg.replace("reference_timepoint: 0", "reference_timepoint: 5")
+    (data / "bad.yaml").write_text(cfg + "deconvolution: {psf_size_x: 18}\n")
     result = run_cli(["run", "spim", "-c", data / "bad.yaml", "-w", tmp_path / "r"])
     assert result.returncode == 2
-    assert "reference_timepoint" in result.stderr and "deconvolution" in result.stderr
+    assert "deconvolution" in result.stderr and "must be odd" in result.stderr
+    (data / "bad.yaml").write_text(cfg)
+    result = run_cli(["run", "spim", "-c", data / "bad.yaml", "-w", tmp_path / "r"])
+    assert result.returncode == 2
+    assert "reference_timepoint" in result.stderr
+
+
+def test_deconvolution_narrows_the_beads_of_the_fusion(
+    run: tuple[SpimTruth, Path], tmp_path: Path
+) -> None:
+    """fusion_switch: deconvolution on the same data: beads at least 30 % narrower (FWHM)."""
+    from scopeflow.ops.spim.deconvolution import fwhm
+
+    truth, fused_run = run
+    cfg = (truth.root / "config.yaml").read_text()
+    (truth.root / "deconv.yaml").write_text(
+        cfg.replace("ntimepoints: 2", "ntimepoints: 1")
+        + "fusion_switch: deconvolution\ndeconvolution: {iterations: 10}\n"
+    )
+    out = tmp_path / "deconv"
+    result = run_cli(["run", "spim", "-c", truth.root / "deconv.yaml", "-w", out, "--no-progress"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    grids = []
+    for run_dir in (fused_run, out):
+        rec = json.loads((run_dir / "state" / "fuse" / "t0000.json").read_text())["result"]
+        with open_image(run_dir / "outputs" / "fused.xml", "bdv") as bdv:
+            vol = np.asarray(bdv.to_dask(0).compute(), dtype=float)
+        grids.append((vol, np.asarray(rec["origin"]), rec["spacing"]))
+    assert np.isfinite(grids[1][0]).all() and grids[1][0].min() >= 0
+    widths: list[list[float]] = [[], []]
+    for w in truth.beads_world:
+        for k, (vol, origin, spacing) in enumerate(grids):
+            idx = np.rint((w - origin) / spacing).astype(int)[::-1]  # z, y, x
+            if (idx < 6).any() or (idx >= np.array(vol.shape) - 6).any():
+                break
+            widths[k].append(np.mean([fwhm(vol, tuple(idx), a) for a in range(3)]))
+    n = min(len(widths[0]), len(widths[1]))
+    assert n > 50
+    before, after = np.median(widths[0][:n]), np.median(widths[1][:n])
+    assert after <= 0.7 * before, (before, after)

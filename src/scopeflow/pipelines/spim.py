@@ -46,7 +46,14 @@ from scopeflow.io import (
     write_ome_zarr_region,
     write_spimdata,
 )
-from scopeflow.ops.spim.fusion import FusionGrid, fuse, view_bounds
+from scopeflow.ops.spim.deconvolution import deconvolve_views
+from scopeflow.ops.spim.fusion import (
+    FusionGrid,
+    extract_psf,
+    fuse,
+    resample_to_grid,
+    view_bounds,
+)
 from scopeflow.ops.spim.models import apply_model
 from scopeflow.steps import spim as steps
 
@@ -83,6 +90,7 @@ class SpimConfig(StrictModel):
     timelapse: steps.TimelapseParams = Field(default_factory=steps.TimelapseParams)
     fusion_switch: Literal["fusion", "deconvolution"] = "fusion"
     fusion: steps.FusionParams = Field(default_factory=steps.FusionParams)
+    deconvolution: steps.DeconvolutionParams = Field(default_factory=steps.DeconvolutionParams)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -92,8 +100,6 @@ class SpimConfig(StrictModel):
             problems.append(("reference_timepoint", f"must be < ntimepoints ({self.ntimepoints})"))
         if self.registration.fix_view >= len(self.angles):
             problems.append(("registration.fix_view", f"must be < views ({len(self.angles)})"))
-        if self.fusion_switch == "deconvolution":
-            problems.append(("fusion_switch", "deconvolution is not available yet; use 'fusion'"))
         if problems:
             raise ConfigError("config", problems)
         return self
@@ -255,19 +261,25 @@ def fuse_timepoint(ctx: UnitContext) -> dict[str, Any]:
     sd = read_spimdata(xml)
     views = _views_of(ctx.run_dir / ctx.upstream["resave"]["xml"])
     grid = _grid(cfg, sd)
-    fused = fuse(
-        views,
-        [sd.view_model(t, v) for v in range(cfg.n_views)],
-        grid,
-        border=cfg.fusion.blending_border,
-        blending_range=cfg.fusion.blending_range,
-        content_based=cfg.fusion.content_based,
-        sigma1=cfg.fusion.sigma1,
-        sigma2=cfg.fusion.sigma2,
-        anisotropy=cfg.anisotropy,
-        block=cfg.fusion.block,
-        dtype=cfg.fusion.pixel_type,
-    )
+    models = [sd.view_model(t, v) for v in range(cfg.n_views)]
+    if cfg.fusion_switch == "deconvolution":
+        beads = _load_beads(ctx.run_dir / ctx.upstream["detect_beads"]["beads"], cfg.n_views)
+        fused = _deconvolve(cfg, views, models, grid, beads)
+        ctx.log.info("time point %d: deconvolved (%s)", t, cfg.deconvolution.psf_type)
+    else:
+        fused = fuse(
+            views,
+            models,
+            grid,
+            border=cfg.fusion.blending_border,
+            blending_range=cfg.fusion.blending_range,
+            content_based=cfg.fusion.content_based,
+            sigma1=cfg.fusion.sigma1,
+            sigma2=cfg.fusion.sigma2,
+            anisotropy=cfg.anisotropy,
+            block=cfg.fusion.block,
+            dtype=cfg.fusion.pixel_type,
+        )
     spacing = (grid.spacing,) * 3
     part = ctx.output_path("fused", partition_filename("fused", t))
     write_bdv_partition(part, t, {0: fused}, voxel_size=spacing, num_workers=1)
@@ -282,6 +294,48 @@ def fuse_timepoint(ctx: UnitContext) -> dict[str, Any]:
         "spacing": grid.spacing,
         "preview": ctx.relative(preview),
     }
+
+
+def _deconvolve(
+    cfg: SpimConfig,
+    views: list[np.ndarray],
+    models: list[np.ndarray],
+    grid: FusionGrid,
+    beads: list[np.ndarray],
+) -> np.ndarray:
+    """Views and weights on the grid, PSFs from this time point's beads, multi-view RL."""
+    dc = cfg.deconvolution
+    size = (dc.psf_size_x, dc.psf_size_y, dc.psf_size_z)
+    resampled = [
+        resample_to_grid(
+            vol,
+            m,
+            grid,
+            border=cfg.fusion.blending_border,
+            blending_range=cfg.fusion.blending_range,
+            block=cfg.fusion.block,
+        )
+        for vol, m in zip(views, models, strict=True)
+    ]
+    psfs = [
+        extract_psf(vol, m, apply_model(m, b), grid.spacing, size)
+        for vol, m, b in zip(views, models, beads, strict=True)
+    ]
+    psi = deconvolve_views(
+        [r[0] for r in resampled],
+        [r[1] for r in resampled],
+        psfs,
+        iterations=dc.iterations,
+        psf_type=dc.psf_type,
+        lam=dc.tikhonov_parameter,
+        osem=dc.osem_acceleration,
+        gpu=dc.gpu,
+    )
+    covered = sum(r[1] for r in resampled) > 0
+    psi[~covered] = 0.0
+    if cfg.fusion.pixel_type == "uint16":
+        return np.clip(np.rint(psi), 0, 65535).astype(np.uint16)
+    return psi
 
 
 def prepare_output(ctx: UnitContext) -> dict[str, Any]:
@@ -381,10 +435,11 @@ PIPELINE = Pipeline(
             fuse_timepoint,
             after=(
                 per_unit("resave"),
+                per_unit("detect_beads"),
                 all_units("register_timelapse"),
                 all_units("prepare_output"),
             ),
-            description="weighted-average fusion",
+            description="fusion or deconvolution",
         ),
         Step("write_output", write_output, fan_out=False, after=(all_units("fuse"),)),
     ),

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from scopeflow.core import affine as _affine
 from scopeflow.core.config import StrictModel
@@ -23,6 +23,7 @@ from scopeflow.ops.spim.models import apply_model
 from scopeflow.ops.spim.register import register_points
 
 __all__ = [
+    "DeconvolutionParams",
     "DetectionParams",
     "FusionParams",
     "RegistrationParams",
@@ -125,6 +126,27 @@ class FusionParams(StrictModel):
         out_lo = np.array([lo[i] if box_lo[i] is None else box_lo[i] for i in range(3)], float)
         out_hi = np.array([hi[i] if box_hi[i] is None else box_hi[i] for i in range(3)], float)
         return out_lo, out_hi
+
+
+class DeconvolutionParams(StrictModel):
+    """Multi-view Richardson-Lucy (``fusion_switch: deconvolution``) on the fusion grid."""
+
+    iterations: int = Field(10, ge=1, le=500)
+    psf_type: Literal["independent", "efficient_bayesian", "optimization_i", "optimization_ii"] = (
+        "optimization_i"
+    )
+    tikhonov_parameter: float = Field(0.006, ge=0, description="lambda; 0 switches it off")
+    osem_acceleration: float = Field(1.0, gt=0, description="weights x this (1 = none)")
+    psf_size_x: int = Field(19, ge=3, description="PSF box, output voxels (odd)")
+    psf_size_y: int = Field(19, ge=3)
+    psf_size_z: int = Field(25, ge=3)
+    gpu: bool | None = Field(None, description="CuPy: true = required, null = when available")
+
+    @model_validator(mode="after")
+    def _odd(self) -> DeconvolutionParams:
+        if any(s % 2 == 0 for s in (self.psf_size_x, self.psf_size_y, self.psf_size_z)):
+            raise ValueError("psf_size_x, psf_size_y and psf_size_z must be odd")
+        return self
 
 
 def nominal_view_affine(

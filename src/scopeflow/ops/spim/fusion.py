@@ -46,9 +46,11 @@ __all__ = [
     "FusionGrid",
     "blend_weights",
     "content_weights",
+    "extract_psf",
     "fuse",
     "fuse_block",
     "grid_blocks",
+    "resample_to_grid",
 ]
 
 F32 = NDArray[np.float32]
@@ -317,4 +319,88 @@ def fuse(
             content_factors=factors,
         )
         out[sl] = np.clip(np.rint(part), 0, 65535) if dtype == "uint16" else part
+    return out
+
+
+def _grid_world(grid: FusionGrid, block: tuple[slice, slice, slice]) -> F64:
+    zs, ys, xs = (np.arange(s.start, s.stop, dtype=np.float64) for s in block)
+    zz, yy, xx = np.meshgrid(zs, ys, xs, indexing="ij")
+    m = grid.index_to_world()
+    world: F64 = np.tensordot(m[:, :3], np.stack([xx, yy, zz]), axes=1) + m[:, 3, None, None, None]
+    return world
+
+
+def resample_to_grid(
+    volume: NDArray[np.generic],
+    view_to_world: ArrayLike,
+    grid: FusionGrid,
+    *,
+    border: float = 0.0,
+    blending_range: float = 40.0,
+    block: int = 64,
+) -> tuple[F32, F32]:
+    """One view sampled on the output grid (linear), and its blending weights (0 outside).
+
+    What multi-view deconvolution needs per view; block by block like :func:`fuse`.
+    """
+    values = np.zeros(grid.shape, dtype=np.float32)
+    weights = np.zeros(grid.shape, dtype=np.float32)
+    inv = _affine.invert(view_to_world)
+    vol = np.asarray(volume)
+    for sl in grid_blocks(grid.shape, block):
+        world = _grid_world(grid, sl)
+        pix = np.tensordot(inv[:, :3], world, axes=1) + inv[:, 3, None, None, None]
+        w = blend_weights(pix, vol.shape, border=border, blending_range=blending_range)
+        hit = w > 0
+        if hit.any():
+            part = np.zeros(w.shape, dtype=np.float32)
+            part[hit] = _sample(vol, pix[::-1][:, hit])
+            values[sl] = part
+            weights[sl] = w.astype(np.float32)
+    return values, weights
+
+
+def extract_psf(
+    volume: NDArray[np.generic],
+    view_to_world: ArrayLike,
+    beads_world: ArrayLike,
+    spacing: float,
+    size_xyz: tuple[int, int, int] = (19, 19, 25),
+) -> F32:
+    """The view's average bead image in the output grid's orientation (a PSF for deconvolution).
+
+    Around each bead's world position, a box of ``size_xyz`` voxels of ``spacing`` µm (odd
+    sizes) is sampled from the view (linear interpolation), its minimum subtracted; boxes that
+    leave the view are skipped; the mean is normalised to sum 1.
+
+    Raises
+    ------
+    ConfigError
+        Even sizes, or no bead whose box lies inside the view.
+    """
+    if any(s % 2 == 0 for s in size_xyz):
+        raise ConfigError("deconvolution", [("psf_size", f"sizes must be odd, got {size_xyz}")])
+    vol = np.asarray(volume)
+    inv = _affine.invert(view_to_world)
+    half = np.array(size_xyz[::-1]) // 2  # z, y, x
+    offs = np.meshgrid(*[np.arange(-h, h + 1) * spacing for h in half], indexing="ij")
+    box = np.stack([offs[2], offs[1], offs[0]])  # world offsets x, y, z
+    total = np.zeros(tuple(2 * half + 1), dtype=np.float64)
+    used = 0
+    upper = np.array(vol.shape[::-1]) - 1.0
+    for b in np.asarray(beads_world, dtype=np.float64).reshape(-1, 3):
+        world = box + b[:, None, None, None]
+        pix = np.tensordot(inv[:, :3], world, axes=1) + inv[:, 3, None, None, None]
+        if (pix.reshape(3, -1).min(axis=1) < 0).any() or (
+            pix.reshape(3, -1).max(axis=1) > upper
+        ).any():
+            continue
+        crop = _sample(vol, pix[::-1].reshape(3, -1)).reshape(total.shape).astype(np.float64)
+        crop -= crop.min()
+        if crop.sum() > 0:
+            total += crop / crop.sum()
+            used += 1
+    if not used:
+        raise ConfigError("deconvolution", [("psf", "no bead lies far enough inside the view")])
+    out: F32 = (total / total.sum()).astype(np.float32)
     return out

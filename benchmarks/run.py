@@ -24,6 +24,8 @@ from benchmarks import (  # noqa: E402
     engine_overhead,
     peers_cyto,
     resave_throughput,
+    spim_deconvolution,
+    spim_ops,
 )
 
 BENCHMARKS = {
@@ -32,6 +34,8 @@ BENCHMARKS = {
     "resave_throughput": (resave_throughput.main, ["--workers", "2"]),
     "cyto_features": (cyto_features.main, ["--n", "2000", "--repeat", "3"]),
     "cyto_batch_size": (cyto_batch_size.main, ["--n", "10000"]),
+    "spim_ops": (spim_ops.main, []),
+    "spim_deconvolution": (spim_deconvolution.main, ["--size", "128", "--views", "4"]),
     # installs SCIP and CellProfiler into their own venvs on first use (benchmarks/.peers)
     "peers_cyto": (peers_cyto.main, ["--n", "10000", "--workers", "2", "--fields", "32"]),
 }

@@ -330,6 +330,7 @@ def _deconvolve(
         lam=dc.tikhonov_parameter,
         osem=dc.osem_acceleration,
         gpu=dc.gpu,
+        block=dc.block,
     )
     covered = sum(r[1] for r in resampled) > 0
     psi[~covered] = 0.0

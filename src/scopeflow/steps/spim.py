@@ -141,6 +141,9 @@ class DeconvolutionParams(StrictModel):
     psf_size_y: int = Field(19, ge=3)
     psf_size_z: int = Field(25, ge=3)
     gpu: bool | None = Field(None, description="CuPy: true = required, null = when available")
+    block: int | None = Field(
+        128, ge=16, description="update in blocks of this many voxels per side (null: at once)"
+    )
 
     @model_validator(mode="after")
     def _odd(self) -> DeconvolutionParams:

@@ -119,7 +119,7 @@ def test_beads_of_a_synthetic_spim_view(tmp_path_factory: pytest.TempPathFactory
 
     vol = tifffile.imread(truth.path("tiff", 0, 0))
     det = detect_beads(vol, sigma=1.8, threshold=0.008, anisotropy=2.0)
-    true = beads_in_view(truth, 0, 0, margin=3.0)
+    true = beads_in_view(truth, 0, 0, margin=4.0)  # detections closer to a face are dropped
     err = _errors(det.xyz, true)
     found = err < 1.0
     assert found.mean() >= 0.9, (found.mean(), len(true), len(det))

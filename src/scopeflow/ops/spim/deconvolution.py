@@ -185,6 +185,7 @@ def deconvolve_views(
     min_intensity: float = 1e-4,
     init: ArrayLike | None = None,
     gpu: bool | None = False,
+    block: int | None = None,
 ) -> F32:
     """Multi-view Richardson-Lucy deconvolution of views resampled onto one grid.
 
@@ -210,6 +211,10 @@ def deconvolve_views(
         Start (default: the weighted average of the views).
     gpu : bool or None
         Use CuPy (True: required; None: when available; False: NumPy).
+    block : int, optional
+        Update block by block (cubes of this many voxels, each computed on a window two
+        kernel radii larger): the FFTs then need memory for one window instead of the whole
+        volume, and the result is the same as without blocks.
 
     Returns
     -------
@@ -226,9 +231,6 @@ def deconvolve_views(
     w = [xp.asarray(x) for x in w_np]
     k1 = [_norm(np.asarray(p, dtype=np.float64)) for p in psfs]
     k2 = backprojection_kernels(psfs, psf_type)
-    conv = _Convolver(xp, phi[0].shape, k1[0].shape)
-    f1 = [conv.spectrum(k) for k in k1]
-    f2 = [conv.spectrum(k) for k in k2]
     if init is None:
         total = sum(wi * p for wi, p in zip(w, phi, strict=True))
         wsum = sum(w)
@@ -237,19 +239,72 @@ def deconvolve_views(
         psi = xp.asarray(np.asarray(init, dtype=np.float32))
     psi = xp.maximum(psi.astype(xp.float32), min_intensity)
     top = float(max(float(p.max()) for p in phi)) or 1.0
+    shape = tuple(int(n) for n in phi[0].shape)
+    halo = 2 * (max(k1[0].shape) // 2)  # psi within 2 kernel radii decides a voxel's update
+    blocks = list(_blocks(shape, block, halo)) if block else [None]
+    kernels: dict[tuple[int, ...], tuple[_Convolver, list[Any], list[Any]]] = {}
+
+    def convolver(wshape: tuple[int, ...]) -> tuple[_Convolver, list[Any], list[Any]]:
+        if wshape not in kernels:
+            c = _Convolver(xp, wshape, k1[0].shape)
+            kernels[wshape] = (c, [c.spectrum(k) for k in k1], [c.spectrum(k) for k in k2])
+        return kernels[wshape]
+
+    opts: dict[str, float] = {"lam": lam, "top": top, "min_intensity": min_intensity}
     for _ in range(iterations):
         for v in range(len(phi)):
-            blurred = conv(psi, f1[v])
-            q = xp.where(phi[v] > 0, phi[v] / xp.maximum(blurred, 1e-12), 1.0)
-            update = conv(q.astype(xp.float32), f2[v])
-            new = psi * update
-            if lam > 0:
-                new = (xp.sqrt(1.0 + 2.0 * lam * xp.maximum(new, 0) / top) - 1.0) / lam * top
-            new = xp.where(xp.isfinite(new), xp.maximum(new, min_intensity), min_intensity)
-            psi = (psi + w[v] * (new - psi)).astype(xp.float32)
+            if blocks == [None]:
+                c, f1, f2 = convolver(shape)
+                psi = _update(psi, phi[v], w[v], conv=c, f1=f1[v], f2=f2[v], **opts)
+                continue
+            new_psi = psi.copy()
+            for win, inner, dst in blocks:  # type: ignore[misc]
+                c, f1, f2 = convolver(tuple(s.stop - s.start for s in win))
+                part = _update(psi[win], phi[v][win], w[v][win], conv=c, f1=f1[v], f2=f2[v], **opts)
+                new_psi[dst] = part[inner]
+            psi = new_psi
     out = psi.get() if hasattr(psi, "get") else psi
     result: F32 = np.asarray(out, dtype=np.float32)
     return result
+
+
+def _update(
+    psi: Any,
+    phi: Any,
+    w: Any,
+    *,
+    conv: _Convolver,
+    f1: Any,
+    f2: Any,
+    lam: float,
+    top: float,
+    min_intensity: float,
+) -> Any:
+    """One view's Richardson-Lucy update of ``psi`` (arrays of one window)."""
+    xp = conv.xp
+    blurred = conv(psi, f1)
+    q = xp.where(phi > 0, phi / xp.maximum(blurred, 1e-12), 1.0)
+    new = psi * conv(q.astype(xp.float32), f2)
+    if lam > 0:
+        new = (xp.sqrt(1.0 + 2.0 * lam * xp.maximum(new, 0) / top) - 1.0) / lam * top
+    new = xp.where(xp.isfinite(new), xp.maximum(new, min_intensity), min_intensity)
+    return (psi + w * (new - psi)).astype(xp.float32)
+
+
+def _blocks(shape: tuple[int, ...], block: int, halo: int) -> Any:
+    """``(window, inner, target)`` slices: blocks of ``block`` voxels, windows with ``halo``."""
+    starts = [range(0, n, block) for n in shape]
+    for z0 in starts[0]:
+        for y0 in starts[1]:
+            for x0 in starts[2]:
+                win, inner, dst = [], [], []
+                for a, n in zip((z0, y0, x0), shape, strict=True):
+                    b = min(a + block, n)
+                    lo, hi = max(0, a - halo), min(n, b + halo)
+                    win.append(slice(lo, hi))
+                    inner.append(slice(a - lo, b - lo))
+                    dst.append(slice(a, b))
+                yield tuple(win), tuple(inner), tuple(dst)
 
 
 def fwhm(volume: ArrayLike, centre_zyx: Sequence[int], axis: int) -> float:

@@ -33,6 +33,7 @@ References
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,33 +214,90 @@ def fuse_block(
     content_factors : sequence of (int, int), optional
         ``(fz, fxy)`` downsampling of each ``content`` array.
     """
-    zs, ys, xs = (np.arange(s.start, s.stop, dtype=np.float64) for s in block)
-    zz, yy, xx = np.meshgrid(zs, ys, xs, indexing="ij")
-    index = np.stack([xx, yy, zz])  # (3, z, y, x): output index x, y, z
-    world = np.tensordot(grid.index_to_world()[:, :3], index, axes=1)
-    world += grid.index_to_world()[:, 3, None, None, None]
-    total = np.zeros(zz.shape, dtype=np.float64)
-    wsum = np.zeros(zz.shape, dtype=np.float64)
+    shape = tuple(s.stop - s.start for s in block)
+    start_xyz = np.array([block[2].start, block[1].start, block[0].start], dtype=np.float64)
+    total = np.zeros(shape, dtype=np.float32)
+    wsum = np.zeros(shape, dtype=np.float32)
     for v, (vol, a) in enumerate(zip(views, view_to_world, strict=True)):
-        inv = _affine.invert(a)
-        pix = np.tensordot(inv[:, :3], world, axes=1) + inv[:, 3, None, None, None]  # x, y, z
-        w = blend_weights(pix, vol.shape, border=border, blending_range=blending_range)
-        hit = w > 0
-        if not hit.any():
+        # output index (x, y, z) -> view pixel (x, y, z), then in (z, y, x) order for ndimage
+        m = _affine.compose(_affine.invert(a), grid.index_to_world())
+        mat = np.ascontiguousarray(m[::-1, :3][:, ::-1])
+        off = (m[:, :3] @ start_xyz + m[:, 3])[::-1]
+        w = _block_weights(
+            mat,
+            off,
+            shape=shape,
+            vshape=np.asarray(vol).shape,
+            border=border,
+            blending_range=blending_range,
+        )
+        if w is None:
             continue
-        coords = pix[::-1][:, hit]  # (3, n) as z, y, x
-        values = _sample(np.asarray(vol), coords)
+        values = ndimage.affine_transform(
+            np.asarray(vol),
+            mat,
+            offset=off,
+            output_shape=shape,
+            order=1,
+            mode="nearest",
+            output=np.float32,
+            prefilter=False,
+        )
         if content is not None and content_factors is not None:
             fz, fxy = content_factors[v]
-            scale = np.array([fz, fxy, fxy], dtype=np.float64)[:, None]
-            w_hit = w[hit] * _sample(content[v], (coords + 0.5) / scale - 0.5)
-        else:
-            w_hit = w[hit]
-        total[hit] += w_hit * values
-        wsum[hit] += w_hit
-    out = np.zeros(zz.shape, dtype=np.float32)
-    np.divide(total, wsum, out=out, where=wsum > 0, casting="unsafe")
+            scale = np.array([fz, fxy, fxy], dtype=np.float64)
+            w *= ndimage.affine_transform(
+                content[v],
+                mat / scale[:, None],
+                offset=(off + 0.5) / scale - 0.5,
+                output_shape=shape,
+                order=1,
+                mode="nearest",
+                output=np.float32,
+                prefilter=False,
+            )
+        total += w * values
+        wsum += w
+    out = np.zeros(shape, dtype=np.float32)
+    np.divide(total, wsum, out=out, where=wsum > 0)
     return out
+
+
+def _block_weights(
+    mat: F64,
+    off: F64,
+    *,
+    shape: tuple[int, ...],
+    vshape: tuple[int, ...],
+    border: float,
+    blending_range: float,
+) -> F32 | None:
+    """Cosine-blending weights of one view over an output block (None if it sees none of it).
+
+    A view-pixel coordinate is affine in the block index, so each axis' coordinate is a sum of
+    three broadcast 1-D ramps: no coordinate arrays of the block's size are stored.
+    """
+    ramps = [np.arange(n, dtype=np.float32) for n in shape]
+    w: F32 | None = None
+    for d in range(3):  # view axis d (z, y, x)
+        c = (
+            np.float32(mat[d, 0]) * ramps[0][:, None, None]
+            + np.float32(mat[d, 1]) * ramps[1][None, :, None]
+            + np.float32(mat[d, 2]) * ramps[2][None, None, :]
+            + np.float32(off[d])
+        )
+        n = vshape[d]
+        if c.max() < 0 or c.min() > n - 1:
+            return None
+        dist = np.minimum(c, np.float32(n - 1) - c) - np.float32(border)
+        if blending_range > 0:
+            t = np.clip(dist / np.float32(blending_range), 0.0, 1.0)
+            wd = np.float32(0.5) - np.float32(0.5) * np.cos(np.float32(np.pi) * t)
+        else:
+            wd = np.ones_like(dist)
+        wd[dist < 0] = 0.0
+        w = wd if w is None else w * wd
+    return w
 
 
 def grid_blocks(shape_zyx: Sequence[int], block: int = 64) -> Iterator[tuple[slice, slice, slice]]:
@@ -269,6 +327,7 @@ def fuse(
     anisotropy: float = 1.0,
     block: int = 64,
     dtype: str = "float32",
+    threads: int = 1,
 ) -> NDArray[np.generic]:
     """Fuse whole views onto ``grid`` (see the module docstring), block by block.
 
@@ -284,6 +343,9 @@ def fuse(
         Output block size (voxels per side).
     dtype : {'float32', 'uint16'}
         Output type (``uint16``: rounded and clipped).
+    threads : int
+        Blocks fused at once (NumPy and SciPy release the GIL); 1 inside a Dask worker whose
+        cores are already used by the other units.
 
     Returns
     -------
@@ -307,7 +369,8 @@ def fuse(
         ]
         factors = [_factors(content_downsample, anisotropy)] * len(views)
     out = np.zeros(grid.shape, dtype=np.float32 if dtype == "float32" else np.uint16)
-    for sl in grid_blocks(grid.shape, block):
+
+    def one(sl: tuple[slice, slice, slice]) -> None:
         part = fuse_block(
             views,
             view_to_world,
@@ -319,6 +382,14 @@ def fuse(
             content_factors=factors,
         )
         out[sl] = np.clip(np.rint(part), 0, 65535) if dtype == "uint16" else part
+
+    blocks = list(grid_blocks(grid.shape, block))
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, blocks))
+    else:
+        for sl in blocks:
+            one(sl)
     return out
 
 

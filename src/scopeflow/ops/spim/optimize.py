@@ -127,7 +127,7 @@ def optimize_views(
     *,
     fixed: Sequence[int] = (0,),
     model: str = "affine",
-    regularize: float = 0.1,
+    regularize: float = 0.0,
     max_iterations: int = 5000,
     tolerance: float = 1e-7,
     relative_threshold: float = 5.0,

@@ -1,0 +1,100 @@
+"""Multi-view Richardson-Lucy: time per iteration against the memory-bandwidth floor.
+
+One iteration updates the estimate once per view. Issue 5 bounds it from below by
+``t >= 148 * V * N bytes / B`` (V views, N voxels, B the machine's memory bandwidth): the bytes
+one view's update must at least move (float32 volumes and complex spectra read and written by the
+two convolutions and the point-wise steps). B is measured in the same run as the rate of a
+large NumPy copy (bytes read + written per second, best of 5).
+
+Data: ``--views`` Poisson-noise views of ``--size``^3 voxels, anisotropic Gaussian PSFs of
+19 x 19 x 25 voxels (each view's long axis turned by 90 degrees), weights 1, one thread.
+
+    python benchmarks/spim_deconvolution.py --size 128 --views 4 --iterations 3
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from scopeflow.ops.spim.deconvolution import deconvolve_views  # noqa: E402
+
+BYTES_PER_VOXEL_VIEW = 148
+
+
+def bandwidth(mb: int = 512, repeat: int = 5) -> float:
+    """Bytes per second of a large array copy (read + write)."""
+    src = np.ones(mb * 2**20 // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.nbytes / best
+
+
+def _psf(sigma_zyx: tuple[float, float, float]) -> np.ndarray:
+    k = np.zeros((25, 19, 19))
+    k[12, 9, 9] = 1.0
+    return ndimage.gaussian_filter(k, sigma_zyx)
+
+
+def measure(size: int, views: int, iterations: int, block: int | None) -> dict[str, Any]:
+    """Seconds per iteration of ``deconvolve_views`` and the floor."""
+    rng = np.random.default_rng(0)
+    shape = (size, size, size)
+    data = [rng.poisson(100.0, shape).astype(np.float32) for _ in range(views)]
+    psfs = [_psf((3.0, 1.0, 1.0)) if v % 2 == 0 else _psf((1.0, 1.0, 3.0)) for v in range(views)]
+    weights = [np.ones(shape, np.float32)] * views
+    deconvolve_views(data, weights, psfs, iterations=1, block=block)  # warm-up (FFT plans)
+    t0 = time.perf_counter()
+    deconvolve_views(data, weights, psfs, iterations=iterations, block=block)
+    per_iteration = (time.perf_counter() - t0) / iterations
+    return {"block": block, "s_per_iteration": round(per_iteration, 3)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command-line entry point; prints the figures as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=3)
+    args = parser.parse_args(argv)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    b = bandwidth()
+    n = args.size**3
+    floor = BYTES_PER_VOXEL_VIEW * args.views * n / b
+    runs = [measure(args.size, args.views, args.iterations, blk) for blk in (None, 64)]
+    for r in runs:
+        r["x_floor"] = round(r["s_per_iteration"] / floor, 1)
+    out = {
+        "benchmark": "spim_deconvolution",
+        "voxels": n,
+        "views": args.views,
+        "bandwidth_gb_s": round(b / 1e9, 2),
+        "floor_s_per_iteration": round(floor, 4),
+        "runs": runs,
+    }
+    print(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()

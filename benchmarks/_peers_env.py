@@ -19,6 +19,8 @@ HERE = Path(__file__).resolve().parent
 PEERS = HERE / ".peers"
 SHARED_PEERS = HERE.parent.parent / "shared" / "peers"
 PYTHON39 = Path.home() / ".pyenv" / "versions" / "3.9.18" / "bin" / "python"
+PYTHON311 = Path.home() / ".pyenv" / "versions" / "3.11.7" / "bin" / "python"
+MVS_VERSION = "0.1.62"
 
 SCIP_VERSION = "0.1.12"
 CELLPROFILER_VERSION = "4.2.8.1"
@@ -84,7 +86,10 @@ def _error_lines(log: Path, n: int = 12) -> list[str]:
 
 
 def _ensure(
-    name: str, steps: list[tuple[list[str], dict[str, str] | None]], check: list[str]
+    name: str,
+    steps: list[tuple[list[str], dict[str, str] | None]],
+    check: list[str],
+    python: Path = PYTHON39,
 ) -> dict[str, Any]:
     """Create ``PEERS/name`` with ``steps`` unless it exists; ``check`` must then exit 0."""
     venv = PEERS / name
@@ -95,13 +100,13 @@ def _ensure(
     py = venv / "bin" / "python"
     if (venv / "OK").exists() and py.exists():
         return {"ok": True, "venv": str(venv), "install_s": None}
-    if not PYTHON39.exists():
-        return {"ok": False, "venv": str(venv), "reason": [f"Python 3.9 not found at {PYTHON39}"]}
+    if not python.exists():
+        return {"ok": False, "venv": str(venv), "reason": [f"Python not found at {python}"]}
     shutil.rmtree(venv, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     made = subprocess.run(
-        [str(PYTHON39), "-m", "venv", str(venv)], capture_output=True, text=True, check=False
+        [str(python), "-m", "venv", str(venv)], capture_output=True, text=True, check=False
     )
     if made.returncode != 0:
         return {"ok": False, "venv": str(venv), "reason": ["venv:", *made.stderr.splitlines()]}
@@ -172,4 +177,27 @@ def ensure_cellprofiler() -> dict[str, Any]:
     )
     out["version"] = CELLPROFILER_VERSION
     out["java_home"] = jh
+    return out
+
+
+def ensure_multiview_stitcher() -> dict[str, Any]:
+    """multiview-stitcher 0.1.62 in ``.peers/multiview-stitcher-0.1.62`` (Python 3.11)."""
+    steps: list[tuple[list[str], dict[str, str] | None]] = [
+        (
+            [
+                "pip",
+                "install",
+                f"multiview-stitcher=={MVS_VERSION}",
+                "pybdv",
+                "h5py",
+                "joblib",
+                "psutil",
+                "tifffile",
+            ],
+            None,
+        ),
+    ]
+    check = ["python", "-c", "import multiview_stitcher"]
+    out = _ensure(f"multiview-stitcher-{MVS_VERSION}", steps, check, python=PYTHON311)
+    out["version"] = MVS_VERSION
     return out

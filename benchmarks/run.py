@@ -23,6 +23,7 @@ from benchmarks import (  # noqa: E402
     czi_readers,
     engine_overhead,
     peers_cyto,
+    peers_spim,
     resave_throughput,
     spim_deconvolution,
     spim_ops,
@@ -36,6 +37,8 @@ BENCHMARKS = {
     "cyto_batch_size": (cyto_batch_size.main, ["--n", "10000"]),
     "spim_ops": (spim_ops.main, []),
     "spim_deconvolution": (spim_deconvolution.main, ["--size", "128", "--views", "4"]),
+    # installs multiview-stitcher into its own venv on first use (benchmarks/.peers)
+    "peers_spim": (peers_spim.main, ["--workers", "2"]),
     # installs SCIP and CellProfiler into their own venvs on first use (benchmarks/.peers)
     "peers_cyto": (peers_cyto.main, ["--n", "10000", "--workers", "2", "--fields", "32"]),
 }

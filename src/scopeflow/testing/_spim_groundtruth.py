@@ -33,6 +33,7 @@ def render_ground_truth(
     shape_zyx: tuple[int, int, int],
     *,
     psf_sigma: tuple[float, float, float] | None = None,
+    beads: bool = True,
 ) -> NDArray[np.float64]:
     """The sample (photons) on the grid ``origin + spacing * index`` (world µm, x y z).
 
@@ -45,6 +46,8 @@ def render_ground_truth(
     psf_sigma
         ``(x, y, z)`` blur in µm; default: the views' PSF with its x and z sigmas averaged
         in quadrature, since views rotate about y.
+    beads
+        Include the beads (False: the specimen alone).
 
     Raises
     ------
@@ -62,10 +65,10 @@ def render_ground_truth(
         voxel_size=truth.voxel_size,
     )
     specimen = make_specimen(rng, shape=truth.shape, voxel_size=truth.voxel_size)
-    beads, brightness = make_beads(
+    bead_xyz, brightness = make_beads(
         rng, geometry=geometry, specimen=specimen, shape=truth.shape, margin=4.0 * max(PSF_SIGMA)
     )
-    if beads.shape != truth.beads_world.shape or not np.allclose(beads, truth.beads_world):
+    if bead_xyz.shape != truth.beads_world.shape or not np.allclose(bead_xyz, truth.beads_world):
         raise ConfigError("render_ground_truth", [("truth", "scene does not match its seed")])
     if psf_sigma is None:
         xz = float(np.sqrt((PSF_SIGMA[0] ** 2 + PSF_SIGMA[2] ** 2) / 2.0))
@@ -84,6 +87,7 @@ def render_ground_truth(
     out = np.zeros(shape_zyx, dtype=np.float64)
     _sample_field(out, field, to_field, (psf_px[2], psf_px[1], psf_px[0]))
     out *= NUCLEUS_PHOTONS
-    pts = _affine.apply(_affine.invert(grid_to_world), beads)
-    splat_points(out, pts, BEAD_PHOTONS * brightness, psf_px)
+    if beads:
+        pts = _affine.apply(_affine.invert(grid_to_world), bead_xyz)
+        splat_points(out, pts, BEAD_PHOTONS * brightness, psf_px)
     return out

@@ -174,3 +174,57 @@ def test_deconvolution_narrows_the_beads_of_the_fusion(
     assert n > 50
     before, after = np.median(widths[0][:n]), np.median(widths[1][:n])
     assert after <= 0.7 * before, (before, after)
+
+
+def test_killed_run_resumes_at_the_unfinished_time_points(tmp_path: Path) -> None:
+    """SIGKILL the driver once some time points are registered; a rerun does only the rest."""
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from scopeflow.engine import read_events
+    from tests.conftest import cli_env, scopeflow_cmd
+
+    data = tmp_path / "spim"
+    make_spim_dataset(data, views=2, timepoints=4, shape=(24, 64, 64), seed=3, write_czi=False)
+    run_dir = tmp_path / "run"
+    args = ["run", "spim", "-c", data / "config.yaml", "-w", run_dir, "-n", "1", "--no-progress"]
+    proc = subprocess.Popen(
+        scopeflow_cmd(*args), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    events_path = run_dir / "events.jsonl"
+
+    def registered() -> int:
+        if not events_path.exists():
+            return 0
+        return sum(
+            1
+            for e in read_events(events_path)
+            if e["state"] == "done" and e["step"] == "register_views"
+        )
+
+    deadline = time.monotonic() + 240
+    while registered() < 2:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "no time point registered in time"
+        time.sleep(0.05)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    psutil.wait_procs(children, timeout=30)
+    first = read_events(events_path)
+    done_before = {(e["step"], e["unit"]) for e in first if e["state"] == "done"}
+    assert ("write_output", "all") not in done_before
+
+    result = run_cli(args, timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    second = [e for e in read_events(events_path) if e["run"] == 2]
+    ran = {(e["step"], e["unit"]) for e in second if e["state"] == "running"}
+    skipped = {(e["step"], e["unit"]) for e in second if e["state"] == "skipped"}
+    assert done_before <= skipped and ran.isdisjoint(skipped)
+    assert {("register_views", "t0000"), ("register_views", "t0001")} <= skipped
+    assert ("write_output", "all") in ran
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "succeeded" and summary["run"] == 2

@@ -175,6 +175,35 @@ def test_deconvolution_narrows_the_beads_of_the_fusion(
     before, after = np.median(widths[0][:n]), np.median(widths[1][:n])
     assert after <= 0.7 * before, (before, after)
 
+    # the same with the PSF given as a file (the views' Gaussian PSF, in view pixels)
+    import tifffile
+    from scipy import ndimage
+
+    psf = np.zeros((25, 19, 19))
+    psf[12, 9, 9] = 1.0
+    sigma_px = [s / v for s, v in zip(truth.psf_sigma, truth.voxel_size, strict=True)]
+    tifffile.imwrite(truth.root / "psf.tif", ndimage.gaussian_filter(psf, sigma_px[::-1]))
+    (truth.root / "deconv_file.yaml").write_text(
+        (truth.root / "deconv.yaml")
+        .read_text()
+        .replace(
+            "deconvolution: {iterations: 10}", "deconvolution: {iterations: 10, psf_file: psf.tif}"
+        )
+    )
+    out2 = tmp_path / "deconv_file"
+    args = ["run", "spim", "-c", truth.root / "deconv_file.yaml", "-w", out2, "--no-progress"]
+    result = run_cli(args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open_image(out2 / "outputs" / "fused.xml", "bdv") as bdv:
+        vol2 = np.asarray(bdv.to_dask(0).compute(), dtype=float)
+    _, origin, spacing = grids[1]  # the same grid as the other deconvolution run
+    widths2 = []
+    for w in truth.beads_world:
+        idx = np.rint((w - origin) / spacing).astype(int)[::-1]
+        if (idx >= 6).all() and (idx < np.array(vol2.shape) - 6).all():
+            widths2.append(np.mean([fwhm(vol2, tuple(idx), a) for a in range(3)]))
+    assert np.median(widths2) <= 0.7 * before
+
 
 def test_killed_run_resumes_at_the_unfinished_time_points(tmp_path: Path) -> None:
     """SIGKILL the driver once some time points are registered; a rerun does only the rest."""

@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 
 from scopeflow.core import affine as _affine
 from scopeflow.core.config import OutputPath, StrictModel
-from scopeflow.core.errors import ConfigError
+from scopeflow.core.errors import ConfigError, InputNotFoundError
 from scopeflow.engine import Pipeline, Step, UnitContext, all_units, per_unit
 from scopeflow.io import (
     SpimData,
@@ -41,6 +41,7 @@ from scopeflow.io import (
     open_image,
     partition_filename,
     read_spimdata,
+    read_tiff,
     write_bdv_master,
     write_bdv_partition,
     write_ome_zarr_region,
@@ -51,6 +52,7 @@ from scopeflow.ops.spim.fusion import (
     FusionGrid,
     extract_psf,
     fuse,
+    psf_to_grid,
     resample_to_grid,
     view_bounds,
 )
@@ -317,10 +319,17 @@ def _deconvolve(
         )
         for vol, m in zip(views, models, strict=True)
     ]
-    psfs = [
-        extract_psf(vol, m, apply_model(m, b), grid.spacing, size)
-        for vol, m, b in zip(views, models, beads, strict=True)
-    ]
+    if dc.psf_file:
+        path = Path(cfg.root) / dc.psf_file
+        if not path.exists():
+            raise InputNotFoundError(path, "PSF file (deconvolution.psf_file)")
+        given = read_tiff(path)[0]
+        psfs = [psf_to_grid(given, m, grid.spacing, size) for m in models]
+    else:
+        psfs = [
+            extract_psf(vol, m, apply_model(m, b), grid.spacing, size)
+            for vol, m, b in zip(views, models, beads, strict=True)
+        ]
     psi = deconvolve_views(
         [r[0] for r in resampled],
         [r[1] for r in resampled],

@@ -140,6 +140,11 @@ class DeconvolutionParams(StrictModel):
     psf_size_x: int = Field(19, ge=3, description="PSF box, output voxels (odd)")
     psf_size_y: int = Field(19, ge=3)
     psf_size_z: int = Field(25, ge=3)
+    psf_file: str | None = Field(
+        None,
+        description="TIFF (z, y, x) of the PSF in a view's pixel frame, used for every view "
+        "(relative to root); default: extracted from the registered beads",
+    )
     gpu: bool | None = Field(None, description="CuPy: true = required, null = when available")
     block: int | None = Field(
         128, ge=16, description="update in blocks of this many voxels per side (null: at once)"

@@ -106,3 +106,27 @@ def test_uint16_output_and_bad_arguments() -> None:
         fuse([vol], [ident], grid, dtype="int8")
     with pytest.raises(ConfigError, match="bounding_box"):
         FusionGrid.from_bounds((0, 0, 0), (-1, 5, 5))
+
+
+def test_psf_from_a_view_frame_turns_with_the_view() -> None:
+    from scopeflow.ops.spim.fusion import psf_to_grid
+
+    psf = np.zeros((21, 21, 21))
+    psf[10, 10, 10] = 1.0
+    psf = ndimage.gaussian_filter(psf, (3.0, 1.0, 1.0))  # long along the view's z
+    ident = np.hstack([np.eye(3), np.zeros((3, 1))])
+    turned = _affine.rotation_y(90.0)  # view z becomes world x
+    same = psf_to_grid(psf, ident, 1.0, (15, 15, 15))
+    rot = psf_to_grid(psf, turned, 1.0, (15, 15, 15))
+    assert abs(float(same.sum()) - 1.0) < 1e-5 and abs(float(rot.sum()) - 1.0) < 1e-5
+
+    def spread(k: np.ndarray, axis: int) -> float:
+        c = np.arange(k.shape[axis]) - k.shape[axis] // 2
+        prof = k.sum(axis=tuple(a for a in range(3) if a != axis))
+        return float(np.sqrt((prof * c**2).sum()))
+
+    assert spread(same, 0) == pytest.approx(3.0, rel=0.1)  # z in the grid
+    assert spread(rot, 2) == pytest.approx(3.0, rel=0.1)  # now along x
+    assert spread(rot, 0) == pytest.approx(1.0, rel=0.2)
+    with pytest.raises(ConfigError, match="psf_file"):
+        psf_to_grid(np.zeros((3, 3)), ident, 1.0)

@@ -51,6 +51,7 @@ __all__ = [
     "fuse",
     "fuse_block",
     "grid_blocks",
+    "psf_to_grid",
     "resample_to_grid",
 ]
 
@@ -475,3 +476,41 @@ def extract_psf(
         raise ConfigError("deconvolution", [("psf", "no bead lies far enough inside the view")])
     out: F32 = (total / total.sum()).astype(np.float32)
     return out
+
+
+def psf_to_grid(
+    psf_zyx: ArrayLike,
+    view_to_world: ArrayLike,
+    spacing: float,
+    size_xyz: tuple[int, int, int] = (19, 19, 25),
+) -> F32:
+    """A PSF given in a view's pixel frame, resampled into the output grid's orientation.
+
+    The PSF's centre voxel is the view pixel the bead sits on; only the linear part of
+    ``view_to_world`` matters (rotation, scaling, shear). Linear interpolation; normalised to
+    sum 1.
+
+    Raises
+    ------
+    ConfigError
+        Even output sizes, or a PSF that is not 3-D with a positive sum.
+    """
+    psf = np.asarray(psf_zyx, dtype=np.float64)
+    if psf.ndim != 3 or not psf.sum() > 0:
+        raise ConfigError("deconvolution", [("psf_file", f"expected a 3-D PSF, got {psf.shape}")])
+    if any(s % 2 == 0 for s in size_xyz):
+        raise ConfigError("deconvolution", [("psf_size", f"sizes must be odd, got {size_xyz}")])
+    a = np.asarray(view_to_world, dtype=np.float64)
+    inv_lin = np.linalg.inv(a[:, :3])
+    half = np.array(size_xyz[::-1]) // 2
+    offs = np.meshgrid(*[np.arange(-h, h + 1) * spacing for h in half], indexing="ij")
+    world = np.stack([offs[2], offs[1], offs[0]])  # x, y, z offsets (µm)
+    pix = np.tensordot(inv_lin, world, axes=1)  # view pixel offsets (x, y, z)
+    centre = (np.array(psf.shape[::-1], dtype=np.float64) - 1.0) / 2.0
+    coords = (pix + centre[:, None, None, None])[::-1].reshape(3, -1)
+    out = ndimage.map_coordinates(psf, coords, order=1, mode="constant", cval=0.0)
+    out = out.reshape(tuple(2 * half + 1))
+    if not out.sum() > 0:
+        raise ConfigError("deconvolution", [("psf_file", "the PSF falls outside the box")])
+    result: F32 = (out / out.sum()).astype(np.float32)
+    return result

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from scopeflow.core import (
     RunStatus,
     ScopeflowError,
 )
+
+if TYPE_CHECKING:
+    from scopeflow.engine import RunOutcome
 
 app = typer.Typer(
     name="scopeflow",
@@ -258,27 +261,15 @@ def demo(
     """
     import pandas as pd
 
-    from scopeflow.core.config import load_config
-    from scopeflow.engine import ClusterSpec, RichProgress, run_pipeline
-    from scopeflow.pipelines import get_pipeline
-    from scopeflow.testing import make_cyto_dataset
+    from scopeflow.testing import make_cyto_dataset, make_spim_dataset
 
-    pipe = get_pipeline("cyto")
     failed = False
     for kind, n in (("ifc", n_ifc), ("confocal", 2)):
         data = workdir / kind
         if not (data / "truth.csv").exists():
             out.print(f"making {n} synthetic {kind} images with ground truth in {data} ...")
             make_cyto_dataset(data, kind=kind, n=n, seed=0)
-        cfg = load_config(pipe.config_model, data / "config.yaml")
-        outcome = run_pipeline(
-            pipe,
-            cfg,
-            data / "run",
-            cluster=ClusterSpec(workers=workers),
-            progress=RichProgress(err) if progress else None,
-        )
-        _print_outcome(outcome.summary, outcome.run_dir)
+        outcome = _demo_run("cyto", data, workers, progress)
         failed |= outcome.status is not RunStatus.SUCCEEDED
         if "features" in outcome.summary["outputs"]:
             features = pd.read_parquet(outcome.run_dir / outcome.summary["outputs"]["features"])
@@ -288,22 +279,24 @@ def demo(
                 f"{features.shape[1]} columns per cell"
             )
         out.print(f"[bold]{kind} results are in {outcome.run_dir / 'outputs'}[/bold]")
-    failed |= _demo_spim(workdir / "spim", workers, progress)
+    data = workdir / "spim"
+    if not (data / "truth.json").exists():
+        out.print(f"making a synthetic 4-view, 2-time-point light-sheet dataset in {data} ...")
+        make_spim_dataset(data, views=4, timepoints=2, seed=0, write_czi=False)
+    outcome = _demo_run("spim", data, workers, progress)
+    failed |= outcome.status is not RunStatus.SUCCEEDED
+    out.print(f"[bold]spim results are in {outcome.run_dir / 'outputs'}[/bold]")
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _demo_spim(data: Path, workers: int | None, progress: bool) -> bool:
-    """The spim pipeline on a small synthetic dataset; True if the run failed."""
+def _demo_run(name: str, data: Path, workers: int | None, progress: bool) -> RunOutcome:
+    """Run pipeline ``name`` on ``data/config.yaml`` into ``data/run``; print its outcome."""
     from scopeflow.core.config import load_config
     from scopeflow.engine import ClusterSpec, RichProgress, run_pipeline
     from scopeflow.pipelines import get_pipeline
-    from scopeflow.testing import make_spim_dataset
 
-    pipe = get_pipeline("spim")
-    if not (data / "truth.json").exists():
-        out.print(f"making a synthetic 4-view, 2-time-point light-sheet dataset in {data} ...")
-        make_spim_dataset(data, views=4, timepoints=2, seed=0, write_czi=False)
+    pipe = get_pipeline(name)
     cfg = load_config(pipe.config_model, data / "config.yaml")
     outcome = run_pipeline(
         pipe,
@@ -313,8 +306,7 @@ def _demo_spim(data: Path, workers: int | None, progress: bool) -> bool:
         progress=RichProgress(err) if progress else None,
     )
     _print_outcome(outcome.summary, outcome.run_dir)
-    out.print(f"[bold]spim results are in {outcome.run_dir / 'outputs'}[/bold]")
-    return outcome.status is not RunStatus.SUCCEEDED
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -153,6 +153,8 @@ def test_per_image_files_with_channel_names_from_the_file_names(ifc: Path, tmp_p
     for i in range(40):
         for c, stack in enumerate(stacks):
             tifffile.imwrite(files / f"{i}_Ch{c + 1}.tif", stack[i])
+    broken = files / "7_Ch2.tif"  # an unreadable image inside the batch
+    broken.write_bytes(broken.read_bytes()[:100])
     cfg = tmp_path / "config.yaml"  # no channel list: names come from '{channel}' in the names
     cfg.write_text(
         "input: {layout: files, pattern: 'scip/{id}_Ch{channel}.tif'}\n"
@@ -165,4 +167,9 @@ def test_per_image_files_with_channel_names_from_the_file_names(ifc: Path, tmp_p
     assert {f"Intensity_MeanIntensity_{c}" for c in "123456"} <= set(features.columns)
     images = pd.read_parquet(run / "outputs" / "images.parquet")
     assert sorted(images["image_id"].astype(int)) == list(range(40))
-    assert (images["objects"] == 1).mean() >= 0.99
+    good = images[images["error"] == ""]
+    assert len(good) == 39 and (good["objects"] == 1).mean() >= 0.99
+    # ImageNumber is the image's position in the input (natural order of ids), also after the
+    # unreadable image 7 in the same batch
+    assert (features["ImageNumber"] == features["image_id"].astype(int) + 1).all()
+    assert 8 not in set(features["ImageNumber"])

@@ -57,9 +57,11 @@ def tiff_stack_shape(path: str | Path, series: int = 0) -> tuple[int, int, int]:
 
 
 def read_tiff_planes(
-    path: str | Path, start: int, stop: int, series: int = 0
+    path: str | Path, start: int, stop: int, step: int = 1, series: int = 0
 ) -> np.ndarray[Any, Any]:
-    """Planes ``start:stop`` of a TIFF holding one 2-D image per page, as ``(n, Y, X)``.
+    """Planes ``start:stop:step`` of a TIFF holding one 2-D image per page, as ``(n, Y, X)``.
+
+    Only those pages are read.
 
     Raises
     ------
@@ -75,5 +77,5 @@ def read_tiff_planes(
         raise FormatError(path, f"planes {start}:{stop} requested, the file has {planes}")
     array = _TiffArray(path, series, shape, dtype)
     if len(shape) == 2:
-        return np.asarray(array[:, :])[None][start:stop]
-    return np.asarray(array[start:stop, :, :])
+        return np.asarray(array[:, :])[None][start:stop:step]
+    return np.asarray(array[start:stop:step, :, :])

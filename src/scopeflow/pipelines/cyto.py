@@ -242,7 +242,8 @@ def process(ctx: UnitContext) -> dict[str, Any]:
             labels=labels,
         )
         objects = dict(result.objects)
-        number = np.asarray(objects.pop("image_index"), dtype=np.int64) + start + 1
+        position = np.asarray(batch.indices, dtype=np.int64)
+        number = position[np.asarray(objects.pop("image_index"), dtype=np.int64)] + 1
         table = pa.table({"ImageNumber": number, **objects})
         write_table_part(ctx.outputs / "_work" / "features", ctx.unit, table)
     seconds = result.seconds if result is not None else {}

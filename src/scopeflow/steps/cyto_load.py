@@ -66,11 +66,16 @@ class CytoInput(StrictModel):
 
 @dataclass
 class LoadedBatch:
-    """Images of one batch; unreadable images are listed in ``errors`` and left out."""
+    """Images of one batch; unreadable images are listed in ``errors`` and left out.
+
+    ``indices`` are the images' positions in the whole input (0-based), so that a batch with an
+    unreadable image still numbers the others right.
+    """
 
     image_ids: list[str]
     images: NDArray[Any]  # (n, C, H, W)
     sources: list[str]
+    indices: list[int]
     errors: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -165,36 +170,22 @@ class CytoSource:
     def load(self, start: int, stop: int, step: int = 1) -> LoadedBatch:
         """Load images ``start, start + step, … < stop`` as ``(n, C, H, W)``.
 
-        Unreadable images are left out and reported in :attr:`LoadedBatch.errors`.
+        Only those images are read. Unreadable images are left out and reported in
+        :attr:`LoadedBatch.errors`.
         """
-        if step != 1 and self.spec.layout in ("channel_stacks", "array"):
-            whole = self.load(start, stop)  # one contiguous read is cheaper than strided ones
-            keep = [k for k, i in enumerate(whole.image_ids) if (int(i) - start) % step == 0]
-            return LoadedBatch(
-                [whole.image_ids[k] for k in keep],
-                whole.images[keep],
-                [whole.sources[k] for k in keep],
-                whole.errors,
-            )
-        if step != 1:
-            parts = [self.load(i, i + 1) for i in range(start, stop, step)]
-            good = [p.images for p in parts if len(p.images)]
-            return LoadedBatch(
-                [i for p in parts for i in p.image_ids],
-                np.concatenate(good) if good else _stack_or_empty([], len(self.channels)),
-                [x for p in parts for x in p.sources],
-                [e for p in parts for e in p.errors],
-            )
+        wanted = range(start, stop, step)
         if self.spec.layout == "channel_stacks":
-            return self._load_stacks(start, stop)
+            return self._load_stacks(wanted)
         if self.spec.layout == "array":
             assert self.spec.path is not None
             path = self._resolve(self.spec.path)
             with open_image(path, self.spec.format) as reader:
-                data = np.asarray(reader.to_dask(0)[start:stop].compute(scheduler="sync"))
-            ids = [str(i) for i in range(start, stop)]
-            return LoadedBatch(ids, data, [f"{path}[{i}]" for i in range(start, stop)])
-        return self._load_per_image(start, stop)
+                data = reader.to_dask(0)[start:stop:step].compute(scheduler="sync")
+            ids = [str(i) for i in wanted]
+            return LoadedBatch(
+                ids, np.asarray(data), [f"{path}[{i}]" for i in wanted], list(wanted)
+            )
+        return self._load_per_image(wanted)
 
     @cached_property
     def _stacks_are_tiff(self) -> bool:
@@ -204,41 +195,45 @@ class CytoSource:
             for f in self._stack_files
         )
 
-    def _read_stack(self, path: Path, start: int, stop: int) -> NDArray[Any]:
-        if self._stacks_are_tiff:  # one page per image: read just this batch's pages
-            return read_tiff_planes(path, start, stop)
+    def _read_stack(self, path: Path, wanted: range) -> NDArray[Any]:
+        if self._stacks_are_tiff:  # one page per image: read just these pages
+            return read_tiff_planes(path, wanted.start, wanted.stop, wanted.step)
         with open_image(path, self.spec.format) as reader:
-            return np.asarray(reader.to_dask(0)[start:stop].compute(scheduler="sync"))
+            sl = slice(wanted.start, wanted.stop, wanted.step)
+            return np.asarray(reader.to_dask(0)[sl].compute(scheduler="sync"))
 
-    def _load_stacks(self, start: int, stop: int) -> LoadedBatch:
+    def _load_stacks(self, wanted: range) -> LoadedBatch:
         arrays = []
         for f in self._stack_files:
             try:
-                arrays.append(self._read_stack(f, start, stop))
+                arrays.append(self._read_stack(f, wanted))
             except FormatError:
-                return self._load_stack_pages(start, stop)
-        ids = [str(i) for i in range(start, stop)]
-        sources = [f"{self._stack_files[0]}[page {i}]" for i in range(start, stop)]
-        return LoadedBatch(ids, np.stack(arrays, axis=1), sources)
+                return self._load_stack_pages(wanted)
+        ids = [str(i) for i in wanted]
+        sources = [f"{self._stack_files[0]}[page {i}]" for i in wanted]
+        return LoadedBatch(ids, np.stack(arrays, axis=1), sources, list(wanted))
 
-    def _load_stack_pages(self, start: int, stop: int) -> LoadedBatch:
+    def _load_stack_pages(self, wanted: range) -> LoadedBatch:
         """Page by page, to isolate unreadable pages (slow path after a failure)."""
         good: list[NDArray[Any]] = []
-        ids, sources, errors = [], [], []
-        for i in range(start, stop):
+        ids, sources, indices, errors = [], [], [], []
+        for i in wanted:
             try:
-                planes = [self._read_stack(f, i, i + 1)[0] for f in self._stack_files]
+                planes = [self._read_stack(f, range(i, i + 1))[0] for f in self._stack_files]
                 good.append(np.stack(planes))
                 ids.append(str(i))
                 sources.append(f"{self._stack_files[0]}[page {i}]")
+                indices.append(i)
             except FormatError as exc:
                 errors.append({"image_id": str(i), "file": str(exc.path), "error": exc.problem})
-        return LoadedBatch(ids, _stack_or_empty(good, len(self.channels)), sources, errors)
+        images = _stack_or_empty(good, len(self.channels))
+        return LoadedBatch(ids, images, sources, indices, errors)
 
-    def _load_per_image(self, start: int, stop: int) -> LoadedBatch:
+    def _load_per_image(self, wanted: range) -> LoadedBatch:
         good: list[NDArray[Any]] = []
-        ids, sources, errors = [], [], []
-        for image_id, files in self._per_image[start:stop]:
+        ids, sources, indices, errors = [], [], [], []
+        for i in wanted:
+            image_id, files = self._per_image[i]
             try:
                 planes = [_read_planes(f, self.spec.format) for f in files]
                 image = np.concatenate(planes, axis=0)
@@ -253,10 +248,12 @@ class CytoSource:
                 good.append(image)
                 ids.append(image_id)
                 sources.append(str(files[0]))
+                indices.append(i)
             except (FormatError, InputNotFoundError) as exc:
                 path = getattr(exc, "path", files[0])
                 errors.append({"image_id": image_id, "file": str(path), "error": str(exc)})
-        return LoadedBatch(ids, _stack_or_empty(good, len(self.channels)), sources, errors)
+        images = _stack_or_empty(good, len(self.channels))
+        return LoadedBatch(ids, images, sources, indices, errors)
 
 
 def discover_channels(spec: CytoInput, base: Path) -> list[str]:

@@ -79,6 +79,7 @@ def test_unreadable_image_is_reported_and_the_rest_loads(
     source = CytoSource(CytoInput(**LAYOUTS["files"]), tmp_path, CHANNELS)
     batch = source.load(3, 6)
     assert batch.image_ids == ["3", "5"]
+    assert batch.indices == [3, 5]  # positions in the input, not in the batch
     np.testing.assert_array_equal(batch.images, stack[[3, 5]])
     assert len(batch.errors) == 1
     assert batch.errors[0]["image_id"] == "4"
@@ -103,6 +104,7 @@ def test_strided_load_for_sampling(folder: Path, stack: np.ndarray, layout: str)
     source = CytoSource(CytoInput(**LAYOUTS[layout]), folder, CHANNELS)
     batch = source.load(1, 7, 2)
     assert batch.image_ids[0] in ("1", "img01")
+    assert batch.indices == [1, 3, 5]
     np.testing.assert_array_equal(batch.images, stack[1:7:2])
 
 

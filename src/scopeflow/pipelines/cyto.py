@@ -17,7 +17,6 @@ Units are batches of images (``batch_size``; never one Dask task per small image
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from scopeflow.core import ConfigError
+from scopeflow.core import ConfigError, atomic_write_json
 from scopeflow.core.config import OutputPath, StrictModel
 from scopeflow.engine import Pipeline, Step, UnitContext, all_units
 from scopeflow.io import (
@@ -35,7 +34,6 @@ from scopeflow.io import (
     export_csv,
     export_fcs,
     merge_table_parts,
-    open_image,
     read_arrow_table,
     write_table_part,
 )
@@ -48,6 +46,7 @@ from scopeflow.steps.cyto_load import (
     LoadedBatch,
     check_channels,
     discover_channels,
+    read_planes,
 )
 
 SMALL_IMAGE_PIXELS = 256 * 256
@@ -113,15 +112,17 @@ class CytoConfig(StrictModel):
         if not self.channels:  # bypass assignment validation: this validator would rerun
             self.__dict__["channels"] = discover_channels(self.input, Path(self.root))
         check_channels(self.channels, "config")
-        refs = (
-            self.segment.channel
-            if isinstance(self.segment.channel, list)
-            else [self.segment.channel]
-        )
-        for ref in [*refs, self.segment.seed_channel, self.segment.boundary_channel]:
+        seg = self.segment
+        for ref in [*seg.channels, seg.seed_channel, seg.boundary_channel]:
             if ref is not None:
                 steps.channel_index(ref, self.channels, "segment")
+        self.qc_channel_index()  # a bad qc.channel fails here, not in every unit
         return self
+
+    def qc_channel_index(self) -> int:
+        """Index of the channel shown in the QC montage (default: the first segmented one)."""
+        ref = self.qc.channel if self.qc.channel is not None else self.segment.channels[0]
+        return steps.channel_index(ref, self.channels, "qc.channel")
 
     def source(self) -> CytoSource:
         """The images of this run."""
@@ -203,17 +204,14 @@ def merge_quantiles(ctx: UnitContext) -> dict[str, Any]:
 
     lo, hi = ops.merge_quantile_states(states()).finalize()
     out = ctx.output_path("quantiles.json")
-    out.write_text(
-        json.dumps(
-            {
-                "channels": cfg.channels,
-                "lower": lo.tolist(),
-                "upper": hi.tolist(),
-                "percentiles": [cfg.normalize.lower, cfg.normalize.upper],
-            },
-            indent=2,
-        )
-        + "\n"
+    atomic_write_json(
+        out,
+        {
+            "channels": cfg.channels,
+            "lower": lo.tolist(),
+            "upper": hi.tolist(),
+            "percentiles": [cfg.normalize.lower, cfg.normalize.upper],
+        },
     )
     ctx.log.info(
         "dataset percentiles: %s", dict(zip(cfg.channels, zip(lo, hi, strict=True), strict=True))
@@ -252,17 +250,11 @@ def process(ctx: UnitContext) -> dict[str, Any]:
         ctx.outputs / "_work" / "images", ctx.unit, _image_rows(batch, result, cfg.channels)
     )
     if cfg.qc.cells and result is not None:
-        refs = (
-            cfg.segment.channel if isinstance(cfg.segment.channel, list) else [cfg.segment.channel]
-        )
-        show = steps.channel_index(
-            cfg.qc.channel if cfg.qc.channel is not None else refs[0], cfg.channels, "qc.channel"
-        )
         sample = qc.sample_cells(
             batch.images,
             result.labels,
             batch.image_ids,
-            channel=show,
+            channel=cfg.qc_channel_index(),
             n=max(1, cfg.qc.cells // max(1, len(_batches(cfg)))) + 1,
             seed=cfg.seed + start,
         )
@@ -295,9 +287,8 @@ def _user_labels(cfg: CytoConfig, batch: LoadedBatch) -> np.ndarray[Any, Any]:
         )
     planes = []
     for image_id in batch.image_ids:
-        path = Path(cfg.root) / pattern.format(id=image_id)
-        with open_image(path) as reader:
-            planes.append(np.asarray(reader.to_dask(0).compute(scheduler="sync")).squeeze())
+        # eager, like the images (a lazy reader per small file costs more than its pixels)
+        planes.append(read_planes(Path(cfg.root) / pattern.format(id=image_id), None)[0])
     return np.stack(planes)
 
 
@@ -337,7 +328,8 @@ def qc_pictures(ctx: UnitContext) -> dict[str, Any]:
     """QC montage of random cells and feature histograms (runs beside ``write``)."""
     cfg: CytoConfig = ctx.config
     work = ctx.outputs / "_work"
-    qc_dir = ctx.output_path("qc", "x").parent
+    qc_dir = ctx.outputs / "qc"
+    qc_dir.mkdir(parents=True, exist_ok=True)
     samples = sorted((work / "qc").glob("*.npz")) if (work / "qc").exists() else []
     if samples:
         loaded = [dict(np.load(p)) for p in samples]

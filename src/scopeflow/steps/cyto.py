@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from scopeflow.core import ConfigError
 from scopeflow.core.config import StrictModel
@@ -77,6 +77,19 @@ class SegmentParams(StrictModel):
     model_path: str | None = Field(None, description="cellpose mode: the user's model file")
     diameter: float | None = Field(None, gt=0, description="cellpose: cell diameter, px")
 
+    @model_validator(mode="after")
+    def _method(self) -> SegmentParams:
+        if self.mode == "ifc" and self.method == "local":
+            raise ValueError(
+                "method 'local' is for field mode; ifc mode takes otsu, li or triangle"
+            )
+        return self
+
+    @property
+    def channels(self) -> list[ChannelRef]:
+        """The segmented channel reference(s) as a list."""
+        return self.channel if isinstance(self.channel, list) else [self.channel]
+
 
 class MaskParams(StrictModel):
     """Per-channel masks inside each cell, as SCIP makes them."""
@@ -128,16 +141,14 @@ def segment_batch(
     labels: NDArray[Any] | None = None,
 ) -> NDArray[np.int32]:
     """Label images ``(n, H, W)`` of a batch ``(n, C, H, W)`` (raw or normalized)."""
-    refs = params.channel if isinstance(params.channel, list) else [params.channel]
-    chans = [channel_index(r, channels, "segment.channel") for r in refs]
+    chans = [channel_index(r, channels, "segment.channel") for r in params.channels]
     channel: int | list[int] = chans[0] if len(chans) == 1 else chans
     if params.mode == "ifc":
-        method = "otsu" if params.method == "local" else params.method
         return seg.segment_single_cell(
             images,
             channel=channel,
             channel_axis=1,
-            method=method,
+            method=params.method,
             smooth=params.smooth,
             threshold_correction=params.threshold_correction,
             min_area=params.min_area,
@@ -167,9 +178,7 @@ def segment_batch(
             raise ConfigError(
                 "segment", [("segment.labels_pattern", "labels mode needs label images")]
             )
-        return np.stack(
-            [seg.validate_labels(lab, shape=images.shape[-2:]) for lab in labels]
-        ).astype(np.int32)
+        return seg.validate_labels(labels, shape=(len(images), *images.shape[-2:]))
     if params.model_path is None:
         raise ConfigError("segment", [("segment.model_path", "cellpose mode needs a model file")])
     return np.stack(

@@ -235,7 +235,7 @@ class CytoSource:
         for i in wanted:
             image_id, files = self._per_image[i]
             try:
-                planes = [_read_planes(f, self.spec.format) for f in files]
+                planes = [read_planes(f, self.spec.format) for f in files]
                 image = np.concatenate(planes, axis=0)
                 if image.shape[0] != len(self.channels):
                     raise FormatError(
@@ -304,7 +304,7 @@ def _rel(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix()
 
 
-def _read_planes(path: Path, fmt: str | None) -> NDArray[Any]:
+def read_planes(path: Path, fmt: str | None) -> NDArray[Any]:
     """A file's pixels as ``(C, H, W)``.
 
     A 2-D image is one channel. Otherwise the one axis besides Y and X longer than 1 is the

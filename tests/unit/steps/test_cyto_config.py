@@ -28,7 +28,7 @@ def test_local_threshold_is_refused_in_ifc_mode(tmp_path: Path) -> None:
 
 
 def test_qc_channel_is_checked_when_the_config_loads(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="qc.channel"):
+    with pytest.raises(ConfigError, match=r"qc\.channel"):
         _load(tmp_path, qc={"channel": "tubulin"})
     assert _load(tmp_path, segment={"channel": "actin"}).qc_channel_index() == 1
     assert _load(tmp_path, qc={"channel": "dna"}).qc_channel_index() == 0

@@ -6,21 +6,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-import tifffile
-import zarr
 
 from scopeflow.core.errors import ConfigError, UnknownNameError
 from scopeflow.ops.cyto.mask import channel_masks, combined_mask, compute_masks
 from scopeflow.ops.cyto.segment import segment_single_cell
-from tests.unit.ops import synthetic_cyto
+from tests.unit.ops import ifc_arrays
 
 
 @pytest.fixture(scope="session")
 def ifc(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray]:
-    truth = synthetic_cyto(tmp_path_factory, "ifc", 200, 7)
-    images = np.asarray(zarr.open_array(str(truth.root / truth.files["zarr"]), mode="r"))
-    labels = tifffile.imread(truth.root / truth.files["labels"])
-    return images, labels
+    return ifc_arrays(tmp_path_factory)
 
 
 def _two_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import tifffile
-import zarr
 from skimage import filters
 
 from scopeflow.core.errors import ConfigError, UnknownNameError
@@ -35,7 +33,7 @@ from scopeflow.ops.cyto.segment import (
     validate_labels,
 )
 from scopeflow.testing import CytoTruth
-from tests.unit.ops import synthetic_cyto
+from tests.unit.ops import ifc_arrays, synthetic_cyto
 
 #: Field-mode settings for the synthetic confocal data: cells from the cytoplasm channel (Li,
 #: deliberately generous), one seed per nucleus (IdentifySecondaryObjects-style; touching
@@ -56,10 +54,7 @@ FIELD = {
 
 @pytest.fixture(scope="session")
 def ifc(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray]:
-    truth = synthetic_cyto(tmp_path_factory, "ifc", 200, 7)
-    images = np.asarray(zarr.open_array(str(truth.root / truth.files["zarr"]), mode="r"))
-    labels = tifffile.imread(truth.root / truth.files["labels"])
-    return images, labels
+    return ifc_arrays(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -21,10 +21,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 from skimage.filters import threshold_local
+from skimage.segmentation import expand_labels
 
 from scopeflow.core.errors import ConfigError, UnknownNameError
 
 __all__ = [
+    "PLANES4",
+    "PLANES8",
     "ThresholdMethod",
     "combine_channels",
     "group_thresholds",
@@ -32,12 +35,20 @@ __all__ = [
     "parse_method",
     "row_thresholds",
     "smooth_planes",
+    "smoothed_or_edges",
     "sobel_planes",
+    "territory_foreground",
     "threshold_mask",
 ]
 
 F64 = NDArray[np.float64]
 F32 = NDArray[np.float32]
+
+#: Connectivity within an image plane only, for ``(N, H, W)`` stacks: 8- and 4-connected.
+PLANES8 = np.zeros((3, 3, 3), dtype=bool)
+PLANES8[1] = True
+PLANES4 = ndimage.generate_binary_structure(3, 1)
+PLANES4[0] = PLANES4[2] = False
 
 
 class ThresholdMethod(StrEnum):
@@ -77,8 +88,17 @@ def smooth_planes(images: NDArray[Any], sigma: float) -> NDArray[np.float32]:
     return smoothed
 
 
+def smoothed_or_edges(images: NDArray[Any], sigma: float, edges: bool) -> NDArray[np.float32]:
+    """What segmentation and masks threshold: the smoothed images, or their edges.
+
+    ``edges``: the Sobel magnitude of the smoothed images, smoothed again by ``2 * sigma``.
+    """
+    out = smooth_planes(images, sigma)
+    return smooth_planes(sobel_planes(out), 2.0 * sigma) if edges else out
+
+
 def sobel_planes(stack: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Sobel gradient magnitude of every plane of ``(N, H, W)`` (no mixing across planes)."""
+    """Sobel gradient magnitude of every plane of ``(..., H, W)`` (no mixing across planes)."""
     d = np.array([-1.0, 0.0, 1.0], dtype=np.float32)
     s = np.array([1.0, 2.0, 1.0], dtype=np.float32)
     gy = ndimage.correlate1d(ndimage.correlate1d(stack, d, axis=-2), s, axis=-1)
@@ -251,6 +271,57 @@ def group_thresholds(
     if vals.shape != grp.shape:
         raise ValueError(f"values {vals.shape} and groups {grp.shape} differ in length")
     return _from_counts(*_histograms(vals, grp, int(n_groups), int(nbins)), m)
+
+
+def territory_foreground(
+    values: ArrayLike,
+    labels: ArrayLike,
+    distance: float,
+    *,
+    method: str | ThresholdMethod = ThresholdMethod.OTSU,
+    nbins: int = 256,
+) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+    """Threshold every (image, channel, cell) over the cell's *territory*.
+
+    The territory is the cell grown by ``distance`` px, never into another cell: the cell plus
+    a ring of its own background, so each histogram is bimodal even when cells of one field
+    differ in brightness. All thresholds come from one :func:`group_thresholds` call.
+
+    Parameters
+    ----------
+    values : (C, N, H, W) array_like
+        Channels of a stack of images.
+    labels : (N, H, W) array_like of int
+        Cells (0 = background).
+    distance : float
+        Growth of each cell, px (0: the cell itself).
+    method, nbins
+        Of the thresholds (global methods only).
+
+    Returns
+    -------
+    foreground : (C, N, H, W) bool array
+        Pixels of some territory above that territory's threshold in that channel.
+    territory : (N, H, W) int64 array
+        Cell id of each pixel's territory (0 outside every territory).
+    """
+    vals_all = np.asarray(values)
+    lab = np.asarray(labels).astype(np.int64)
+    c, n, h, w = vals_all.shape
+    terr = lab
+    if distance > 0:
+        terr = np.stack([expand_labels(plane, distance) for plane in lab]).astype(np.int64)
+    sel = terr > 0
+    plane = np.repeat(np.arange(n, dtype=np.int64), sel.sum(axis=(1, 2)))
+    region = terr[sel]
+    top = int(region.max(initial=0)) + 1
+    vals = vals_all[:, sel]  # (C, P) over the selected pixels
+    groups = (plane[None, :] * c + np.arange(c)[:, None]) * top + region[None, :]
+    t = group_thresholds(vals, groups, n * c * top, method=method, nbins=nbins)
+    hit = vals > np.where(np.isnan(t), np.inf, t)[groups]
+    out = np.zeros((c, n, h, w), dtype=bool)
+    out[:, sel] = hit
+    return out, terr
 
 
 def row_thresholds(

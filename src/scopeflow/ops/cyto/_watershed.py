@@ -24,15 +24,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
-from skimage.segmentation import expand_labels, relabel_sequential, watershed
+from skimage.segmentation import relabel_sequential, watershed
 
 from scopeflow.core.errors import ConfigError, UnknownNameError
 from scopeflow.ops.cyto._threshold import (
     ThresholdMethod,
     combine_channels,
-    group_thresholds,
     parse_method,
     smooth_planes,
+    territory_foreground,
     threshold_mask,
 )
 
@@ -172,14 +172,11 @@ def _refine(
 
     Pixels of ``keep`` (the nuclei seeds) stay in their object whatever their intensity.
     """
-    terr = expand_labels(labels, distance).astype(np.int32)
-    sel = terr > 0
-    t = group_thresholds(image[sel], terr[sel], int(labels.max()) + 1, method=method)
-    t = np.where(np.isnan(t), np.inf, t)
-    inside = image > t[terr]
+    fg, terr = territory_foreground(image[None, None], labels[None], distance, method=method)
+    inside = fg[0, 0]
     if keep is not None:
         inside |= keep & (labels > 0)
-    out: I32 = np.where(sel & inside, terr, 0).astype(np.int32)
+    out: I32 = np.where(inside, terr[0], 0).astype(np.int32)
     return out
 
 

@@ -22,24 +22,21 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
-from skimage.segmentation import expand_labels
 
 from scopeflow.core.errors import ConfigError, UnknownNameError
 from scopeflow.ops.cyto._threshold import (
-    group_thresholds,
+    PLANES4,
+    PLANES8,
     parse_method,
     row_thresholds,
-    smooth_planes,
-    sobel_planes,
+    smoothed_or_edges,
+    territory_foreground,
 )
+from scopeflow.ops.cyto._watershed import filter_label_area
 
 __all__ = ["channel_masks", "combined_mask", "compute_masks"]
 
 BoolArray = NDArray[np.bool_]
-_PLANES8 = np.zeros((3, 3, 3), dtype=bool)
-_PLANES8[1] = True
-_PLANES4 = ndimage.generate_binary_structure(3, 1)
-_PLANES4[0] = _PLANES4[2] = False
 
 
 def _as_batch(
@@ -124,10 +121,7 @@ def channel_masks(
     if region not in ("territory", "image"):
         raise UnknownNameError("mask region", region, ["territory", "image"])
     n, c, h, w = img.shape
-    work = smooth_planes(img, smooth)
-    if edges:
-        work = smooth_planes(sobel_planes(work.reshape(n * c, h, w)), 2.0 * smooth)
-        work = work.reshape(n, c, h, w)
+    work = smoothed_or_edges(img, smooth, edges)
 
     if region == "image":
         t = row_thresholds(work.reshape(n * c, -1), method=thr, nbins=nbins).reshape(n, c)
@@ -136,32 +130,17 @@ def channel_masks(
         if owner is not None:
             masks &= owner
     else:
-        terr = lab
-        if margin > 0:
-            terr = np.stack([expand_labels(plane, margin) for plane in lab]).astype(np.int64)
-        sel = terr > 0  # pixels in some cell's region, (N, H, W)
-        plane = np.repeat(np.arange(n, dtype=np.int64), sel.sum(axis=(1, 2)))
-        region_id = terr[sel]
-        top = int(region_id.max(initial=0)) + 1
-        # one group per (image, channel, cell): values and groups as (C, P) over selected pixels
-        vals = np.moveaxis(work, 1, 0)[:, sel]
-        groups = (plane[None, :] * c + np.arange(c)[:, None]) * top + region_id[None, :]
-        t = group_thresholds(vals, groups, n * c * top, method=thr, nbins=nbins)
-        hit = vals > np.where(np.isnan(t), np.inf, t)[groups]
+        fg, _ = territory_foreground(np.moveaxis(work, 1, 0), lab, margin, method=thr, nbins=nbins)
         if inside:
-            hit &= (lab[sel] > 0)[None, :]
-        by_channel = np.zeros((c, n, h, w), dtype=bool)
-        by_channel[:, sel] = hit
-        masks = np.ascontiguousarray(np.moveaxis(by_channel, 0, 1))
+            fg &= (lab > 0)[None]
+        masks = np.ascontiguousarray(np.moveaxis(fg, 0, 1))
 
     flat = masks.reshape(n * c, h, w)
     if min_size > 0 and flat.any():
-        cc, n_cc = ndimage.label(flat, structure=_PLANES8)
-        small = np.bincount(cc.ravel(), minlength=n_cc + 1) < min_size
-        small[0] = False
-        flat = flat & ~small[cc]
+        components = ndimage.label(flat, structure=PLANES8)[0]
+        flat = filter_label_area(components, min_area=min_size) > 0
     if fill_holes or edges:
-        flat = ndimage.binary_fill_holes(flat, structure=_PLANES4)
+        flat = ndimage.binary_fill_holes(flat, structure=PLANES4)
         if inside:
             flat &= np.repeat(lab > 0, c, axis=0)
     out: BoolArray = np.ascontiguousarray(flat.reshape(n, c, h, w))

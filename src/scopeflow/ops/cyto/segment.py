@@ -26,12 +26,13 @@ from skimage.segmentation import relabel_sequential
 
 from scopeflow.core.errors import ConfigError, UnknownNameError
 from scopeflow.ops.cyto._threshold import (
+    PLANES4,
+    PLANES8,
     ThresholdMethod,
     combine_channels,
     parse_method,
     row_thresholds,
-    smooth_planes,
-    sobel_planes,
+    smoothed_or_edges,
 )
 from scopeflow.ops.cyto._watershed import (
     Landscape,
@@ -57,11 +58,6 @@ __all__ = [
 ]
 
 I32 = NDArray[np.int32]
-#: Connectivity within an image plane only, for ``(N, H, W)`` stacks: 8-connected in-plane.
-_PLANES8 = np.zeros((3, 3, 3), dtype=bool)
-_PLANES8[1] = True
-_PLANES4 = ndimage.generate_binary_structure(3, 1)
-_PLANES4[0] = _PLANES4[2] = False
 
 
 def segment_single_cell(
@@ -146,13 +142,11 @@ def segment_single_cell(
         return np.zeros((0, h, w), dtype=np.int32)
 
     x = combine_channels(arr, channel, combine=combine)
-    x = smooth_planes(x, smooth)
-    if edges:
-        x = smooth_planes(sobel_planes(x), 2.0 * smooth)
+    x = smoothed_or_edges(x, smooth, edges)
     t = row_thresholds(x, method=thr, nbins=nbins) * threshold_correction
     binary = x > t[:, None, None]
 
-    lab, n_lab = ndimage.label(binary, structure=_PLANES8)
+    lab, n_lab = ndimage.label(binary, structure=PLANES8)
     if n_lab == 0:
         return np.zeros((n, h, w), dtype=np.int32)
     flat = lab.ravel()
@@ -178,7 +172,7 @@ def segment_single_cell(
     keep[order[last]] = True
     mask = keep[lab]
     if fill_holes or edges:
-        mask = ndimage.binary_fill_holes(mask, structure=_PLANES4)
+        mask = ndimage.binary_fill_holes(mask, structure=PLANES4)
     out: I32 = np.asarray(mask, dtype=np.int32)
     return out
 

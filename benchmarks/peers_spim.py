@@ -42,7 +42,7 @@ from scopeflow.core import affine as _affine  # noqa: E402
 from scopeflow.ops.spim.beads import detect_beads  # noqa: E402
 from scopeflow.ops.spim.fusion import FusionGrid, fuse, view_bounds  # noqa: E402
 from scopeflow.ops.spim.models import apply_model  # noqa: E402
-from scopeflow.ops.spim.register import match_pair, register_points  # noqa: E402
+from scopeflow.ops.spim.register import MatchOptions, match_pair, register_points  # noqa: E402
 from scopeflow.testing import SpimTruth, beads_in_view_index, make_spim_dataset  # noqa: E402
 
 ITERATIONS = 10_000
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     vols = [tifffile.imread(truth.path("tiff", 0, v)) for v in range(n)]
     dets = [detect_beads(v, anisotropy=truth.voxel_size[2] / truth.voxel_size[0]) for v in vols]
     pts = [apply_model(truth.nominal_affines[v], d.xyz) for v, d in enumerate(dets)]
-    reg = register_points(pts, model="affine")
+    reg = register_points(pts, MatchOptions(model="affine"))
     est = [_affine.compose(reg.models[v], truth.nominal_affines[v]) for v in range(n)]
     los, his = zip(*[view_bounds(v.shape, m) for v, m in zip(vols, est, strict=True)], strict=True)
     grid = FusionGrid.from_bounds(np.min(los, axis=0), np.max(his, axis=0), 1.0)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     for i, j in pairs:
         t0 = time.perf_counter()
-        m = match_pair(pts[i], pts[j], model="affine", iterations=ITERATIONS)
+        m = match_pair(pts[i], pts[j], MatchOptions(model="affine", iterations=ITERATIONS))
         s = time.perf_counter() - t0
         assert m.ransac.model is not None
         ours["registration"][f"{i}-{j}"] = {

@@ -28,7 +28,7 @@ from scopeflow.core import affine as _affine  # noqa: E402
 from scopeflow.ops.spim.beads import detect_beads  # noqa: E402
 from scopeflow.ops.spim.fusion import FusionGrid, fuse, view_bounds  # noqa: E402
 from scopeflow.ops.spim.models import apply_model  # noqa: E402
-from scopeflow.ops.spim.register import register_points  # noqa: E402
+from scopeflow.ops.spim.register import MatchOptions, register_points  # noqa: E402
 from scopeflow.testing import SpimTruth, beads_in_view_index, make_spim_dataset  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     vols = [tifffile.imread(truth.path("tiff", 0, v)) for v in range(truth.n_views)]
     dets, t_detect = _timed(lambda: [detect_beads(v, anisotropy=2.0) for v in vols])
     pts = [apply_model(truth.nominal_affines[v], d.xyz) for v, d in enumerate(dets)]
-    reg, t_register = _timed(lambda: register_points(pts, model="affine"))
+    reg, t_register = _timed(lambda: register_points(pts, MatchOptions(model="affine")))
     est = [_affine.compose(reg.models[v], truth.nominal_affines[v]) for v in range(len(vols))]
     errs = []
     for i in range(len(vols)):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scopeflow.engine import read_events
 from scopeflow.io import open_image, read_spimdata
 from scopeflow.testing import SpimTruth, beads_in_view_index, make_spim_dataset
 from tests.conftest import run_cli
@@ -21,6 +22,35 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SpimTruth, Path]:
     result = run_cli(["run", "spim", "-c", data / "config.yaml", "-w", out, "--no-progress"])
     assert result.returncode == 0, result.stdout + result.stderr
     return truth, out
+
+
+def _grid(run_dir: Path) -> tuple[tuple[float, ...], float, tuple[int, ...]]:
+    """``(origin, spacing, shape)`` of a run's output grid (``prepare_output``'s record)."""
+    rec = json.loads((run_dir / "state" / "prepare_output" / "all.json").read_text())["result"]
+    g = rec["grid"]
+    return tuple(g["origin"]), float(g["spacing"]), tuple(g["shape"])
+
+
+def _fused(run_dir: Path, t: int = 0) -> np.ndarray:
+    with open_image(run_dir / "outputs" / "fused.xml", "bdv") as bdv:
+        return np.asarray(bdv.to_dask(t).compute(), dtype=float)
+
+
+def _bead_widths(truth: SpimTruth, runs: list[Path]) -> list[list[float]]:
+    """Mean FWHM (voxels) of every true bead at least 6 voxels inside every run's volume."""
+    from scopeflow.ops.spim.deconvolution import fwhm
+
+    outputs = [(_fused(r), *_grid(r)[:2]) for r in runs]
+    widths: list[list[float]] = [[] for _ in runs]
+    for w in truth.beads_world:
+        idxs = [np.rint((w - np.asarray(o)) / s).astype(int)[::-1] for _, o, s in outputs]
+        if all(
+            (i >= 6).all() and (i < np.array(v.shape) - 6).all()
+            for i, (v, _, _) in zip(idxs, outputs, strict=True)
+        ):
+            for k, (i, (vol, _, _)) in enumerate(zip(idxs, outputs, strict=True)):
+                widths[k].append(float(np.mean([fwhm(vol, tuple(i), a) for a in range(3)])))
+    return widths
 
 
 def _world(sd, truth: SpimTruth, t: int, v: int, world: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -91,10 +121,8 @@ def test_fused_volume_correlates_with_the_noise_free_sample(run: tuple[SpimTruth
     from scopeflow.testing import render_ground_truth
 
     truth, out = run
-    with open_image(out / "outputs" / "fused.xml", "bdv") as bdv:
-        fused = [np.asarray(bdv.to_dask(i).compute(), dtype=float) for i in range(2)]
-    rec = json.loads((out / "state" / "fuse" / "t0000.json").read_text())["result"]
-    grid = (rec["origin"], rec["spacing"], tuple(rec["shape"]))
+    fused = [_fused(out, t) for t in range(truth.n_timepoints)]
+    grid = _grid(out)
     sample = render_ground_truth(truth, *grid)
     specimen = render_ground_truth(truth, *grid, beads=False)
     bead_part = sample - specimen
@@ -122,7 +150,7 @@ def test_czi_input_and_a_resumed_run(tmp_path: Path) -> None:
     assert summary["steps"]["register_views"]["done"] == 1
     again = run_cli(args)
     assert again.returncode == 0, again.stderr
-    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    events = read_events(out / "events.jsonl")
     assert {e["state"] for e in events if e["run"] == 2} == {"skipped"}
 
 
@@ -145,8 +173,6 @@ def test_deconvolution_narrows_the_beads_of_the_fusion(
     run: tuple[SpimTruth, Path], tmp_path: Path
 ) -> None:
     """fusion_switch: deconvolution on the same data: beads at least 30 % narrower (FWHM)."""
-    from scopeflow.ops.spim.deconvolution import fwhm
-
     truth, fused_run = run
     cfg = (truth.root / "config.yaml").read_text()
     (truth.root / "deconv.yaml").write_text(
@@ -156,23 +182,10 @@ def test_deconvolution_narrows_the_beads_of_the_fusion(
     out = tmp_path / "deconv"
     result = run_cli(["run", "spim", "-c", truth.root / "deconv.yaml", "-w", out, "--no-progress"])
     assert result.returncode == 0, result.stdout + result.stderr
-    grids = []
-    for run_dir in (fused_run, out):
-        rec = json.loads((run_dir / "state" / "fuse" / "t0000.json").read_text())["result"]
-        with open_image(run_dir / "outputs" / "fused.xml", "bdv") as bdv:
-            vol = np.asarray(bdv.to_dask(0).compute(), dtype=float)
-        grids.append((vol, np.asarray(rec["origin"]), rec["spacing"]))
-    assert np.isfinite(grids[1][0]).all() and grids[1][0].min() >= 0
-    widths: list[list[float]] = [[], []]
-    for w in truth.beads_world:
-        for k, (vol, origin, spacing) in enumerate(grids):
-            idx = np.rint((w - origin) / spacing).astype(int)[::-1]  # z, y, x
-            if (idx < 6).any() or (idx >= np.array(vol.shape) - 6).any():
-                break
-            widths[k].append(np.mean([fwhm(vol, tuple(idx), a) for a in range(3)]))
-    n = min(len(widths[0]), len(widths[1]))
-    assert n > 50
-    before, after = np.median(widths[0][:n]), np.median(widths[1][:n])
+    assert np.isfinite(_fused(out)).all() and _fused(out).min() >= 0
+    before_w, after_w = _bead_widths(truth, [fused_run, out])
+    assert len(before_w) > 50
+    before, after = np.median(before_w), np.median(after_w)
     assert after <= 0.7 * before, (before, after)
 
     # the same with the PSF given as a file (the views' Gaussian PSF, in view pixels)
@@ -194,15 +207,8 @@ def test_deconvolution_narrows_the_beads_of_the_fusion(
     args = ["run", "spim", "-c", truth.root / "deconv_file.yaml", "-w", out2, "--no-progress"]
     result = run_cli(args)
     assert result.returncode == 0, result.stdout + result.stderr
-    with open_image(out2 / "outputs" / "fused.xml", "bdv") as bdv:
-        vol2 = np.asarray(bdv.to_dask(0).compute(), dtype=float)
-    _, origin, spacing = grids[1]  # the same grid as the other deconvolution run
-    widths2 = []
-    for w in truth.beads_world:
-        idx = np.rint((w - origin) / spacing).astype(int)[::-1]
-        if (idx >= 6).all() and (idx < np.array(vol2.shape) - 6).all():
-            widths2.append(np.mean([fwhm(vol2, tuple(idx), a) for a in range(3)]))
-    assert np.median(widths2) <= 0.7 * before
+    _, file_w = _bead_widths(truth, [fused_run, out2])
+    assert np.median(file_w) <= 0.7 * before
 
 
 def test_killed_run_resumes_at_the_unfinished_time_points(tmp_path: Path) -> None:
@@ -213,7 +219,6 @@ def test_killed_run_resumes_at_the_unfinished_time_points(tmp_path: Path) -> Non
 
     import psutil
 
-    from scopeflow.engine import read_events
     from tests.conftest import cli_env, scopeflow_cmd
 
     data = tmp_path / "spim"

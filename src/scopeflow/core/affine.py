@@ -6,6 +6,8 @@ coordinates: ``q = M @ p + t``. Point arrays are ``(N, 3)`` with columns ``x, y,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -101,3 +103,22 @@ def about_point(a: ArrayLike, centre_xyz: ArrayLike) -> Float64Array:
     """Return ``a`` conjugated so that it acts about ``centre_xyz``: ``T(c) · a · T(-c)``."""
     c = np.asarray(centre_xyz, dtype=np.float64)
     return compose(translation(c), a, translation(-c))
+
+
+def volume_centre(shape_zyx: Sequence[int], voxel_size: ArrayLike) -> Float64Array:
+    """World centre ``(x, y, z)`` of a volume of ``shape_zyx`` voxels: ``size · (n - 1) / 2``."""
+    n_xyz = np.array([shape_zyx[2], shape_zyx[1], shape_zyx[0]], dtype=np.float64)
+    out: Float64Array = (n_xyz - 1.0) / 2.0 * np.asarray(voxel_size, dtype=np.float64)
+    return out
+
+
+def nominal_view_transforms(
+    angle_deg: float, shape_zyx: Sequence[int], voxel_size: ArrayLike
+) -> tuple[Float64Array, Float64Array]:
+    """A multiview light-sheet view's nominal ``(rotation, calibration)`` affines.
+
+    Calibration scales voxels to µm; the rotation turns by ``angle_deg`` about the y axis through
+    the volume's centre. The view's pixel → world model is ``rotation · calibration``.
+    """
+    centre = volume_centre(shape_zyx, voxel_size)
+    return about_point(rotation_y(angle_deg), centre), scaling(voxel_size)

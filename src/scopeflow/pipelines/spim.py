@@ -56,7 +56,6 @@ from scopeflow.ops.spim.fusion import (
     resample_to_grid,
     view_bounds,
 )
-from scopeflow.ops.spim.models import apply_model
 from scopeflow.steps import spim as steps
 
 __all__ = ["PIPELINE", "SpimConfig", "VoxelSize"]
@@ -146,7 +145,9 @@ def resave(ctx: UnitContext) -> dict[str, Any]:
             size=(vol.shape[2], vol.shape[1], vol.shape[0]),
             voxel_size=cfg.voxel_size.xyz(),
         )
-        rotation, calibration = steps.nominal_view_affine(angle, vol.shape, cfg.voxel_size.xyz())
+        rotation, calibration = _affine.nominal_view_transforms(
+            angle, vol.shape, cfg.voxel_size.xyz()
+        )
         sd.set_transforms(
             t,
             v,
@@ -186,13 +187,18 @@ def _load_beads(path: Path, n_views: int) -> list[np.ndarray]:
         return [z[f"v{v}"] for v in range(n_views)]
 
 
+def _beads_world(sd: SpimData, t: int, beads: list[np.ndarray]) -> list[np.ndarray]:
+    """Each view's beads mapped by its current model (view pixels → world)."""
+    return [_affine.apply(sd.view_model(t, v), b) for v, b in enumerate(beads)]
+
+
 def register(ctx: UnitContext) -> dict[str, Any]:
     """Register the views of the time point; prepend the models to their transforms."""
     cfg: SpimConfig = ctx.config
     t = _t(ctx)
     sd = read_spimdata(ctx.run_dir / ctx.upstream["resave"]["xml"])
     beads = _load_beads(ctx.run_dir / ctx.upstream["detect_beads"]["beads"], cfg.n_views)
-    world = [apply_model(sd.view_model(t, v), b) for v, b in enumerate(beads)]
+    world = _beads_world(sd, t, beads)
     models, report = steps.register_views(world, cfg.registration, seed=cfg.seed + t)
     if report["unlinked"]:
         ctx.log.warning("time point %d: views %s could not be registered", t, report["unlinked"])
@@ -225,7 +231,7 @@ def register_timelapse(ctx: UnitContext) -> dict[str, Any]:
 
     def world(t: int) -> list[np.ndarray]:
         beads = _load_beads(ctx.run_dir / detected[f"t{t:04d}"]["beads"], cfg.n_views)
-        return [apply_model(sd.view_model(t, v), b) for v, b in enumerate(beads)]
+        return _beads_world(sd, t, beads)
 
     reference = world(ref)
     report: dict[str, Any] = {}
@@ -262,7 +268,7 @@ def fuse_timepoint(ctx: UnitContext) -> dict[str, Any]:
     xml = ctx.run_dir / ctx.upstream["register_timelapse"]["outputs"]["registered_xml"]
     sd = read_spimdata(xml)
     views = _views_of(ctx.run_dir / ctx.upstream["resave"]["xml"])
-    grid = _grid(cfg, sd)
+    grid = FusionGrid.from_dict(ctx.upstream["prepare_output"]["grid"])
     models = [sd.view_model(t, v) for v in range(cfg.n_views)]
     if cfg.fusion_switch == "deconvolution":
         beads = _load_beads(ctx.run_dir / ctx.upstream["detect_beads"]["beads"], cfg.n_views)
@@ -289,13 +295,7 @@ def fuse_timepoint(ctx: UnitContext) -> dict[str, Any]:
     write_ome_zarr_region(zarr_path, t, fused)
     preview = ctx.output_path("previews", f"t{t:04d}.png")
     _save_projection(fused, preview)
-    return {
-        "partition": ctx.relative(part),
-        "shape": list(fused.shape),
-        "origin": list(grid.origin),
-        "spacing": grid.spacing,
-        "preview": ctx.relative(preview),
-    }
+    return {"partition": ctx.relative(part), "preview": ctx.relative(preview)}
 
 
 def _deconvolve(
@@ -327,7 +327,7 @@ def _deconvolve(
         psfs = [psf_to_grid(given, m, grid.spacing, size) for m in models]
     else:
         psfs = [
-            extract_psf(vol, m, apply_model(m, b), grid.spacing, size)
+            extract_psf(vol, m, _affine.apply(m, b), grid.spacing, size)
             for vol, m, b in zip(views, models, beads, strict=True)
         ]
     psi = deconvolve_views(
@@ -349,7 +349,10 @@ def _deconvolve(
 
 
 def prepare_output(ctx: UnitContext) -> dict[str, Any]:
-    """Create the fused OME-Zarr container (its regions are filled per time point)."""
+    """The output grid (once for all time points) and the fused OME-Zarr container on it.
+
+    The container's regions are filled per time point by ``fuse``.
+    """
     cfg: SpimConfig = ctx.config
     xml = ctx.run_dir / ctx.upstream["register_timelapse"]["outputs"]["registered_xml"]
     grid = _grid(cfg, read_spimdata(xml))
@@ -362,7 +365,10 @@ def prepare_output(ctx: UnitContext) -> dict[str, Any]:
         voxel_size=(grid.spacing,) * 3,
         overwrite=True,
     )
-    return {"zarr": ctx.relative(path), "shape": list(grid.shape)}
+    return {
+        "zarr": ctx.relative(path),
+        "grid": grid.to_dict(),
+    }
 
 
 def write_output(ctx: UnitContext) -> dict[str, Any]:
@@ -371,17 +377,12 @@ def write_output(ctx: UnitContext) -> dict[str, Any]:
     fused = ctx.upstream["fuse"]
     parts = [ctx.run_dir / fused[u]["partition"] for u in sorted(fused)]
     master = write_bdv_master(ctx.output_path("fused", "fused.h5"), parts)
-    first = fused[sorted(fused)[0]]
-    shape = first["shape"]
-    spacing = float(first["spacing"])
+    grid = FusionGrid.from_dict(ctx.upstream["prepare_output"]["grid"])
+    z, y, x = grid.shape
     sd = SpimData(hdf5=master, timepoints=list(range(cfg.ntimepoints)))
-    sd.setups[0] = ViewSetup(
-        id=0, name="fused", size=(shape[2], shape[1], shape[0]), voxel_size=(spacing,) * 3
-    )
-    origin = _affine.translation(first["origin"])
-    scale = _affine.scaling((spacing,) * 3)
+    sd.setups[0] = ViewSetup(id=0, name="fused", size=(x, y, z), voxel_size=(grid.spacing,) * 3)
     for t in range(cfg.ntimepoints):
-        sd.set_transforms(t, 0, [ViewTransform("fused grid", _affine.compose(origin, scale))])
+        sd.set_transforms(t, 0, [ViewTransform("fused grid", grid.index_to_world())])
     xml = write_spimdata(sd, ctx.output_path("fused.xml"))
     previews = [fused[u]["preview"] for u in sorted(fused)]
     return {
@@ -451,6 +452,11 @@ PIPELINE = Pipeline(
             ),
             description="fusion or deconvolution",
         ),
-        Step("write_output", write_output, fan_out=False, after=(all_units("fuse"),)),
+        Step(
+            "write_output",
+            write_output,
+            fan_out=False,
+            after=(all_units("prepare_output"), all_units("fuse")),
+        ),
     ),
 )

@@ -14,13 +14,12 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
-from scopeflow.core import affine as _affine
 from scopeflow.core.config import StrictModel
-from scopeflow.core.errors import ConfigError, FormatError, InputNotFoundError
+from scopeflow.core.errors import FormatError, InputNotFoundError
 from scopeflow.io import open_image
 from scopeflow.ops.spim.beads import detect_beads
-from scopeflow.ops.spim.models import apply_model
-from scopeflow.ops.spim.register import register_points
+from scopeflow.ops.spim.ransac import ransac
+from scopeflow.ops.spim.register import MatchOptions, match_pair, register_points
 
 __all__ = [
     "DeconvolutionParams",
@@ -29,7 +28,6 @@ __all__ = [
     "RegistrationParams",
     "SpimInput",
     "TimelapseParams",
-    "nominal_view_affine",
     "read_views",
     "register_timepoint_to_reference",
     "timepoint_beads",
@@ -87,10 +85,19 @@ class RegistrationParams(StrictModel):
     absolute_threshold: float = Field(7.0, gt=0, description="drop links worse than this, px")
     fix_view: int = Field(0, ge=0, description="view that keeps its nominal transform")
 
-    @property
-    def regularize(self) -> float:
-        """``lambda`` passed to the fits (0 when not regularised)."""
-        return self.regularize_lambda if self.regularize_model else 0.0
+    def match_options(self) -> MatchOptions:
+        """These settings as the registration's matching options."""
+        return MatchOptions(
+            descriptor=self.descriptor,
+            redundancy=self.redundancy,
+            ratio=self.significance,
+            model=self.transformation_model,
+            regularize=self.regularize_lambda if self.regularize_model else 0.0,
+            epsilon=self.allowed_error_for_ransac,
+            min_inlier_ratio=self.min_inlier_ratio,
+            min_inliers=self.min_inliers,
+            iterations=self.ransac_iterations,
+        )
 
 
 class TimelapseParams(StrictModel):
@@ -157,23 +164,6 @@ class DeconvolutionParams(StrictModel):
         return self
 
 
-def nominal_view_affine(
-    angle: float, shape_zyx: Sequence[int], voxel_size: Sequence[float], axis: str = "y"
-) -> tuple[F64, F64]:
-    """``(rotation, calibration)`` affines of a view (calibration applied first).
-
-    Calibration scales voxels to µm; the rotation turns by ``angle`` degrees about ``axis``
-    (only ``y`` is supported) through the centre of the volume.
-    """
-    if axis != "y":
-        raise ConfigError("spim", [("rotation_around", f"only 'y' is supported, got {axis!r}")])
-    calibration = _affine.scaling(voxel_size)
-    n_xyz = np.array([shape_zyx[2], shape_zyx[1], shape_zyx[0]], dtype=np.float64)
-    centre = (n_xyz - 1.0) / 2.0 * np.asarray(voxel_size, dtype=np.float64)
-    rotation = _affine.about_point(_affine.rotation_y(angle), centre)
-    return rotation, calibration
-
-
 def read_views(spec: SpimInput, root: Path, t: int, n_views: int) -> list[NDArray[Any]]:
     """The raw ``(z, y, x)`` views of time point ``t`` as NumPy arrays.
 
@@ -232,16 +222,8 @@ def register_views(
     """Models ``(V, 3, 4)`` that register the views, and a JSON-able report."""
     reg = register_points(
         beads_world,
+        params.match_options(),
         fixed=(params.fix_view,),
-        descriptor=params.descriptor,
-        redundancy=params.redundancy,
-        ratio=params.significance,
-        model=params.transformation_model,
-        regularize=params.regularize,
-        epsilon=params.allowed_error_for_ransac,
-        min_inlier_ratio=params.min_inlier_ratio,
-        min_inliers=params.min_inliers,
-        iterations=params.ransac_iterations,
         relative_threshold=params.relative_threshold,
         absolute_threshold=params.absolute_threshold,
         seed=seed,
@@ -275,20 +257,15 @@ def register_timepoint_to_reference(
     Each view's beads (registered world coordinates) at ``t`` are matched to the same view's
     beads at the reference; the correspondences of all views are pooled in one RANSAC.
     """
-    from scopeflow.ops.spim.ransac import ransac
-    from scopeflow.ops.spim.register import match_pair
-
+    options = MatchOptions(
+        descriptor="translation_invariant",
+        model=params.transformation_model,
+        epsilon=params.allowed_error_for_ransac,
+        min_inliers=params.min_inliers,
+    )
     p_all, q_all = [], []
     for a, b in zip(beads_t, beads_ref, strict=True):
-        m = match_pair(
-            a,
-            b,
-            descriptor="translation_invariant",
-            model=params.transformation_model,
-            epsilon=params.allowed_error_for_ransac,
-            min_inliers=params.min_inliers,
-            seed=seed,
-        )
+        m = match_pair(a, b, options, seed=seed)
         idx = m.inliers
         p_all.append(a[idx[:, 0]])
         q_all.append(b[idx[:, 1]])
@@ -306,5 +283,4 @@ def register_timepoint_to_reference(
         raise FormatError(
             Path("beads"), f"time point not registered: {len(p)} candidate correspondences"
         )
-    residual = np.linalg.norm(apply_model(res.model, p[res.inliers]) - q[res.inliers], axis=1)
-    return res.model, {"inliers": res.n_inliers, "error": round(float(residual.mean()), 4)}
+    return res.model, {"inliers": res.n_inliers, "error": round(res.error, 4)}

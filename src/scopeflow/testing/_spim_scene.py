@@ -52,18 +52,18 @@ def volume_centre(
     shape: tuple[int, int, int], voxel_size: tuple[float, float, float]
 ) -> NDArray[np.float64]:
     """World centre of a nominal view volume of ``shape`` ``(z, y, x)``: ``S · (n - 1) / 2``."""
-    n_xyz = np.array([shape[2], shape[1], shape[0]], dtype=np.float64)
-    return (n_xyz - 1.0) / 2.0 * np.asarray(voxel_size, dtype=np.float64)
+    return _affine.volume_centre(shape, voxel_size)
 
 
 def nominal_affine(
     angle_deg: float, shape: tuple[int, int, int], voxel_size: tuple[float, float, float]
 ) -> NDArray[np.float64]:
-    """Nominal view affine: voxel scaling, then rotation about y through the volume centre."""
-    c = volume_centre(shape, voxel_size)
-    return _affine.compose(
-        _affine.about_point(_affine.rotation_y(angle_deg), c), _affine.scaling(voxel_size)
-    )
+    """Nominal view affine: voxel scaling, then rotation about y through the volume centre.
+
+    The same transforms the spim pipeline gives a raw view (:func:`~scopeflow.core.affine.
+    nominal_view_transforms`).
+    """
+    return _affine.compose(*_affine.nominal_view_transforms(angle_deg, shape, voxel_size))
 
 
 def make_geometry(

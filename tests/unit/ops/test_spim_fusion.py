@@ -10,9 +10,9 @@ from scopeflow.core import affine as _affine
 from scopeflow.core.errors import ConfigError
 from scopeflow.ops.spim.fusion import (
     FusionGrid,
-    blend_weights,
     content_weights,
     fuse,
+    resample_to_grid,
     view_bounds,
 )
 
@@ -60,14 +60,16 @@ def test_views_rotated_about_y_fuse_back_to_the_specimen() -> None:
 
 
 def test_cosine_blending_ramps_from_the_border() -> None:
-    x = np.arange(0, 100, dtype=float)
-    coords = np.stack([x, np.full_like(x, 50.0), np.full_like(x, 50.0)])
-    w = blend_weights(coords, (101, 101, 100), border=5.0, blending_range=20.0)
-    assert (w[:5] == 0).all() and w[5] == 0.0
+    vol = np.full((101, 101, 100), 7.0, dtype=np.float32)
+    ident = np.hstack([np.eye(3), np.zeros((3, 1))])
+    grid = FusionGrid.from_bounds((-2, 50, 50), (101, 50, 50))  # a line along x, beyond both ends
+    values, weights = resample_to_grid(vol, ident, grid, border=5.0, blending_range=20.0)
+    w = weights[0, 0, 2:-2].astype(np.float64)  # x = 0 … 99
+    assert (w[:6] == 0).all()
     assert 0 < w[10] < 0.5 < w[20] < 1.0 and w[25] == pytest.approx(1.0)
-    np.testing.assert_allclose(w, w[::-1], atol=1e-12)  # symmetric about the centre
-    outside = blend_weights(np.array([[-1.0], [0.0], [0.0]]), (10, 10, 10))
-    assert outside[0] == 0.0
+    np.testing.assert_allclose(w, w[::-1], atol=1e-6)  # symmetric about the centre
+    assert weights[0, 0, 0] == 0 and weights[0, 0, -1] == 0  # outside the view
+    assert values[0, 0, 0] == 0 and (values[0, 0, 2:-2][w > 0] == 7.0).all()
 
 
 def test_content_weights_prefer_the_sharp_view() -> None:

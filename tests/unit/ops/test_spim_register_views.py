@@ -14,7 +14,7 @@ import tifffile
 from scopeflow.core import affine as _affine
 from scopeflow.ops.spim.beads import detect_beads
 from scopeflow.ops.spim.models import apply_model
-from scopeflow.ops.spim.register import register_points
+from scopeflow.ops.spim.register import MatchOptions, register_points
 from scopeflow.testing import SpimTruth, beads_in_view_index, make_spim_dataset
 
 
@@ -48,7 +48,7 @@ def test_views_register_to_sub_pixel_accuracy(dataset: SpimTruth, descriptor: st
         vol = tifffile.imread(truth.path("tiff", 0, v))
         det = detect_beads(vol, anisotropy=truth.voxel_size[2] / truth.voxel_size[0])
         points.append(apply_model(truth.nominal_affines[v], det.xyz))
-    reg = register_points(points, descriptor=descriptor, model="affine", regularize=0.0)
+    reg = register_points(points, MatchOptions(descriptor=descriptor, model="affine"))
     assert not reg.fit.unlinked
     estimated = [_affine.compose(reg.models[v], truth.nominal_affines[v]) for v in range(4)]
     err = _pairwise_errors(truth, estimated)

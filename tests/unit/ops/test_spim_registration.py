@@ -11,7 +11,7 @@ from scopeflow.ops.spim.descriptors import describe, match_descriptors
 from scopeflow.ops.spim.models import apply_model, fit_model, fit_models
 from scopeflow.ops.spim.optimize import optimize_views
 from scopeflow.ops.spim.ransac import ransac
-from scopeflow.ops.spim.register import register_points
+from scopeflow.ops.spim.register import MatchOptions, register_points
 
 
 def _affine(rng: np.random.Generator, kind: str, shift: float = 10.0) -> np.ndarray:
@@ -130,6 +130,8 @@ def test_ransac_refuses_when_too_few_agree() -> None:
     res = ransac(p, q, model="affine", epsilon=1.0, iterations=2000)
     assert res.model is None and res.n_inliers == 0
     assert ransac(p[:5], q[:5]).model is None  # fewer than min_inliers
+    with pytest.raises(UnknownNameError):
+        ransac(p, q, model="similarity")
 
 
 def _views(rng: np.random.Generator, n_views: int, noise: float) -> tuple[list, list]:
@@ -194,7 +196,7 @@ def test_register_points_end_to_end_with_rotated_views() -> None:
         seen = rng.random(len(beads)) < 0.7
         inv = np.linalg.inv(np.vstack([m, [0, 0, 0, 1]]))[:3]
         views.append(apply_model(inv, beads[seen]) + rng.normal(0, 0.03, (seen.sum(), 3)))
-    reg = register_points(views, model="rigid")
+    reg = register_points(views, MatchOptions(model="rigid"))
     assert not reg.fit.unlinked
     for v in range(4):
         probe = rng.uniform(0, 200, (50, 3))

@@ -35,6 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
 from scopeflow.core.errors import ConfigError
+from scopeflow.ops.spim._arrays import block_mean
 
 __all__ = ["BeadDetections", "detect_beads", "difference_of_gaussian", "refine_gaussian"]
 
@@ -219,15 +220,6 @@ def _localise(
     _, first = np.unique(cur, axis=0, return_index=True)
     first.sort()
     return pos[first], value[first], converged[first]
-
-
-def _downsample(vol: NDArray[np.float32], fz: int, fxy: int) -> NDArray[np.float32]:
-    if fz == fxy == 1:
-        return vol
-    z, y, x = (s - s % f for s, f in zip(vol.shape, (fz, fxy, fxy), strict=True))
-    v = vol[:z, :y, :x].reshape(z // fz, fz, y // fxy, fxy, x // fxy, fxy)
-    out: NDArray[np.float32] = v.mean(axis=(1, 3, 5), dtype=np.float32)
-    return out
 
 
 def _gauss_model(theta: F64, off: F64) -> tuple[F64, F64]:
@@ -419,7 +411,7 @@ def detect_beads(
     if vol.ndim != 3:
         raise ConfigError("detect_beads", [("volume", f"expected (z, y, x), got {vol.shape}")])
     _normalise(vol, value_range)
-    vol = _downsample(vol, downsample_z, downsample_xy)
+    vol = block_mean(vol, downsample_z, downsample_xy, partial=False)
     if min(vol.shape) < 3:
         empty = np.zeros((0, 3))
         return BeadDetections(empty, np.zeros(0), np.zeros(0, dtype=bool))

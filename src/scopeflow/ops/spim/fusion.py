@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -42,10 +43,10 @@ from scipy import ndimage
 
 from scopeflow.core import affine as _affine
 from scopeflow.core.errors import ConfigError
+from scopeflow.ops.spim._arrays import block_mean
 
 __all__ = [
     "FusionGrid",
-    "blend_weights",
     "content_weights",
     "extract_psf",
     "fuse",
@@ -79,6 +80,16 @@ class FusionGrid:
             )
         return cls((lo[0], lo[1], lo[2]), float(spacing), (int(n[2]), int(n[1]), int(n[0])))
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (a completion record's)."""
+        return {"origin": list(self.origin), "spacing": self.spacing, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FusionGrid:
+        """The grid of :meth:`to_dict`."""
+        o, n = d["origin"], d["shape"]
+        return cls((o[0], o[1], o[2]), float(d["spacing"]), (int(n[0]), int(n[1]), int(n[2])))
+
     def index_to_world(self) -> F64:
         """``3 x 4`` affine from output index ``(x, y, z)`` to world ``(x, y, z)``."""
         m = np.zeros((3, 4))
@@ -93,30 +104,6 @@ def view_bounds(shape_zyx: Sequence[int], view_to_world: ArrayLike) -> tuple[F64
     corners = np.array([[i, j, k] for i in (0, x) for j in (0, y) for k in (0, z)], float)
     w = _affine.apply(view_to_world, corners)
     return w.min(axis=0), w.max(axis=0)
-
-
-def _blend_1d(d: F64, size: int, border: float, blending_range: float) -> F64:
-    """Cosine ramp of the distance ``d`` (px) to the nearer edge of an axis of ``size`` px."""
-    dist = np.minimum(d, size - 1 - d) - border
-    if blending_range <= 0:
-        return (dist >= 0).astype(np.float64)
-    t = np.clip(dist / blending_range, 0.0, 1.0)
-    w: F64 = 0.5 - 0.5 * np.cos(np.pi * t)
-    w[dist < 0] = 0.0
-    return w
-
-
-def blend_weights(
-    coords_xyz: F64, shape_zyx: Sequence[int], *, border: float = 0.0, blending_range: float = 40.0
-) -> F64:
-    """Cosine-blending weights at view-pixel positions ``(3, ...)`` (x, y, z); 0 outside."""
-    w = np.ones(coords_xyz.shape[1:])
-    sizes = (shape_zyx[2], shape_zyx[1], shape_zyx[0])
-    for axis in range(3):
-        c = coords_xyz[axis]
-        inside = (c >= 0) & (c <= sizes[axis] - 1)
-        w *= np.where(inside, _blend_1d(c, sizes[axis], border, blending_range), 0.0)
-    return w
 
 
 def content_weights(
@@ -150,7 +137,7 @@ def content_weights(
     """
     vol = np.asarray(volume, dtype=np.float32)
     fz, fxy = _factors(downsample, anisotropy)
-    small = _block_mean(vol, fz, fxy)
+    small = block_mean(vol, fz, fxy, partial=True)
     s1 = (sigma1 / (anisotropy * fz), sigma1 / fxy, sigma1 / fxy)
     s2 = (sigma2 / (anisotropy * fz), sigma2 / fxy, sigma2 / fxy)
     high = small - ndimage.gaussian_filter(small, s1, mode="reflect")
@@ -164,18 +151,6 @@ def content_weights(
 def _factors(downsample: int, anisotropy: float) -> tuple[int, int]:
     fxy = max(1, int(downsample))
     return max(1, round(fxy / max(anisotropy, 1e-9))), fxy
-
-
-def _block_mean(vol: F32, fz: int, fxy: int) -> F32:
-    if fz == fxy == 1:
-        return vol
-    pad = [(0, (-s) % f) for s, f in zip(vol.shape, (fz, fxy, fxy), strict=True)]
-    v = np.pad(vol, pad, mode="edge")
-    z, y, x = v.shape
-    out: F32 = v.reshape(z // fz, fz, y // fxy, fxy, x // fxy, fxy).mean(
-        axis=(1, 3, 5), dtype=np.float32
-    )
-    return out
 
 
 def _sample(volume: NDArray[np.generic], coords_zyx: F64) -> F32:
@@ -194,7 +169,7 @@ def fuse_block(
     border: float = 0.0,
     blending_range: float = 40.0,
     content: Sequence[F32] | None = None,
-    content_factors: Sequence[tuple[int, int]] | None = None,
+    content_factor: tuple[int, int] | None = None,
 ) -> F32:
     """Fuse one block ``(z, y, x)`` slices of the output grid (float32).
 
@@ -212,56 +187,79 @@ def fuse_block(
         Cosine blending (pixels of the view).
     content : sequence of arrays, optional
         Content-based weights per view (:func:`content_weights`).
-    content_factors : sequence of (int, int), optional
-        ``(fz, fxy)`` downsampling of each ``content`` array.
+    content_factor : (int, int), optional
+        ``(fz, fxy)`` downsampling of the ``content`` arrays.
     """
     shape = tuple(s.stop - s.start for s in block)
-    start_xyz = np.array([block[2].start, block[1].start, block[0].start], dtype=np.float64)
     total = np.zeros(shape, dtype=np.float32)
     wsum = np.zeros(shape, dtype=np.float32)
     for v, (vol, a) in enumerate(zip(views, view_to_world, strict=True)):
-        # output index (x, y, z) -> view pixel (x, y, z), then in (z, y, x) order for ndimage
-        m = _affine.compose(_affine.invert(a), grid.index_to_world())
-        mat = np.ascontiguousarray(m[::-1, :3][:, ::-1])
-        off = (m[:, :3] @ start_xyz + m[:, 3])[::-1]
-        w = _block_weights(
-            mat,
-            off,
-            shape=shape,
-            vshape=np.asarray(vol).shape,
+        seen = _view_block(
+            vol,
+            a,
+            grid,
+            block,
             border=border,
             blending_range=blending_range,
+            content=None if content is None else content[v],
+            content_factor=content_factor,
         )
-        if w is None:
-            continue
-        values = ndimage.affine_transform(
-            np.asarray(vol),
-            mat,
-            offset=off,
+        if seen is not None:
+            values, w = seen
+            total += w * values
+            wsum += w
+    out = np.zeros(shape, dtype=np.float32)
+    np.divide(total, wsum, out=out, where=wsum > 0)
+    return out
+
+
+def _view_block(
+    vol: NDArray[np.generic],
+    view_to_world: ArrayLike,
+    grid: FusionGrid,
+    block: tuple[slice, slice, slice],
+    *,
+    border: float,
+    blending_range: float,
+    content: F32 | None = None,
+    content_factor: tuple[int, int] | None = None,
+) -> tuple[F32, F32] | None:
+    """One view over an output block: its samples (linear) and weights; None if it sees none."""
+    shape = tuple(s.stop - s.start for s in block)
+    start_xyz = np.array([block[2].start, block[1].start, block[0].start], dtype=np.float64)
+    # output index (x, y, z) -> view pixel (x, y, z), then in (z, y, x) order for ndimage
+    m = _affine.compose(_affine.invert(view_to_world), grid.index_to_world())
+    mat = np.ascontiguousarray(m[::-1, :3][:, ::-1])
+    off = (m[:, :3] @ start_xyz + m[:, 3])[::-1]
+    data = np.asarray(vol)
+    w = _block_weights(
+        mat, off, shape=shape, vshape=data.shape, border=border, blending_range=blending_range
+    )
+    if w is None:
+        return None
+    values = ndimage.affine_transform(
+        data,
+        mat,
+        offset=off,
+        output_shape=shape,
+        order=1,
+        mode="nearest",
+        output=np.float32,
+        prefilter=False,
+    )
+    if content is not None and content_factor is not None:
+        scale = np.array([content_factor[0], content_factor[1], content_factor[1]], float)
+        w *= ndimage.affine_transform(
+            content,
+            mat / scale[:, None],
+            offset=(off + 0.5) / scale - 0.5,
             output_shape=shape,
             order=1,
             mode="nearest",
             output=np.float32,
             prefilter=False,
         )
-        if content is not None and content_factors is not None:
-            fz, fxy = content_factors[v]
-            scale = np.array([fz, fxy, fxy], dtype=np.float64)
-            w *= ndimage.affine_transform(
-                content[v],
-                mat / scale[:, None],
-                offset=(off + 0.5) / scale - 0.5,
-                output_shape=shape,
-                order=1,
-                mode="nearest",
-                output=np.float32,
-                prefilter=False,
-            )
-        total += w * values
-        wsum += w
-    out = np.zeros(shape, dtype=np.float32)
-    np.divide(total, wsum, out=out, where=wsum > 0)
-    return out
+    return values, w
 
 
 def _block_weights(
@@ -356,7 +354,7 @@ def fuse(
     if dtype not in ("float32", "uint16"):
         raise ConfigError("fusion", [("pixel_type", f"expected float32 or uint16, got {dtype!r}")])
     content = None
-    factors = None
+    factor = None
     if content_based:
         content = [
             content_weights(
@@ -368,7 +366,7 @@ def fuse(
             )
             for v in views
         ]
-        factors = [_factors(content_downsample, anisotropy)] * len(views)
+        factor = _factors(content_downsample, anisotropy)
     out = np.zeros(grid.shape, dtype=np.float32 if dtype == "float32" else np.uint16)
 
     def one(sl: tuple[slice, slice, slice]) -> None:
@@ -380,7 +378,7 @@ def fuse(
             border=border,
             blending_range=blending_range,
             content=content,
-            content_factors=factors,
+            content_factor=factor,
         )
         out[sl] = np.clip(np.rint(part), 0, 65535) if dtype == "uint16" else part
 
@@ -394,14 +392,6 @@ def fuse(
     return out
 
 
-def _grid_world(grid: FusionGrid, block: tuple[slice, slice, slice]) -> F64:
-    zs, ys, xs = (np.arange(s.start, s.stop, dtype=np.float64) for s in block)
-    zz, yy, xx = np.meshgrid(zs, ys, xs, indexing="ij")
-    m = grid.index_to_world()
-    world: F64 = np.tensordot(m[:, :3], np.stack([xx, yy, zz]), axes=1) + m[:, 3, None, None, None]
-    return world
-
-
 def resample_to_grid(
     volume: NDArray[np.generic],
     view_to_world: ArrayLike,
@@ -411,25 +401,31 @@ def resample_to_grid(
     blending_range: float = 40.0,
     block: int = 64,
 ) -> tuple[F32, F32]:
-    """One view sampled on the output grid (linear), and its blending weights (0 outside).
+    """One view sampled on the output grid (linear, 0 where it has no data), and its weights.
 
-    What multi-view deconvolution needs per view; block by block like :func:`fuse`.
+    What multi-view deconvolution needs per view; the same sampling as :func:`fuse`.
     """
     values = np.zeros(grid.shape, dtype=np.float32)
     weights = np.zeros(grid.shape, dtype=np.float32)
-    inv = _affine.invert(view_to_world)
-    vol = np.asarray(volume)
     for sl in grid_blocks(grid.shape, block):
-        world = _grid_world(grid, sl)
-        pix = np.tensordot(inv[:, :3], world, axes=1) + inv[:, 3, None, None, None]
-        w = blend_weights(pix, vol.shape, border=border, blending_range=blending_range)
-        hit = w > 0
-        if hit.any():
-            part = np.zeros(w.shape, dtype=np.float32)
-            part[hit] = _sample(vol, pix[::-1][:, hit])
-            values[sl] = part
-            weights[sl] = w.astype(np.float32)
+        seen = _view_block(
+            volume, view_to_world, grid, sl, border=border, blending_range=blending_range
+        )
+        if seen is not None:
+            v, w = seen
+            values[sl] = np.where(w > 0, v, 0.0)  # 0 = "no data here" for the deconvolution
+            weights[sl] = w
     return values, weights
+
+
+def _psf_box(spacing: float, size_xyz: tuple[int, int, int]) -> F64:
+    """World offsets ``(3, z, y, x)`` (x, y, z µm) of a PSF box of odd ``size_xyz`` voxels."""
+    if any(s % 2 == 0 for s in size_xyz):
+        raise ConfigError("deconvolution", [("psf_size", f"sizes must be odd, got {size_xyz}")])
+    half = np.array(size_xyz[::-1]) // 2  # z, y, x
+    offs = np.meshgrid(*[np.arange(-h, h + 1) * spacing for h in half], indexing="ij")
+    box: F64 = np.stack([offs[2], offs[1], offs[0]])
+    return box
 
 
 def extract_psf(
@@ -450,14 +446,10 @@ def extract_psf(
     ConfigError
         Even sizes, or no bead whose box lies inside the view.
     """
-    if any(s % 2 == 0 for s in size_xyz):
-        raise ConfigError("deconvolution", [("psf_size", f"sizes must be odd, got {size_xyz}")])
+    box = _psf_box(spacing, size_xyz)
     vol = np.asarray(volume)
     inv = _affine.invert(view_to_world)
-    half = np.array(size_xyz[::-1]) // 2  # z, y, x
-    offs = np.meshgrid(*[np.arange(-h, h + 1) * spacing for h in half], indexing="ij")
-    box = np.stack([offs[2], offs[1], offs[0]])  # world offsets x, y, z
-    total = np.zeros(tuple(2 * half + 1), dtype=np.float64)
+    total = np.zeros(box.shape[1:], dtype=np.float64)
     used = 0
     upper = np.array(vol.shape[::-1]) - 1.0
     for b in np.asarray(beads_world, dtype=np.float64).reshape(-1, 3):
@@ -498,18 +490,13 @@ def psf_to_grid(
     psf = np.asarray(psf_zyx, dtype=np.float64)
     if psf.ndim != 3 or not psf.sum() > 0:
         raise ConfigError("deconvolution", [("psf_file", f"expected a 3-D PSF, got {psf.shape}")])
-    if any(s % 2 == 0 for s in size_xyz):
-        raise ConfigError("deconvolution", [("psf_size", f"sizes must be odd, got {size_xyz}")])
+    box = _psf_box(spacing, size_xyz)
     a = np.asarray(view_to_world, dtype=np.float64)
-    inv_lin = np.linalg.inv(a[:, :3])
-    half = np.array(size_xyz[::-1]) // 2
-    offs = np.meshgrid(*[np.arange(-h, h + 1) * spacing for h in half], indexing="ij")
-    world = np.stack([offs[2], offs[1], offs[0]])  # x, y, z offsets (µm)
-    pix = np.tensordot(inv_lin, world, axes=1)  # view pixel offsets (x, y, z)
+    pix = np.tensordot(np.linalg.inv(a[:, :3]), box, axes=1)  # view pixel offsets (x, y, z)
     centre = (np.array(psf.shape[::-1], dtype=np.float64) - 1.0) / 2.0
     coords = (pix + centre[:, None, None, None])[::-1].reshape(3, -1)
     out = ndimage.map_coordinates(psf, coords, order=1, mode="constant", cval=0.0)
-    out = out.reshape(tuple(2 * half + 1))
+    out = out.reshape(box.shape[1:])
     if not out.sum() > 0:
         raise ConfigError("deconvolution", [("psf_file", "the PSF falls outside the box")])
     result: F32 = (out / out.sum()).astype(np.float32)

@@ -171,7 +171,6 @@ def optimize_views(
         problems.append(("links", f"pairs of distinct views in 0..{n_views - 1} expected"))
     if problems:
         raise ConfigError("optimize_views", problems)
-    reg = regularize if model == "affine" else 0.0
     active = {k: (np.asarray(a, float), np.asarray(b, float)) for k, (a, b) in links.items()}
     dropped: list[Link] = []
     while True:
@@ -180,7 +179,7 @@ def optimize_views(
             active,
             fixed,
             model=model,
-            regularize=reg,
+            regularize=regularize,
             max_iterations=max_iterations,
             tolerance=tolerance,
         )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from scopeflow.core.errors import UnknownNameError
 from scopeflow.ops.spim.models import MIN_POINTS, apply_model, fit_model, fit_models
 
 __all__ = ["RansacResult", "ransac"]
@@ -87,7 +88,9 @@ def ransac(
     pp = np.asarray(p, dtype=np.float64).reshape(-1, 3)
     qq = np.asarray(q, dtype=np.float64).reshape(-1, 3)
     n = len(pp)
-    m = MIN_POINTS[model] if model in MIN_POINTS else MIN_POINTS["affine"]
+    if model not in MIN_POINTS:
+        raise UnknownNameError("transformation model", model, list(MIN_POINTS))
+    m = MIN_POINTS[model]
     nothing = RansacResult(None, np.zeros(n, dtype=bool), float("nan"))
     if n < max(m, min_inliers):
         return nothing

@@ -17,10 +17,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from scopeflow.ops.spim.descriptors import match_descriptors
+from scopeflow.ops.spim.models import apply_model, fit_model
 from scopeflow.ops.spim.optimize import GlobalFit, optimize_views
 from scopeflow.ops.spim.ransac import RansacResult, ransac
 
-__all__ = ["PairMatch", "Registration", "match_pair", "register_points"]
+__all__ = ["MatchOptions", "PairMatch", "Registration", "match_pair", "register_points"]
 
 F64 = NDArray[np.float64]
 
@@ -60,45 +61,58 @@ class Registration:
     fit: GlobalFit
 
 
-def match_pair(
-    a: ArrayLike,
-    b: ArrayLike,
-    *,
-    descriptor: str = "rotation_invariant",
-    redundancy: int = 1,
-    ratio: float | None = None,
-    model: str = "affine",
-    regularize: float = 0.0,
-    epsilon: float = 5.0,
-    min_inlier_ratio: float = 0.1,
-    min_inliers: int = 12,
-    iterations: int = 10_000,
-    seed: int = 0,
-    trim: float = 4.0,
-) -> PairMatch:
-    """Descriptor matching and RANSAC of two bead sets ``(n, 3)`` (x, y, z).
+@dataclass(frozen=True)
+class MatchOptions:
+    """How two bead sets are matched (defaults of the multiview-reconstruction methods).
 
-    ``trim``: keep RANSAC inliers within ``trim`` times their median residual (0: keep all).
+    Attributes
+    ----------
+    descriptor, redundancy, ratio
+        Of :func:`scopeflow.ops.spim.descriptors.match_descriptors`.
+    model, regularize
+        Transformation model (``translation``, ``rigid``, ``affine``) and, for ``affine``, the
+        ``lambda`` of its regularisation by a rigid model.
+    epsilon, min_inlier_ratio, min_inliers, iterations
+        Of :func:`scopeflow.ops.spim.ransac.ransac`.
+    trim
+        Keep RANSAC inliers within ``trim`` times their median residual (0: keep all).
     """
+
+    descriptor: str = "rotation_invariant"
+    redundancy: int = 1
+    ratio: float | None = None
+    model: str = "affine"
+    regularize: float = 0.0
+    epsilon: float = 5.0
+    min_inlier_ratio: float = 0.1
+    min_inliers: int = 12
+    iterations: int = 10_000
+    trim: float = 4.0
+
+
+def match_pair(
+    a: ArrayLike, b: ArrayLike, options: MatchOptions = MatchOptions(), *, seed: int = 0
+) -> PairMatch:
+    """Descriptor matching, RANSAC and the residual trim of two bead sets ``(n, 3)`` (x, y, z)."""
+    o = options
     pa = np.asarray(a, dtype=np.float64).reshape(-1, 3)
     pb = np.asarray(b, dtype=np.float64).reshape(-1, 3)
-    cand = match_descriptors(pa, pb, kind=descriptor, redundancy=redundancy, ratio=ratio)
+    cand = match_descriptors(pa, pb, kind=o.descriptor, redundancy=o.redundancy, ratio=o.ratio)
+    p, q = pa[cand[:, 0]], pb[cand[:, 1]]
     result = ransac(
-        pa[cand[:, 0]],
-        pb[cand[:, 1]],
-        model=model,
-        epsilon=epsilon,
-        min_inlier_ratio=min_inlier_ratio,
-        min_inliers=min_inliers,
-        iterations=iterations,
-        regularize=regularize if model == "affine" else 0.0,
+        p,
+        q,
+        model=o.model,
+        epsilon=o.epsilon,
+        min_inlier_ratio=o.min_inlier_ratio,
+        min_inliers=o.min_inliers,
+        iterations=o.iterations,
+        regularize=o.regularize,
         seed=seed,
     )
     trimmed = None
-    if result.model is not None and trim > 0:
-        trimmed = _trim(
-            pa[cand[:, 0]], pb[cand[:, 1]], result, model=model, regularize=regularize, factor=trim
-        )
+    if result.model is not None and o.trim > 0:
+        trimmed = _trim(p, q, result, model=o.model, regularize=o.regularize, factor=o.trim)
     return PairMatch(cand, result, trimmed)
 
 
@@ -111,12 +125,9 @@ def _trim(
     off; a handful of those bias the least-squares fits. The residuals of true matches are
     localisation noise (~0.1 px), so a bound relative to their median removes the others.
     """
-    from scopeflow.ops.spim.models import apply_model, fit_model
-
     keep = result.inliers.copy()
-    reg = regularize if model == "affine" else 0.0
     for _ in range(10):
-        fitted = fit_model(model, p[keep], q[keep], regularize=reg)
+        fitted = fit_model(model, p[keep], q[keep], regularize=regularize)
         dist = np.linalg.norm(apply_model(fitted, p) - q, axis=1)
         bound = factor * float(np.median(dist[keep]))
         again = result.inliers & (dist <= max(bound, 1e-9))
@@ -128,40 +139,30 @@ def _trim(
 
 def register_points(
     points: Sequence[ArrayLike],
+    options: MatchOptions = MatchOptions(),
     *,
     fixed: Sequence[int] = (0,),
     pairs: Sequence[tuple[int, int]] | None = None,
-    descriptor: str = "rotation_invariant",
-    redundancy: int = 1,
-    ratio: float | None = None,
-    model: str = "affine",
-    regularize: float = 0.0,
-    epsilon: float = 5.0,
-    min_inlier_ratio: float = 0.1,
-    min_inliers: int = 12,
-    iterations: int = 10_000,
     relative_threshold: float = 5.0,
     absolute_threshold: float = 7.0,
     seed: int = 0,
 ) -> Registration:
-    """Register bead sets to each other; set ``fixed[0]`` (and the rest of ``fixed``) stay put.
+    """Register bead sets to each other; the sets in ``fixed`` stay put.
 
     Parameters
     ----------
     points : sequence of (n_v, 3) array_like
         Beads of each view in a common roughly aligned space (x, y, z).
+    options : MatchOptions
+        Matching of each pair; its model (and regularisation) is also the global fit's.
     fixed : sequence of int
         Sets that keep the identity.
     pairs : sequence of (int, int), optional
         Pairs to match (default: every pair).
-    descriptor, redundancy, ratio
-        Of the descriptor matching (:func:`scopeflow.ops.spim.descriptors.match_descriptors`).
-    model, regularize, epsilon, min_inlier_ratio, min_inliers, iterations
-        Of RANSAC and the global fit.
     relative_threshold, absolute_threshold
         Dropping of inconsistent links in the global fit.
     seed : int
-        Of RANSAC's samples.
+        Of RANSAC's samples (pair ``k`` uses ``seed + k``).
 
     Returns
     -------
@@ -173,20 +174,7 @@ def register_points(
     found: dict[tuple[int, int], PairMatch] = {}
     links: dict[tuple[int, int], tuple[F64, F64]] = {}
     for k, (i, j) in enumerate(todo):
-        match = match_pair(
-            pts[i],
-            pts[j],
-            descriptor=descriptor,
-            redundancy=redundancy,
-            ratio=ratio,
-            model=model,
-            regularize=regularize,
-            epsilon=epsilon,
-            min_inlier_ratio=min_inlier_ratio,
-            min_inliers=min_inliers,
-            iterations=iterations,
-            seed=seed + k,
-        )
+        match = match_pair(pts[i], pts[j], options, seed=seed + k)
         found[(i, j)] = match
         if match.ransac.model is not None:
             idx = match.inliers
@@ -195,8 +183,8 @@ def register_points(
         len(pts),
         links,
         fixed=fixed,
-        model=model,
-        regularize=regularize,
+        model=options.model,
+        regularize=options.regularize,
         relative_threshold=relative_threshold,
         absolute_threshold=absolute_threshold,
     )

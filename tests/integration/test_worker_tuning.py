@@ -2,40 +2,66 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from scopeflow.engine import ClusterSpec, backend_for
+from scopeflow.core import RunStatus
+from scopeflow.core.config import StrictModel
+from scopeflow.engine import (
+    ClusterSpec,
+    Pipeline,
+    Step,
+    UnitContext,
+    backend_for,
+    run_pipeline,
+)
 from scopeflow.engine.allocator import tune_allocator
 
 
-def _worker_state() -> dict[str, object]:
-    import os
+class _Probe(StrictModel):
+    units: int = 2
 
+
+def _report(ctx: UnitContext) -> dict[str, Any]:
+    """A unit that reports its worker's state; it does not tune anything itself."""
     import dask
 
     return {
         "profile": dask.config.get("distributed.worker.profile.enabled"),
         "nanny_env": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
-        "tuned": tune_allocator(),
+        "tuned_before_the_step": tune_allocator.cache_info().currsize,
     }
 
 
-def test_local_workers_run_without_the_profiler_and_with_a_tuned_allocator(
-    tmp_path: Path,
-) -> None:
+PROBE = Pipeline(
+    name="probe",
+    description="reports the worker settings a unit runs with",
+    config_model=_Probe,
+    units=lambda cfg: [f"u{i}" for i in range(cfg.units)],
+    steps=(Step("report", _report),),
+)
+
+
+def test_units_run_without_the_profiler_and_with_a_tuned_allocator(tmp_path: Path) -> None:
     backend = backend_for(ClusterSpec(workers=1), tmp_path)
     with backend.client() as client:
-        states = list(client.run(_worker_state).values())
-    assert states and all(s["profile"] is False for s in states)
+        outcome = run_pipeline(PROBE, _Probe(), tmp_path / "run", client=client)
+    assert outcome.status is RunStatus.SUCCEEDED
+    states = [
+        json.loads(p.read_text())["result"]
+        for p in sorted((tmp_path / "run" / "state" / "report").glob("*.json"))
+    ]
+    assert len(states) == 2 and all(s["profile"] is False for s in states)
     if sys.platform.startswith("linux"):
-        # Dask's nanny still sets the variable; the engine overrides its effect at run time
+        # Dask's nanny still sets the variable; the engine undid its effect before the step
         assert all(s["nanny_env"] == "65536" for s in states)
-        assert all(s["tuned"] is True for s in states)
+        assert all(s["tuned_before_the_step"] == 1 for s in states)
 
 
 _FAULTS = """

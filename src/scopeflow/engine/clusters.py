@@ -90,7 +90,11 @@ class ClusterBackend(abc.ABC):
 # dashboard; it costs numerical units up to 1.6x (measured, docs/benchmarks.md) and nobody
 # looks at it in a batch run.
 WORKER_CONFIG: dict[str, Any] = {"distributed.worker.profile.enabled": False}
-WORKER_ENV = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+# the same settings as Dask reads them from the environment (for batch-job workers)
+WORKER_ENV = {
+    "DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+    for key, value in WORKER_CONFIG.items()
+}
 
 
 def _dask_config(retries: int) -> dict[str, Any]:

@@ -25,12 +25,15 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+from tests.conftest import cli_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "scripts"
@@ -179,6 +182,18 @@ class MpiRun:
         """``mpirun -np N ARGV...``; run Python as ``python -m mpi4py script.py`` so that an
         exception on any rank aborts all ranks instead of hanging in MPI_Finalize."""
         return [self.path, "-np", str(nprocs), *argv]
+
+    def run_scopeflow(
+        self, nprocs: int, *args: str | Path, timeout: float = 400
+    ) -> subprocess.CompletedProcess[str]:
+        """``mpirun -np N python -m mpi4py -m scopeflow ARGS`` with the CLI's environment."""
+        cmd = self.cmd(
+            nprocs, sys.executable, "-m", "mpi4py", "-m", "scopeflow", *(str(a) for a in args)
+        )
+        env = {**cli_env(), **self.extra_env}
+        return subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
 
 
 @pytest.fixture(scope="session")

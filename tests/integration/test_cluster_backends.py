@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from scopeflow.engine import read_events
-from tests.conftest import cli_env, run_cli
+from tests.conftest import run_cli
 from tests.integration.conftest import MpiRun, SlurmInfo
 
 UNITS = 6
@@ -85,27 +84,20 @@ def test_toy_pipeline_under_mpirun(tmp_path: Path, mpirun: MpiRun) -> None:
     cfg = tmp_path / "toy.yaml"
     cfg.write_text(f"units: {UNITS}\nsleep: 0.3\n")
     run = tmp_path / "run"
-    cmd = mpirun.cmd(
+    result = mpirun.run_scopeflow(
         4,
-        sys.executable,
-        "-m",
-        "mpi4py",
-        "-m",
-        "scopeflow",
         "run",
         "toy",
         "-c",
-        str(cfg),
+        cfg,
         "-w",
-        str(run),
+        run,
         "--cluster",
         "mpi",
         "--interface",
         "lo",
         "--no-progress",
     )
-    env = {**cli_env(), **mpirun.extra_env}
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = _check_run(run)
     ranks = {m.group(1) for line in lines if (m := re.search(r"on mpi rank (\d+)", line))}

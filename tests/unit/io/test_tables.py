@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 from pathlib import Path
 
 import anndata
@@ -10,6 +11,7 @@ import flowio
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
@@ -245,10 +247,49 @@ def test_anndata_export(parts: tuple[Path, pd.DataFrame], tmp_path: Path) -> Non
         export_anndata(expected, tmp_path / "x.h5ad", obs_columns=["nope"])
 
 
-def test_exports_are_atomic(tmp_path: Path) -> None:
+def test_exports_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails half-way leaves the previous file as it was and no temporary file."""
+    import types
+
+    import anndata
+
+    from scopeflow.io import _tables_export
+
     frame = features(5)
-    for export, name in ((export_csv, "a.csv"), (export_fcs, "a.fcs"), (export_anndata, "a.h5ad")):
+    exports = ((export_csv, "a.csv"), (export_fcs, "a.fcs"), (export_anndata, "a.h5ad"))
+    for export, name in exports:
         export(frame, tmp_path / name)
+    before = {name: (tmp_path / name).read_bytes() for _, name in exports}
+
+    class FailingCsvWriter:
+        def __init__(self, path: str, *args: object, **kwargs: object) -> None:
+            Path(path).write_bytes(b"partial")
+
+        def __enter__(self) -> FailingCsvWriter:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def write_batch(self, batch: object) -> None:
+            raise OSError("disk full")
+
+    def failing_fcs(fh: object, *args: object, **kwargs: object) -> None:
+        fh.write(b"partial")  # type: ignore[attr-defined]
+        raise OSError("disk full")
+
+    def failing_h5ad(self: object, path: object) -> None:
+        Path(str(path)).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    csv = types.SimpleNamespace(WriteOptions=pacsv.WriteOptions, CSVWriter=FailingCsvWriter)
+    monkeypatch.setattr(_tables_export, "pacsv", csv)
+    monkeypatch.setitem(sys.modules, "flowio", types.SimpleNamespace(create_fcs=failing_fcs))
+    monkeypatch.setattr(anndata.AnnData, "write_h5ad", failing_h5ad)
+    for export, name in exports:
+        with pytest.raises(OSError, match="disk full"):
+            export(features(7), tmp_path / name)
+        assert (tmp_path / name).read_bytes() == before[name], name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.fcs", "a.h5ad"]
 
 

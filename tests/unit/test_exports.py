@@ -176,3 +176,12 @@ def test_errors_survive_pickling() -> None:
         assert type(clone) is type(err)
         assert str(clone) == str(err)
         assert clone.__dict__.keys() >= {k for k in err.__dict__ if k != "_init_args"}
+
+
+def test_lazy_io_names_match_its_all() -> None:
+    """``scopeflow.io`` loads names lazily from ``_WHERE``; its literal ``__all__`` must agree."""
+    from scopeflow import io
+
+    assert sorted(io.__all__) == sorted(io._WHERE)
+    for name in io.__all__:
+        assert getattr(io, name) is not None

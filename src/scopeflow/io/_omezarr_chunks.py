@@ -11,8 +11,6 @@ else -- another store, codec, a partial or unaligned chunk -- goes through zarr.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,8 @@ import numpy.typing as npt
 from numcodecs import Blosc  # type: ignore[import-untyped]
 from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
+
+from scopeflow.core.fileio import atomic_write_bytes
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
 
@@ -98,15 +98,7 @@ class ChunkWriter:
             block = full
         block = np.ascontiguousarray(block)
         data = block.tobytes() if self.codec is None else self.codec.encode(block)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            Path(tmp).replace(path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, data)
 
     def _whole_chunk(
         self, key: tuple[slice, ...], shape: tuple[int, ...]
@@ -123,9 +115,4 @@ class ChunkWriter:
         return tuple(index)
 
 
-def writers(arrays: list[Any]) -> list[ChunkWriter]:
-    """One :class:`ChunkWriter` per Zarr array."""
-    return [ChunkWriter(a) for a in arrays]
-
-
-__all__ = ["ChunkWriter", "writers"]
+__all__ = ["ChunkWriter"]

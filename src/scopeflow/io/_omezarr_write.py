@@ -37,8 +37,6 @@ from scopeflow.io import _omezarr_meta as meta
 from scopeflow.io._omezarr_pyramid import PyramidLayout, as_dask, plan_layout, store_pyramid
 
 BLOSC_CODECS = ("zstd", "lz4", "lz4hc", "blosclz", "zlib")
-LEVELS_PER_PASS = 2
-"""Pyramid levels derived per pass over the data (see :func:`store_pyramid`)."""
 
 
 def _codec(name: str | None, clevel: int, itemsize: int, zarr_format: int) -> Any:

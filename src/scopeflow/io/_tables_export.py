@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -48,42 +49,53 @@ OBS_PREFIXES = ("Metadata_", "Location_", "Parent_", "Children_")
 """Column name prefixes that :func:`export_anndata` puts in ``obs`` by default."""
 
 
-def _batches(
-    source: TableSource, columns: Sequence[str] | None = None
-) -> tuple[pa.Schema, Iterator[pa.RecordBatch], int]:
-    """Schema, record batches and row count of ``source`` (only ``columns``, in that order)."""
-    if isinstance(source, str | Path):
-        path = Path(source)
-        if not path.exists():
-            raise InputNotFoundError(path, "table")
-        if path.is_dir():
-            parts = table_parts(path)
-            schema = unified_schema(parts)
-            rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
-            batches = iter_part_batches(parts, schema)
-        else:
-            try:
-                pf = pq.ParquetFile(path)
-                schema, rows = pf.schema_arrow.remove_metadata(), pf.metadata.num_rows
-            except Exception as exc:
-                raise FormatError(path, f"not a readable Parquet file: {exc}") from exc
-            batches = _file_batches(path, pf)
-    else:
+@dataclass(frozen=True)
+class _Opened:
+    """A table source opened once: its schema, row count, and batches of any columns."""
+
+    schema: pa.Schema
+    rows: int
+    batches: Callable[[pa.Schema], Iterator[pa.RecordBatch]]
+
+    def select(self, columns: Sequence[str] | None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """Schema and record batches of only ``columns`` (all if None), in that order."""
+        if columns is None:
+            return self.schema, self.batches(self.schema)
+        missing = [c for c in columns if c not in self.schema.names]
+        if missing:
+            raise KeyError(f"no column(s) {missing} in the table (it has {self.schema.names})")
+        sub = pa.schema([self.schema.field(c) for c in columns])
+        return sub, self.batches(sub)
+
+
+def _open(source: TableSource) -> _Opened:
+    """Open a Parquet file, a folder of parts or an in-memory table (metadata only)."""
+    if not isinstance(source, str | Path):
         table = as_arrow(source)
-        schema, rows = table.schema.remove_metadata(), table.num_rows
-        batches = iter(table.to_batches(max_chunksize=BATCH_SIZE))
-    if columns is None:
-        return schema, batches, rows
-    missing = [c for c in columns if c not in schema.names]
-    if missing:
-        raise KeyError(f"no column(s) {missing} in the table (it has {schema.names})")
-    sub = pa.schema([schema.field(c) for c in columns])
-    return sub, (b.select(list(columns)) for b in batches), rows
-
-
-def _file_batches(path: Path, pf: Any) -> Iterator[pa.RecordBatch]:
+        return _Opened(
+            table.schema.remove_metadata(),
+            table.num_rows,
+            lambda sub: iter(table.select(sub.names).to_batches(max_chunksize=BATCH_SIZE)),
+        )
+    path = Path(source)
+    if not path.exists():
+        raise InputNotFoundError(path, "table")
+    if path.is_dir():
+        parts = table_parts(path)
+        schema = unified_schema(parts)
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        return _Opened(schema, rows, lambda sub: iter_part_batches(parts, sub))
     try:
-        yield from pf.iter_batches(batch_size=BATCH_SIZE)
+        pf = pq.ParquetFile(path)
+        schema, rows = pf.schema_arrow.remove_metadata(), pf.metadata.num_rows
+    except Exception as exc:
+        raise FormatError(path, f"not a readable Parquet file: {exc}") from exc
+    return _Opened(schema, rows, lambda sub: _file_batches(path, pf, sub.names))
+
+
+def _file_batches(path: Path, pf: Any, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from pf.iter_batches(batch_size=BATCH_SIZE, columns=columns)
     except Exception as exc:
         raise FormatError(path, f"cannot read Parquet data: {exc}") from exc
 
@@ -141,7 +153,7 @@ def export_csv(
     Path
         ``out_path``.
     """
-    schema, batches, _ = _batches(source, columns)
+    schema, batches = _open(source).select(columns)
     out = Path(out_path)
     tmp = atomic_target(out)
     try:
@@ -191,9 +203,10 @@ def export_fcs(
     ValueError
         A requested column is not numeric, or there is no numeric column.
     """
-    schema, _, rows = _batches(source)
-    names = _numeric_columns(schema, columns)
-    _, batches, rows = _batches(source, names)
+    opened = _open(source)
+    names = _numeric_columns(opened.schema, columns)
+    _, batches = opened.select(names)
+    rows = opened.rows
     events = np.empty((rows, len(names)), dtype=np.float32)
     start = 0
     for batch in batches:
@@ -267,7 +280,7 @@ def export_anndata(
         ``obs_names`` are the row numbers; ``Location_Center_X`` / ``_Y`` also fill
         ``obsm["spatial"]``.
     """
-    schema, batches, _ = _batches(source)
+    schema, batches = _open(source).select(None)
     table = pa.Table.from_batches(list(batches), schema=schema)
     if obs_columns is None:
         obs = [f.name for f in schema if default_obs(f.name, f.type)]

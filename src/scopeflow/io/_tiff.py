@@ -138,7 +138,7 @@ class _TiffArray:
         with OPEN_FILES.tiff(self.path) as tif:
             series = tif.series[self.series]
             page = series.keyframe
-            if page.is_tiled or getattr(series, "levels", [series])[0] is not series:
+            if page.is_tiled:
                 return None
             page_shape = tuple(page.shape)
             lead = self.ndim - len(page_shape)
@@ -307,28 +307,14 @@ class TiffReader(ImageReader):
     suffixes = (".tif", ".tiff", ".btf", ".tf8")
 
     def _open(self) -> None:
-        logger = logging.getLogger("tifffile")
-        capture = _LogCapture()
-        logger.addHandler(capture)
-        try:
-            with tifffile.TiffFile(self.path) as tif:
-                series = list(tif.series)
-                images = _ome_images(tif)
-                self._meta = [
-                    self._series_metadata(tif, i, s, images) for i, s in enumerate(series)
-                ]
-                for s in series:
-                    self._check_extent(s)
-        finally:
-            logger.removeHandler(capture)
-        if capture.messages:
-            raise FormatError(self.path, "damaged TIFF: " + "; ".join(capture.messages))
+        with tiff_errors(self.path), tifffile.TiffFile(self.path) as tif:
+            series = list(tif.series)
+            images = _ome_images(tif)
+            self._meta = [self._series_metadata(tif, i, s, images) for i, s in enumerate(series)]
+            for s in series:
+                check_extent(self.path, s)
         if not self._meta:
             raise FormatError(self.path, "the TIFF holds no image series")
-
-    def _check_extent(self, s: Any) -> None:
-        """Every page's data must lie inside its file (else the file is truncated)."""
-        check_extent(self.path, s)
 
     def _series_metadata(
         self, tif: tifffile.TiffFile, i: int, s: Any, images: list[ET.Element]

@@ -30,18 +30,9 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from scopeflow.testing import make_cyto_dataset  # noqa: E402
+from benchmarks._data import ifc_dataset  # noqa: E402
 
 SCOPEFLOW = Path(sys.executable).parent / "scopeflow"
-
-
-def dataset(n: int) -> Path:
-    """The IFC dataset (made once)."""
-    folder = HERE / ".data" / f"batch-ifc-{n}"
-    if not (folder / "dataset.json").exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        make_cyto_dataset(folder, kind="ifc", n=n, seed=0)
-    return folder
 
 
 def one_run(folder: Path, size: int, workers: int) -> dict[str, Any]:
@@ -82,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400, 800])
     args = parser.parse_args(argv)
-    folder = dataset(args.n)
+    folder = ifc_dataset(args.n)
     rows = [one_run(folder, size, args.workers) for size in args.sizes]
     out = {"benchmark": "cyto_batch_size", "images": args.n, "workers": args.workers, "runs": rows}
     print(json.dumps(out, indent=2))

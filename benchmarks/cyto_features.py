@@ -37,17 +37,15 @@ from scipy.stats import spearmanr  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchmarks._data import ifc_dataset  # noqa: E402
 from scopeflow.ops.cyto.features import FAMILIES, measure_objects  # noqa: E402
-from scopeflow.testing import make_cyto_dataset  # noqa: E402
 
 SCIP_MS_PER_IMAGE = 134.0  # CPU ms per 6x90x90 image, ../shared/peers/README.md
 
 
 def dataset(n: int) -> tuple[np.ndarray, np.ndarray, list[str], float]:
     """Labels ``(N, H, W)``, images ``(N, C, H, W)``, channel names, load seconds."""
-    folder = HERE / ".data" / f"cyto-ifc-{n}"
-    if not (folder / "labels.tif").exists():
-        make_cyto_dataset(folder, kind="ifc", n=n, seed=0)
+    folder = ifc_dataset(n)
     t0 = time.perf_counter()
     labels = tifffile.imread(folder / "labels.tif")
     group = zarr.open_array(folder / "images.zarr", mode="r")

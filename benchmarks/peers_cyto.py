@@ -53,12 +53,14 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchmarks._data import DATA  # noqa: E402
+from benchmarks._data import ifc_dataset as _ifc_images  # noqa: E402
 from benchmarks._peers_cellprofiler import run_cellprofiler_ifc  # noqa: E402
 from benchmarks._peers_env import ensure_cellprofiler, ensure_scip  # noqa: E402
 from benchmarks._peers_proc import load_average, log_tail, run_measured, wait_quiet  # noqa: E402
+from scopeflow.engine import read_events  # noqa: E402
 from scopeflow.testing import make_cyto_dataset  # noqa: E402
 
-DATA = HERE / ".data"
 RUNS = DATA / "peers-runs"
 SCIP_CONFIG = HERE.parent.parent / "shared" / "peers" / "scip-ifc-config.yml"
 SCOPEFLOW = Path(sys.executable).parent / "scopeflow"
@@ -68,10 +70,7 @@ SCOPEFLOW = Path(sys.executable).parent / "scopeflow"
 
 def ifc_dataset(n: int) -> Path:
     """The synthetic IFC dataset plus one TIFF per channel per image for SCIP (made once)."""
-    folder = DATA / f"peers-ifc-{n}"
-    if not (folder / "dataset.json").exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        make_cyto_dataset(folder, kind="ifc", n=n, seed=0)
+    folder = _ifc_images(n)
     files = folder / "scip"
     done = files / "DONE"
     if not done.exists():
@@ -171,37 +170,24 @@ def scopeflow_parts(run_dir: Path) -> dict[str, Any]:
     return {k: round(v / total, 3) for k, v in sums.items()}
 
 
-def _step_seconds(run_dir: Path) -> dict[str, float]:
-    """Sum of unit seconds per step, from ``events.jsonl`` (done events)."""
+def _step_seconds(events: list[dict[str, Any]]) -> dict[str, float]:
+    """Sum of unit seconds per step (done events)."""
     out: dict[str, float] = {}
-    events = run_dir / "events.jsonl"
-    if not events.exists():
-        return out
-    for line in events.read_text().splitlines():
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        if ev.get("state") == "done" and ev.get("seconds") is not None:
-            step = str(ev.get("step", ""))
-            out[step] = round(out.get(step, 0.0) + float(ev["seconds"]), 3)
+    for ev in events:
+        if ev["state"] == "done" and ev.get("seconds") is not None:
+            out[ev["step"]] = round(out.get(ev["step"], 0.0) + float(ev["seconds"]), 3)
     return out
 
 
-def _process_span(run_dir: Path, n_images: int) -> dict[str, Any]:
+def _process_span(events: list[dict[str, Any]], n_images: int) -> dict[str, Any]:
     """The ``process`` step's wall span (first unit running → last done) and its image rate."""
-    first, last = None, None
-    for line in (run_dir / "events.jsonl").read_text().splitlines():
-        ev = json.loads(line)
-        if ev.get("step") != "process":
-            continue
-        if ev.get("state") == "running":
-            first = ev["ts"] if first is None else min(first, ev["ts"])
-        if ev.get("state") == "done":
-            last = ev["ts"] if last is None else max(last, ev["ts"])
-    if first is None or last is None or last <= first:
+    ts = {
+        state: [e["ts"] for e in events if e["step"] == "process" and e["state"] == state]
+        for state in ("running", "done")
+    }
+    if not ts["running"] or not ts["done"] or max(ts["done"]) <= min(ts["running"]):
         return {}
-    span = last - first
+    span = max(ts["done"]) - min(ts["running"])
     return {"wall_s": round(span, 2), "images_per_s": round(n_images / span, 1)}
 
 
@@ -227,8 +213,6 @@ def run_scopeflow(
     workers: int,
     n_images: int,
     gate: dict[str, Any],
-    *,
-    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """``scopeflow run cyto -c config --workdir ... --workers N`` from a fresh run directory."""
     run_dir = RUNS / f"scopeflow-{label}"
@@ -246,12 +230,10 @@ def run_scopeflow(
         str(workers),
         "--no-progress",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **(extra_env or {})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     version = scopeflow_version()
     res = run_measured(cmd, log=RUNS / f"scopeflow-{label}.log", env=env)
     res["scopeflow_version"] = version
-    if extra_env:
-        res["extra_env"] = extra_env
     res["load_gate"] = quiet
     res["images"] = n_images
     features = run_dir / "outputs" / "features.parquet"
@@ -263,8 +245,9 @@ def run_scopeflow(
     res.update(_rates(res, n_images))
     res["features"] = scopeflow_feature_counts(features)
     res["process_ms_per_image"] = scopeflow_parts(run_dir)
-    res["unit_seconds_per_step"] = _step_seconds(run_dir)
-    res["process_step"] = _process_span(run_dir, n_images)
+    events = read_events(run_dir / "events.jsonl")
+    res["unit_seconds_per_step"] = _step_seconds(events)
+    res["process_step"] = _process_span(events, n_images)
     res["run_dir"] = str(run_dir)
     return res
 
@@ -379,6 +362,37 @@ def _scip_cmd(
     ]
 
 
+def _run_scip(
+    env_info: dict[str, Any],
+    label: str,
+    config: Path,
+    *,
+    inp: Path,
+    workers: int,
+    gate: dict[str, Any],
+    timeout_s: float | None = None,
+) -> tuple[dict[str, Any], Path, Path]:
+    """One timed SCIP run from a clean output folder; its result, output and timing paths."""
+    out = RUNS / f"scip-{label}"
+    timing = RUNS / f"scip-{label}-timing.json"
+    timing.unlink(missing_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    scip = Path(env_info["venv"]) / "bin" / "scip"
+    quiet = wait_quiet(**gate)
+    work = RUNS / "scip-cwd"
+    work.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"timeout_s": timeout_s} if timeout_s else {}
+    res = run_measured(
+        _scip_cmd(scip, workers, out, config, inp=inp, timing=timing),
+        log=RUNS / f"scip-{label}.log",
+        cwd=work,
+        **kwargs,
+    )
+    res["load_gate"] = quiet
+    res["config"] = str(config)
+    return res, out, timing
+
+
 def run_scip_ifc(folder: Path, workers: int, n_images: int, gate: dict[str, Any]) -> dict[str, Any]:
     """SCIP on the per-image TIFFs with the IFC config."""
     env_info = ensure_scip()
@@ -386,23 +400,11 @@ def run_scip_ifc(folder: Path, workers: int, n_images: int, gate: dict[str, Any]
         return {"ok": False, "reason": env_info["reason"], "install": env_info}
     channels = _channels(folder)
     config = scip_ifc_config(folder, channels)
-    out = RUNS / "scip-ifc"
-    timing = RUNS / "scip-ifc-timing.json"
-    timing.unlink(missing_ok=True)
-    shutil.rmtree(out, ignore_errors=True)
-    scip = Path(env_info["venv"]) / "bin" / "scip"
-    quiet = wait_quiet(**gate)
-    work = RUNS / "scip-cwd"
-    work.mkdir(parents=True, exist_ok=True)
-    res = run_measured(
-        _scip_cmd(scip, workers, out, config, inp=folder / "scip", timing=timing),
-        log=RUNS / "scip-ifc.log",
-        cwd=work,
+    res, out, timing = _run_scip(
+        env_info, "ifc", config, inp=folder / "scip", workers=workers, gate=gate
     )
-    res["load_gate"] = quiet
     res["images"] = n_images
     res["install"] = env_info
-    res["config"] = str(config)
     if res["returncode"] != 0 or not list(out.glob("*.parquet")):
         res["ok"] = False
         res["error"] = log_tail(Path(res["log"]), keys=("Error", "error", "Traceback"))
@@ -438,22 +440,9 @@ def scip_confocal_attempt(folder: Path, workers: int, gate: dict[str, Any]) -> d
     cfg["feature_extraction"] = ["shape", "intensity", "bbox", "texture"]
     config = folder / "scip-field-config.yml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    out = RUNS / "scip-confocal"
-    timing = RUNS / "scip-confocal-timing.json"
-    timing.unlink(missing_ok=True)
-    shutil.rmtree(out, ignore_errors=True)
-    scip = Path(env_info["venv"]) / "bin" / "scip"
-    quiet = wait_quiet(**gate)
-    work = RUNS / "scip-cwd"
-    work.mkdir(parents=True, exist_ok=True)
-    res = run_measured(
-        _scip_cmd(scip, workers, out, config, inp=folder / "scip", timing=timing),
-        log=RUNS / "scip-confocal.log",
-        cwd=work,
-        timeout_s=900,
+    res, out, _ = _run_scip(
+        env_info, "confocal", config, inp=folder / "scip", workers=workers, gate=gate, timeout_s=900
     )
-    res["load_gate"] = quiet
-    res["config"] = str(config)
     parquet = list(out.glob("*.parquet"))
     res["ok"] = res["returncode"] == 0 and bool(parquet)
     if not res["ok"]:
@@ -576,12 +565,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
     if previous is not None:
-        result["ifc"]["cellprofiler"] = cp = previous["ifc"]["cellprofiler"]
-        if cp.get("ok"):
-            result["ifc"]["ratios_scopeflow_over_cellprofiler"] = {
-                "throughput": _ratio(sf_files, cp, "images_per_s"),
-                "cpu_per_image": _ratio(sf_files, cp, "cpu_s_per_image", invert=True),
-            }
+        result["ifc"]["cellprofiler"] = previous["ifc"]["cellprofiler"]
     elif args.skip_cellprofiler:
         result["ifc"]["cellprofiler"] = {"ok": False, "reason": ["skipped (--skip-cellprofiler)"]}
     elif cp_env is not None and not cp_env["ok"]:
@@ -598,11 +582,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             gate=gate,
         )
         result["ifc"]["cellprofiler"] = cp
-        if cp.get("ok"):
-            result["ifc"]["ratios_scopeflow_over_cellprofiler"] = {
-                "throughput": _ratio(sf_files, cp, "images_per_s"),
-                "cpu_per_image": _ratio(sf_files, cp, "cpu_s_per_image", invert=True),
-            }
+    cp = result["ifc"]["cellprofiler"]
+    if cp.get("ok"):
+        result["ifc"]["ratios_scopeflow_over_cellprofiler"] = {
+            "throughput": _ratio(sf_files, cp, "images_per_s"),
+            "cpu_per_image": _ratio(sf_files, cp, "cpu_s_per_image", invert=True),
+        }
 
     if conf is not None:
         n_fields = args.fields

@@ -32,18 +32,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchmarks._data import (  # noqa: E402
+    registered_models,
+    spim_dataset,
+    spim_views_and_beads,
+)
 from benchmarks._peers_env import ensure_multiview_stitcher  # noqa: E402
 from scopeflow.core import affine as _affine  # noqa: E402
-from scopeflow.ops.spim.beads import detect_beads  # noqa: E402
 from scopeflow.ops.spim.fusion import FusionGrid, fuse, view_bounds  # noqa: E402
 from scopeflow.ops.spim.models import apply_model  # noqa: E402
-from scopeflow.ops.spim.register import MatchOptions, match_pair, register_points  # noqa: E402
-from scopeflow.testing import SpimTruth, beads_in_view_index, make_spim_dataset  # noqa: E402
+from scopeflow.ops.spim.register import MatchOptions, match_pair  # noqa: E402
+from scopeflow.testing import SpimTruth, beads_in_view_index  # noqa: E402
 
 ITERATIONS = 10_000
 
@@ -71,17 +74,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "peers_spim.json")
     args = parser.parse_args(argv)
     env = ensure_multiview_stitcher()
-    data = HERE / ".data" / "spim-4v1t-128x256x256"
-    if not (data / "truth.json").exists():
-        shape = (128, 256, 256)
-        make_spim_dataset(data, views=4, timepoints=1, shape=shape, seed=0, write_czi=False)
-    truth = SpimTruth.from_json(data / "truth.json")
+    truth = spim_dataset()
     n = truth.n_views
-    vols = [tifffile.imread(truth.path("tiff", 0, v)) for v in range(n)]
-    dets = [detect_beads(v, anisotropy=truth.voxel_size[2] / truth.voxel_size[0]) for v in vols]
-    pts = [apply_model(truth.nominal_affines[v], d.xyz) for v, d in enumerate(dets)]
-    reg = register_points(pts, MatchOptions(model="affine"))
-    est = [_affine.compose(reg.models[v], truth.nominal_affines[v]) for v in range(n)]
+    vols, pts = spim_views_and_beads(truth)
+    est = registered_models(truth, pts)
     los, his = zip(*[view_bounds(v.shape, m) for v, m in zip(vols, est, strict=True)], strict=True)
     grid = FusionGrid.from_bounds(np.min(los, axis=0), np.max(his, axis=0), 1.0)
 

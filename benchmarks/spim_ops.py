@@ -12,6 +12,7 @@ registered views on their union at 1 µm (1 and 2 threads), content-based fusion
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -19,17 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from scopeflow.core import affine as _affine  # noqa: E402
-from scopeflow.ops.spim.beads import detect_beads  # noqa: E402
+from benchmarks._data import (  # noqa: E402
+    registered_models,
+    spim_dataset,
+    spim_views_and_beads,
+)
 from scopeflow.ops.spim.fusion import FusionGrid, fuse, view_bounds  # noqa: E402
-from scopeflow.ops.spim.models import apply_model  # noqa: E402
-from scopeflow.ops.spim.register import MatchOptions, register_points  # noqa: E402
-from scopeflow.testing import SpimTruth, beads_in_view_index, make_spim_dataset  # noqa: E402
+from scopeflow.testing import registration_errors  # noqa: E402
 
 
 def _timed(func: Any) -> tuple[Any, float]:
@@ -40,29 +41,11 @@ def _timed(func: Any) -> tuple[Any, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the measurements; print and return them as JSON."""
-    out = HERE / ".data" / "spim-4v1t-128x256x256"
-    if not (out / "truth.json").exists():
-        make_spim_dataset(
-            out, views=4, timepoints=1, shape=(128, 256, 256), seed=0, write_czi=False
-        )
-    truth = SpimTruth.from_json(out / "truth.json")
-    vols = [tifffile.imread(truth.path("tiff", 0, v)) for v in range(truth.n_views)]
-    dets, t_detect = _timed(lambda: [detect_beads(v, anisotropy=2.0) for v in vols])
-    pts = [apply_model(truth.nominal_affines[v], d.xyz) for v, d in enumerate(dets)]
-    reg, t_register = _timed(lambda: register_points(pts, MatchOptions(model="affine")))
-    est = [_affine.compose(reg.models[v], truth.nominal_affines[v]) for v in range(len(vols))]
-    errs = []
-    for i in range(len(vols)):
-        for j in range(i + 1, len(vols)):
-            both = np.intersect1d(
-                beads_in_view_index(truth, i, 0, margin=2.0),
-                beads_in_view_index(truth, j, 0, margin=2.0),
-            )
-            w = truth.beads_world[both]
-            a = _affine.apply(est[i], truth.world_to_view(i, 0, w))
-            b = _affine.apply(est[j], truth.world_to_view(j, 0, w))
-            errs.append(np.linalg.norm(a - b, axis=1))
-    e = np.concatenate(errs)
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    truth = spim_dataset()
+    (vols, pts), t_detect = _timed(lambda: spim_views_and_beads(truth))
+    est, t_register = _timed(lambda: registered_models(truth, pts))
+    e = registration_errors(truth, est)
     los, his = zip(*[view_bounds(v.shape, m) for v, m in zip(vols, est, strict=True)], strict=True)
     grid = FusionGrid.from_bounds(np.min(los, axis=0), np.max(his, axis=0), 1.0)
     nvox = int(np.prod(grid.shape))
@@ -75,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "spim_ops",
         "views": len(vols),
         "view_shape": list(vols[0].shape),
-        "beads_per_view": [len(d) for d in dets],
+        "beads_per_view": [len(p) for p in pts],
         "detect_s": round(t_detect, 2),
         "register_s": round(t_register, 2),
         "registration_error_px": {

@@ -10,7 +10,12 @@ import pytest
 
 from scopeflow.engine import read_events
 from scopeflow.io import open_image, read_spimdata
-from scopeflow.testing import SpimTruth, beads_in_view_index, make_spim_dataset
+from scopeflow.testing import (
+    SpimTruth,
+    beads_in_view_index,
+    make_spim_dataset,
+    registration_errors,
+)
 from tests.conftest import run_cli
 
 
@@ -64,18 +69,8 @@ def test_views_are_registered_to_a_tenth_of_a_pixel(run: tuple[SpimTruth, Path])
     truth, out = run
     sd = read_spimdata(out / "outputs" / "registered.xml")
     for t in range(truth.n_timepoints):
-        errs = []
-        for i in range(truth.n_views):
-            for j in range(i + 1, truth.n_views):
-                both = np.intersect1d(
-                    beads_in_view_index(truth, i, t, margin=2.0),
-                    beads_in_view_index(truth, j, t, margin=2.0),
-                )
-                w = truth.beads_world[both]
-                errs.append(
-                    np.linalg.norm(_world(sd, truth, t, i, w) - _world(sd, truth, t, j, w), axis=1)
-                )
-        e = np.concatenate(errs)
+        models = [sd.view_model(t, v) for v in range(truth.n_views)]
+        e = registration_errors(truth, models, t)
         assert e.mean() <= 0.1 and e.max() <= 0.5, (t, e.mean(), e.max())
 
 

@@ -227,6 +227,7 @@ def test_public_names_of_scopeflow_testing() -> None:
         "make_cyto_dataset",
         "make_spim_dataset",
         "read_truth_table",
+        "registration_errors",
         "render_ground_truth",
     ]
     assert all(hasattr(st, name) for name in st.__all__)

@@ -10,7 +10,12 @@ from scopeflow.testing._cyto import make_cyto_dataset
 from scopeflow.testing._cyto_truth import CytoKind, CytoTruth, read_truth_table
 from scopeflow.testing._spim import make_spim_dataset
 from scopeflow.testing._spim_groundtruth import render_ground_truth
-from scopeflow.testing._spim_truth import SpimTruth, beads_in_view, beads_in_view_index
+from scopeflow.testing._spim_truth import (
+    SpimTruth,
+    beads_in_view,
+    beads_in_view_index,
+    registration_errors,
+)
 
 __all__ = [
     "CytoKind",
@@ -21,5 +26,6 @@ __all__ = [
     "make_cyto_dataset",
     "make_spim_dataset",
     "read_truth_table",
+    "registration_errors",
     "render_ground_truth",
 ]

@@ -17,6 +17,7 @@ Convention (also written into ``truth.json`` under ``"convention"``):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,3 +291,39 @@ def beads_in_view(truth: SpimTruth, v: int, t: int, *, margin: float = 0.0) -> N
     """
     idx = beads_in_view_index(truth, v, t, margin=margin)
     return truth.world_to_view(v, t, truth.beads_world[idx])
+
+
+def registration_errors(
+    truth: SpimTruth, view_to_world: Sequence[ArrayLike], t: int = 0, *, margin: float = 2.0
+) -> NDArray[np.float64]:
+    """How far apart estimated view models put the same true beads.
+
+    For every pair of views and every true bead inside both (``margin`` voxels from the faces),
+    the bead's true view coordinates in each view are mapped by that view's estimated pixel →
+    world model; the distance between the two results is one error (world units; voxels when
+    the xy voxel size is 1).
+
+    Parameters
+    ----------
+    truth
+        The dataset's ground truth.
+    view_to_world
+        Estimated ``3 x 4`` pixel → world model of each view at time point ``t``.
+    t
+        Time point.
+    margin
+        See :func:`beads_in_view_index`.
+    """
+    errs = [np.zeros(0)]
+    for i in range(truth.n_views):
+        for j in range(i + 1, truth.n_views):
+            both = np.intersect1d(
+                beads_in_view_index(truth, i, t, margin=margin),
+                beads_in_view_index(truth, j, t, margin=margin),
+            )
+            w = truth.beads_world[both]
+            wi = _affine.apply(view_to_world[i], truth.world_to_view(i, t, w))
+            wj = _affine.apply(view_to_world[j], truth.world_to_view(j, t, w))
+            errs.append(np.linalg.norm(wi - wj, axis=1))
+    out: NDArray[np.float64] = np.concatenate(errs)
+    return out

@@ -7,7 +7,6 @@ through the two estimated view -> world models must agree to <= 0.1 px on averag
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import tifffile
 
@@ -15,7 +14,7 @@ from scopeflow.core import affine as _affine
 from scopeflow.ops.spim.beads import detect_beads
 from scopeflow.ops.spim.models import apply_model
 from scopeflow.ops.spim.register import MatchOptions, register_points
-from scopeflow.testing import SpimTruth, beads_in_view_index, make_spim_dataset
+from scopeflow.testing import SpimTruth, make_spim_dataset, registration_errors
 
 
 @pytest.fixture(scope="module")
@@ -23,25 +22,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> SpimTruth:
     return make_spim_dataset(tmp_path_factory.mktemp("spim"), views=4, timepoints=1, seed=11)
 
 
-def _pairwise_errors(truth: SpimTruth, estimated: list[np.ndarray]) -> np.ndarray:
-    errs = []
-    for i in range(truth.n_views):
-        for j in range(i + 1, truth.n_views):
-            both = np.intersect1d(
-                beads_in_view_index(truth, i, 0, margin=2.0),
-                beads_in_view_index(truth, j, 0, margin=2.0),
-            )
-            world = truth.beads_world[both]
-            wi = apply_model(estimated[i], truth.world_to_view(i, 0, world))
-            wj = apply_model(estimated[j], truth.world_to_view(j, 0, world))
-            errs.append(np.linalg.norm(wi - wj, axis=1))
-    return np.concatenate(errs)
-
-
 @pytest.mark.parametrize("descriptor", ["rotation_invariant", "translation_invariant"])
 def test_views_register_to_sub_pixel_accuracy(dataset: SpimTruth, descriptor: str) -> None:
     truth = dataset
-    nominal_error = _pairwise_errors(truth, list(truth.nominal_affines))
+    nominal_error = registration_errors(truth, list(truth.nominal_affines))
     assert nominal_error.mean() > 2.0  # the starting point is off by pixels
     points = []
     for v in range(truth.n_views):
@@ -51,6 +35,6 @@ def test_views_register_to_sub_pixel_accuracy(dataset: SpimTruth, descriptor: st
     reg = register_points(points, MatchOptions(descriptor=descriptor, model="affine"))
     assert not reg.fit.unlinked
     estimated = [_affine.compose(reg.models[v], truth.nominal_affines[v]) for v in range(4)]
-    err = _pairwise_errors(truth, estimated)
+    err = registration_errors(truth, estimated)
     assert err.mean() <= 0.1, (err.mean(), err.max(), nominal_error.mean())
     assert err.max() <= 0.5, (err.mean(), err.max())

@@ -215,13 +215,26 @@ def synth_spim(
     timepoints: Annotated[int, typer.Option(min=1, help="Number of time points.")] = 3,
     shape: Annotated[str, typer.Option(help="View volume size Z,Y,X.")] = "64,128,128",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    czi: Annotated[bool, typer.Option(help="Also write CZI files.")] = True,
+    czi: Annotated[bool, typer.Option(help="Also write CZI files (one illumination).")] = True,
+    channels: Annotated[
+        int, typer.Option(min=1, max=8, help="Channels (beads in the first only).")
+    ] = 1,
+    illuminations: Annotated[
+        int, typer.Option(min=1, max=4, help="Illuminations (one-sided light sheets).")
+    ] = 1,
 ) -> None:
     """Multiview light-sheet time-lapse with beads, known view affines and drift."""
     from scopeflow.testing import make_spim_dataset
 
     make_spim_dataset(
-        out_dir, views=views, timepoints=timepoints, shape=_shape(shape), seed=seed, write_czi=czi
+        out_dir,
+        views=views,
+        timepoints=timepoints,
+        shape=_shape(shape),
+        seed=seed,
+        write_czi=czi and illuminations == 1,
+        channels=channels,
+        illuminations=illuminations,
     )
     out.print(f"wrote SPIM data to {out_dir} (truth.json, config.yaml)")
 

@@ -22,6 +22,7 @@ Units are time points. Steps (see docs/spim.md):
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,12 +34,12 @@ from scopeflow.core.config import OutputPath, StrictModel
 from scopeflow.core.errors import ConfigError, InputNotFoundError
 from scopeflow.engine import Pipeline, Step, UnitContext, all_units, per_unit
 from scopeflow.io import (
+    BdvReader,
     SpimData,
     ViewSetup,
     ViewTransform,
     create_ome_zarr,
     merge_spimdata,
-    open_image,
     partition_filename,
     read_spimdata,
     read_tiff,
@@ -82,8 +83,12 @@ class SpimConfig(StrictModel):
     ntimepoints: int = Field(ge=1, description="time points 0 … ntimepoints - 1")
     angles: list[float] = Field(min_length=1, description="rotation of each view, degrees")
     rotation_around: Literal["y"] = "y"
-    channels: list[str] = Field(default_factory=lambda: ["beads"], min_length=1, max_length=1)
-    illuminations: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=1)
+    channels: list[str] = Field(
+        default_factory=lambda: ["beads"], min_length=1, description="channel names"
+    )
+    illuminations: list[int] = Field(
+        default_factory=lambda: [0], min_length=1, description="illumination ids (light sheets)"
+    )
     voxel_size: VoxelSize
     reference_timepoint: int = Field(0, ge=0)
     detection: steps.DetectionParams = Field(default_factory=steps.DetectionParams)
@@ -101,9 +106,40 @@ class SpimConfig(StrictModel):
             problems.append(("reference_timepoint", f"must be < ntimepoints ({self.ntimepoints})"))
         if self.registration.fix_view >= len(self.angles):
             problems.append(("registration.fix_view", f"must be < views ({len(self.angles)})"))
+        for name, values in (("channels", self.channels), ("illuminations", self.illuminations)):
+            if len(set(values)) != len(values):
+                problems.append((name, f"repeated entries in {values}"))
+        det = self.detection
+        if det.channel is not None and det.channel not in self.channels:
+            problems.append(("detection.channel", f"{det.channel!r} is not in {self.channels}"))
+        if det.illumination is not None and det.illumination not in self.illuminations:
+            problems.append(
+                ("detection.illumination", f"{det.illumination} is not in {self.illuminations}")
+            )
+        problems += self._pattern_problems()
         if problems:
             raise ConfigError("config", problems)
         return self
+
+    def _pattern_problems(self) -> list[tuple[str, str]]:
+        """Placeholders the TIFF pattern needs to tell the views apart."""
+        if self.input.format != "tiff":
+            return []
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.input.pattern) if f}
+        except ValueError as exc:
+            return [("input.pattern", f"not a format string: {exc}")]
+        unknown = fields - {"t", "v", "c", "i", "channel"}
+        need = [
+            ("{v}", len(self.angles) > 1, {"v"}),
+            ("{c} or {channel}", len(self.channels) > 1, {"c", "channel"}),
+            ("{i}", len(self.illuminations) > 1, {"i"}),
+        ]
+        out = [("input.pattern", f"unknown placeholders {sorted(unknown)}")] if unknown else []
+        for what, needed, names in need:
+            if needed and not fields & names:
+                out.append(("input.pattern", f"needs {what}: {self.input.pattern!r}"))
+        return out
 
     @property
     def n_views(self) -> int:
@@ -114,6 +150,27 @@ class SpimConfig(StrictModel):
     def anisotropy(self) -> float:
         """Z over xy voxel size."""
         return self.voxel_size.z / self.voxel_size.x
+
+    def setup_id(self, angle: int, channel: int, illumination: int) -> int:
+        """BDV setup id of a view: angles outermost, illuminations innermost."""
+        return (angle * len(self.channels) + channel) * len(self.illuminations) + illumination
+
+    def view_keys(self, channel: int | None = None) -> list[steps.ViewKey]:
+        """Every view (or those of one channel), in setup order."""
+        return [
+            steps.ViewKey(self.setup_id(a, c, i), a, c, i)
+            for a in range(self.n_views)
+            for c in range(len(self.channels))
+            for i in range(len(self.illuminations))
+            if channel is None or c == channel
+        ]
+
+    def bead_keys(self) -> list[steps.ViewKey]:
+        """The view of each angle in which beads are detected (one per angle)."""
+        det = self.detection
+        c = 0 if det.channel is None else self.channels.index(det.channel)
+        i = 0 if det.illumination is None else self.illuminations.index(det.illumination)
+        return [steps.ViewKey(self.setup_id(a, c, i), a, c, i) for a in range(self.n_views)]
 
 
 def _units(cfg: SpimConfig) -> list[str]:
@@ -132,25 +189,43 @@ def resave(ctx: UnitContext) -> dict[str, Any]:
     """Raw views → BDV partition + the time point's XML with nominal transforms."""
     cfg: SpimConfig = ctx.config
     t = _t(ctx)
-    views = steps.read_views(cfg.input, Path(cfg.root), t, cfg.n_views)
+    keys = cfg.view_keys()
+    views = steps.read_views(cfg.input, Path(cfg.root), t, keys, cfg.channels)
     part = ctx.output_path("dataset", partition_filename("dataset", t))
     write_bdv_partition(
-        part, t, dict(enumerate(views)), voxel_size=cfg.voxel_size.xyz(), num_workers=1
+        part,
+        t,
+        {k.setup: vol for k, vol in zip(keys, views, strict=True)},
+        voxel_size=cfg.voxel_size.xyz(),
+        num_workers=1,
     )
     sd = SpimData(hdf5=part, timepoints=[t])
-    for v, (vol, angle) in enumerate(zip(views, cfg.angles, strict=True)):
-        sd.setups[v] = ViewSetup(
-            id=v,
-            name=f"angle {angle:g}",
-            size=(vol.shape[2], vol.shape[1], vol.shape[0]),
-            voxel_size=cfg.voxel_size.xyz(),
+    for k, vol in zip(keys, views, strict=True):
+        angle = cfg.angles[k.angle]
+        channel = cfg.channels[k.channel]
+        illumination = cfg.illuminations[k.illumination]
+        sd.add_setup(
+            ViewSetup(
+                id=k.setup,
+                name=_setup_name(cfg, k),
+                size=(vol.shape[2], vol.shape[1], vol.shape[0]),
+                voxel_size=cfg.voxel_size.xyz(),
+                attributes={
+                    "illumination": k.illumination,
+                    "channel": k.channel,
+                    "angle": k.angle,
+                },
+            ),
+            illumination=str(illumination),
+            channel=channel,
+            angle=f"{angle:g}",
         )
         rotation, calibration = _affine.nominal_view_transforms(
             angle, vol.shape, cfg.voxel_size.xyz()
         )
         sd.set_transforms(
             t,
-            v,
+            k.setup,
             [
                 ViewTransform(f"rotation {angle:g}", rotation),
                 ViewTransform("calibration", calibration),
@@ -161,24 +236,35 @@ def resave(ctx: UnitContext) -> dict[str, Any]:
     return {"partition": ctx.relative(part), "xml": ctx.relative(xml)}
 
 
-def _views_of(xml: Path) -> list[np.ndarray]:
-    with open_image(xml, "bdv") as reader:
+def _setup_name(cfg: SpimConfig, k: steps.ViewKey) -> str:
+    name = f"angle {cfg.angles[k.angle]:g}"
+    if len(cfg.channels) > 1:
+        name += f" channel {cfg.channels[k.channel]}"
+    if len(cfg.illuminations) > 1:
+        name += f" illumination {cfg.illuminations[k.illumination]}"
+    return name
+
+
+def _views_of(xml: Path, t: int, setups: list[int]) -> list[np.ndarray]:
+    reader = BdvReader(xml)
+    with reader:
         return [
-            np.asarray(reader.to_dask(i).compute(scheduler="sync"))
-            for i in range(reader.series_count)
+            np.asarray(reader.to_dask(reader.series_index(t, s)).compute(scheduler="sync"))
+            for s in setups
         ]
 
 
 def detect(ctx: UnitContext) -> dict[str, Any]:
-    """Beads of every view of the time point, in view pixels."""
+    """Beads of every angle (in its bead channel and illumination), in view pixels."""
     cfg: SpimConfig = ctx.config
     t = _t(ctx)
-    views = _views_of(ctx.run_dir / ctx.upstream["resave"]["xml"])
+    setups = [k.setup for k in cfg.bead_keys()]
+    views = _views_of(ctx.run_dir / ctx.upstream["resave"]["xml"], t, setups)
     beads = steps.timepoint_beads(views, cfg.detection, cfg.anisotropy)
     path = ctx.output_path("_work", "beads", f"t{t:04d}.npz")
     np.savez(path, **{f"v{v}": b for v, b in enumerate(beads)})  # type: ignore[arg-type]
     counts = [len(b) for b in beads]
-    ctx.log.info("time point %d: beads per view %s", t, counts)
+    ctx.log.info("time point %d: beads per angle %s", t, counts)
     return {"beads": ctx.relative(path), "counts": counts}
 
 
@@ -187,9 +273,19 @@ def _load_beads(path: Path, n_views: int) -> list[np.ndarray]:
         return [z[f"v{v}"] for v in range(n_views)]
 
 
-def _beads_world(sd: SpimData, t: int, beads: list[np.ndarray]) -> list[np.ndarray]:
-    """Each view's beads mapped by its current model (view pixels → world)."""
-    return [_affine.apply(sd.view_model(t, v), b) for v, b in enumerate(beads)]
+def _beads_world(
+    cfg: SpimConfig, sd: SpimData, t: int, beads: list[np.ndarray]
+) -> list[np.ndarray]:
+    """Each angle's beads mapped by its bead view's current model (view pixels → world)."""
+    keys = cfg.bead_keys()
+    return [_affine.apply(sd.view_model(t, k.setup), b) for k, b in zip(keys, beads, strict=True)]
+
+
+def _prepend(cfg: SpimConfig, sd: SpimData, t: int, angle: int, model: Any, *, name: str) -> None:
+    """Prepend ``model`` to every view (channel, illumination) of ``angle``."""
+    for k in cfg.view_keys():
+        if k.angle == angle:
+            sd.prepend_transform(t, k.setup, model, name=name)
 
 
 def register(ctx: UnitContext) -> dict[str, Any]:
@@ -198,12 +294,12 @@ def register(ctx: UnitContext) -> dict[str, Any]:
     t = _t(ctx)
     sd = read_spimdata(ctx.run_dir / ctx.upstream["resave"]["xml"])
     beads = _load_beads(ctx.run_dir / ctx.upstream["detect_beads"]["beads"], cfg.n_views)
-    world = _beads_world(sd, t, beads)
+    world = _beads_world(cfg, sd, t, beads)
     models, report = steps.register_views(world, cfg.registration, seed=cfg.seed + t)
     if report["unlinked"]:
         ctx.log.warning("time point %d: views %s could not be registered", t, report["unlinked"])
     for v in range(cfg.n_views):
-        sd.prepend_transform(t, v, models[v], name="registration (beads)")
+        _prepend(cfg, sd, t, v, models[v], name="registration (beads)")
     xml = write_spimdata(sd, _xml(ctx, t, "-registered"))
     ctx.log.info("time point %d: mean link error %s px", t, report["mean_error"])
     warnings = [f"views {report['unlinked']} not registered"] if report["unlinked"] else []
@@ -231,7 +327,7 @@ def register_timelapse(ctx: UnitContext) -> dict[str, Any]:
 
     def world(t: int) -> list[np.ndarray]:
         beads = _load_beads(ctx.run_dir / detected[f"t{t:04d}"]["beads"], cfg.n_views)
-        return _beads_world(sd, t, beads)
+        return _beads_world(cfg, sd, t, beads)
 
     reference = world(ref)
     report: dict[str, Any] = {}
@@ -242,7 +338,7 @@ def register_timelapse(ctx: UnitContext) -> dict[str, Any]:
             world(t), reference, cfg.timelapse, seed=cfg.seed + t
         )
         for v in range(cfg.n_views):
-            sd.prepend_transform(t, v, model, name=f"timelapse to t{ref}")
+            _prepend(cfg, sd, t, v, model, name=f"timelapse to t{ref}")
         report[f"t{t:04d}"] = {**info, "translation": np.round(model[:, 3], 4).tolist()}
         ctx.log.info("time point %d → %d: %s", t, ref, info)
     xml = write_spimdata(sd, ctx.output_path("registered.xml"))
@@ -262,40 +358,80 @@ def _grid(cfg: SpimConfig, sd: SpimData) -> FusionGrid:
 
 
 def fuse_timepoint(ctx: UnitContext) -> dict[str, Any]:
-    """Fuse the time point's views into a BDV partition and the OME-Zarr's region."""
+    """Fuse each channel's views into a BDV partition and the OME-Zarr's region."""
     cfg: SpimConfig = ctx.config
     t = _t(ctx)
     xml = ctx.run_dir / ctx.upstream["register_timelapse"]["outputs"]["registered_xml"]
     sd = read_spimdata(xml)
-    views = _views_of(ctx.run_dir / ctx.upstream["resave"]["xml"])
+    resaved = ctx.run_dir / ctx.upstream["resave"]["xml"]
     grid = FusionGrid.from_dict(ctx.upstream["prepare_output"]["grid"])
-    models = [sd.view_model(t, v) for v in range(cfg.n_views)]
+    psfs = None
     if cfg.fusion_switch == "deconvolution":
-        beads = _load_beads(ctx.run_dir / ctx.upstream["detect_beads"]["beads"], cfg.n_views)
-        fused = _deconvolve(cfg, views, models, grid, beads)
-        ctx.log.info("time point %d: deconvolved (%s)", t, cfg.deconvolution.psf_type)
-    else:
-        fused = fuse(
-            views,
-            models,
-            grid,
-            border=cfg.fusion.blending_border,
-            blending_range=cfg.fusion.blending_range,
-            content_based=cfg.fusion.content_based,
-            sigma1=cfg.fusion.sigma1,
-            sigma2=cfg.fusion.sigma2,
-            anisotropy=cfg.anisotropy,
-            block=cfg.fusion.block,
-            dtype=cfg.fusion.pixel_type,
-        )
+        psfs = _psfs(ctx, cfg, sd, resaved, grid)
+    channels: dict[int, np.ndarray] = {}
+    for c in range(len(cfg.channels)):
+        keys = cfg.view_keys(channel=c)
+        views = _views_of(resaved, t, [k.setup for k in keys])
+        models = [sd.view_model(t, k.setup) for k in keys]
+        if psfs is not None:
+            channels[c] = _deconvolve(cfg, views, models, grid, [psfs[k.angle] for k in keys])
+            ctx.log.info(
+                "time point %d, channel %s: deconvolved (%s)",
+                t,
+                cfg.channels[c],
+                cfg.deconvolution.psf_type,
+            )
+        else:
+            channels[c] = fuse(
+                views,
+                models,
+                grid,
+                border=cfg.fusion.blending_border,
+                blending_range=cfg.fusion.blending_range,
+                content_based=cfg.fusion.content_based,
+                sigma1=cfg.fusion.sigma1,
+                sigma2=cfg.fusion.sigma2,
+                anisotropy=cfg.anisotropy,
+                block=cfg.fusion.block,
+                dtype=cfg.fusion.pixel_type,
+            )
+        del views
     spacing = (grid.spacing,) * 3
     part = ctx.output_path("fused", partition_filename("fused", t))
-    write_bdv_partition(part, t, {0: fused}, voxel_size=spacing, num_workers=1)
+    write_bdv_partition(part, t, channels, voxel_size=spacing, num_workers=1)
     zarr_path = ctx.output_path("fused.ome.zarr")
-    write_ome_zarr_region(zarr_path, t, fused)
+    for c, vol in channels.items():
+        write_ome_zarr_region(zarr_path, t, vol, c=c)
     preview = ctx.output_path("previews", f"t{t:04d}.png")
-    _save_projection(fused, preview)
+    _save_projection([channels[c] for c in sorted(channels)], preview)
     return {"partition": ctx.relative(part), "preview": ctx.relative(preview)}
+
+
+def _psfs(
+    ctx: UnitContext, cfg: SpimConfig, sd: SpimData, resaved: Path, grid: FusionGrid
+) -> list[np.ndarray]:
+    """One PSF per angle on the grid: from the angle's bead view, or the configured file.
+
+    Every channel and illumination of an angle uses its PSF (beads usually show in one
+    channel only).
+    """
+    t = _t(ctx)
+    dc = cfg.deconvolution
+    size = (dc.psf_size_x, dc.psf_size_y, dc.psf_size_z)
+    keys = cfg.bead_keys()
+    models = [sd.view_model(t, k.setup) for k in keys]
+    if dc.psf_file:
+        path = Path(cfg.root) / dc.psf_file
+        if not path.exists():
+            raise InputNotFoundError(path, "PSF file (deconvolution.psf_file)")
+        given = read_tiff(path)[0]
+        return [psf_to_grid(given, m, grid.spacing, size) for m in models]
+    beads = _load_beads(ctx.run_dir / ctx.upstream["detect_beads"]["beads"], cfg.n_views)
+    views = _views_of(resaved, t, [k.setup for k in keys])
+    return [
+        extract_psf(vol, m, _affine.apply(m, b), grid.spacing, size)
+        for vol, m, b in zip(views, models, beads, strict=True)
+    ]
 
 
 def _deconvolve(
@@ -303,11 +439,10 @@ def _deconvolve(
     views: list[np.ndarray],
     models: list[np.ndarray],
     grid: FusionGrid,
-    beads: list[np.ndarray],
+    psfs: list[np.ndarray],
 ) -> np.ndarray:
-    """Views and weights on the grid, PSFs from this time point's beads, multi-view RL."""
+    """Views and weights on the grid, multi-view RL with one PSF per view."""
     dc = cfg.deconvolution
-    size = (dc.psf_size_x, dc.psf_size_y, dc.psf_size_z)
     resampled = [
         resample_to_grid(
             vol,
@@ -319,17 +454,6 @@ def _deconvolve(
         )
         for vol, m in zip(views, models, strict=True)
     ]
-    if dc.psf_file:
-        path = Path(cfg.root) / dc.psf_file
-        if not path.exists():
-            raise InputNotFoundError(path, "PSF file (deconvolution.psf_file)")
-        given = read_tiff(path)[0]
-        psfs = [psf_to_grid(given, m, grid.spacing, size) for m in models]
-    else:
-        psfs = [
-            extract_psf(vol, m, _affine.apply(m, b), grid.spacing, size)
-            for vol, m, b in zip(views, models, beads, strict=True)
-        ]
     psi = deconvolve_views(
         [r[0] for r in resampled],
         [r[1] for r in resampled],
@@ -359,10 +483,12 @@ def prepare_output(ctx: UnitContext) -> dict[str, Any]:
     path = ctx.output_path("fused.ome.zarr")
     create_ome_zarr(
         path,
-        (cfg.ntimepoints, *grid.shape),
+        (cfg.ntimepoints, len(cfg.channels), *grid.shape),
         cfg.fusion.pixel_type,
-        axes="tzyx",
+        axes="tczyx",
         voxel_size=(grid.spacing,) * 3,
+        channel_names=cfg.channels,
+        translation=grid.origin,
         overwrite=True,
     )
     return {
@@ -380,9 +506,19 @@ def write_output(ctx: UnitContext) -> dict[str, Any]:
     grid = FusionGrid.from_dict(ctx.upstream["prepare_output"]["grid"])
     z, y, x = grid.shape
     sd = SpimData(hdf5=master, timepoints=list(range(cfg.ntimepoints)))
-    sd.setups[0] = ViewSetup(id=0, name="fused", size=(x, y, z), voxel_size=(grid.spacing,) * 3)
-    for t in range(cfg.ntimepoints):
-        sd.set_transforms(t, 0, [ViewTransform("fused grid", grid.index_to_world())])
+    for c, channel in enumerate(cfg.channels):
+        sd.add_setup(
+            ViewSetup(
+                id=c,
+                name=f"fused {channel}" if len(cfg.channels) > 1 else "fused",
+                size=(x, y, z),
+                voxel_size=(grid.spacing,) * 3,
+                attributes={"channel": c},
+            ),
+            channel=channel,
+        )
+        for t in range(cfg.ntimepoints):
+            sd.set_transforms(t, c, [ViewTransform("fused grid", grid.index_to_world())])
     xml = write_spimdata(sd, ctx.output_path("fused.xml"))
     previews = [fused[u]["preview"] for u in sorted(fused)]
     return {
@@ -394,16 +530,22 @@ def write_output(ctx: UnitContext) -> dict[str, Any]:
     }
 
 
-def _save_projection(volume: np.ndarray, path: Path) -> None:
-    """Maximum projections along z (top) and y (bottom), contrast 0.1 to 99.9 %, as PNG."""
+def _save_projection(channels: list[np.ndarray], path: Path) -> None:
+    """Maximum projections along z (top) and y (bottom), one column per channel, as PNG.
+
+    Each channel is scaled from its 0.1 to its 99.9 percentile.
+    """
     from matplotlib.image import imsave
 
-    xy = volume.max(axis=0).astype(np.float32)
-    xz = volume.max(axis=1).astype(np.float32)
-    both = np.concatenate([xy, np.full((2, xy.shape[1]), np.nan, np.float32), xz], axis=0)
-    lo, hi = np.nanpercentile(both, (0.1, 99.9))
-    img = np.clip((np.nan_to_num(both, nan=hi) - lo) / max(hi - lo, 1e-6), 0, 1)
-    imsave(path, img, cmap="gray", vmin=0.0, vmax=1.0)
+    columns = []
+    for volume in channels:
+        xy = volume.max(axis=0).astype(np.float32)
+        xz = volume.max(axis=1).astype(np.float32)
+        both = np.concatenate([xy, np.full((2, xy.shape[1]), np.nan, np.float32), xz], axis=0)
+        lo, hi = np.nanpercentile(both, (0.1, 99.9))
+        img = np.clip((np.nan_to_num(both, nan=hi) - lo) / max(hi - lo, 1e-6), 0, 1)
+        columns += [img, np.ones((img.shape[0], 2), np.float32)]
+    imsave(path, np.concatenate(columns[:-1], axis=1), cmap="gray", vmin=0.0, vmax=1.0)
 
 
 PIPELINE = Pipeline(

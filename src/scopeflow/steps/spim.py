@@ -7,6 +7,7 @@ Parameter models carry the vocabulary of the published Snakemake SPIM workflow w
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ __all__ = [
     "RegistrationParams",
     "SpimInput",
     "TimelapseParams",
+    "ViewKey",
     "read_views",
     "register_timepoint_to_reference",
     "timepoint_beads",
@@ -36,13 +38,25 @@ __all__ = [
 F64 = NDArray[np.float64]
 
 
+@dataclass(frozen=True)
+class ViewKey:
+    """One raw view: its BDV setup id and its angle, channel and illumination indices."""
+
+    setup: int
+    angle: int
+    channel: int
+    illumination: int
+
+
 class SpimInput(StrictModel):
     """Where the raw views are (``input:`` in config.yaml)."""
 
     format: Literal["tiff", "czi"] = Field("tiff", description="raw file format")
     pattern: str = Field(
-        description="tiff: one file per view, with {t} and {v} (e.g. 't{t:03d}_v{v:02d}.tif'); "
-        "czi: one file per time point with {t}, views as scenes"
+        description="tiff: one file per view, with {t} and {v} (angle index), and {c} "
+        "(channel index) or {channel} (its name) and {i} (illumination index) where there are "
+        "several (e.g. 't{t:03d}_v{v:02d}_c{c}.tif'); czi: one file per time point with {t}, "
+        "views as scenes, channels as C, illuminations as I"
     )
     views: Literal["files", "scenes"] = Field(
         "files", description="czi: 'scenes' (one scene per view)"
@@ -61,6 +75,14 @@ class DetectionParams(StrictModel):
     max_detections: int | None = Field(None, ge=1, description="keep the strongest N per view")
     localization: Literal["quadratic", "gaussian"] = Field(
         "quadratic", description="sub-pixel fit: quadratic on the DoG, or a 3-D Gaussian"
+    )
+    channel: str | None = Field(
+        None, description="channel with the beads (its name; default the first channel)"
+    )
+    illumination: int | None = Field(
+        None,
+        description="illumination to detect in (default the first); its registration "
+        "applies to every channel and illumination of the angle",
     )
 
 
@@ -164,35 +186,67 @@ class DeconvolutionParams(StrictModel):
         return self
 
 
-def read_views(spec: SpimInput, root: Path, t: int, n_views: int) -> list[NDArray[Any]]:
-    """The raw ``(z, y, x)`` views of time point ``t`` as NumPy arrays.
+def read_views(
+    spec: SpimInput,
+    root: Path,
+    t: int,
+    keys: Sequence[ViewKey],
+    channel_names: Sequence[str] = (),
+) -> list[NDArray[Any]]:
+    """The raw ``(z, y, x)`` views ``keys`` of time point ``t`` as NumPy arrays, in that order.
 
     Raises
     ------
     InputNotFoundError
         A file is missing.
     FormatError
-        A file is unreadable, has fewer scenes than views, or a view is not 3-D.
+        A file is unreadable, lacks a scene, channel or illumination, or a view is not 3-D.
     """
-    out: list[NDArray[Any]] = []
     if spec.format == "czi":
-        path = root / spec.pattern.format(t=t)
-        with open_image(path, "czi") as reader:
-            if reader.series_count < n_views:
-                raise FormatError(path, f"{reader.series_count} scenes, expected {n_views} views")
-            for v in range(n_views):
-                out.append(np.asarray(reader.to_dask(v).compute(scheduler="sync")).squeeze())
+        out = _read_czi_views(root / spec.pattern.format(t=t), keys)
+        where = [root / spec.pattern.format(t=t)] * len(keys)
     else:
-        for v in range(n_views):
-            path = root / spec.pattern.format(t=t, v=v)
+        out, where = [], []
+        for k in keys:
+            name = channel_names[k.channel] if k.channel < len(channel_names) else str(k.channel)
+            path = root / spec.pattern.format(
+                t=t, v=k.angle, c=k.channel, i=k.illumination, channel=name
+            )
             if not path.exists():
-                raise InputNotFoundError(path, f"view {v} of time point {t}")
+                raise InputNotFoundError(
+                    path, f"angle {k.angle}, channel {name}, illumination {k.illumination}, t {t}"
+                )
             with open_image(path, "tiff") as reader:
                 out.append(np.asarray(reader.to_dask(0).compute(scheduler="sync")).squeeze())
-    for v, vol in enumerate(out):
+            where.append(path)
+    for k, vol, path in zip(keys, out, where, strict=True):
         if vol.ndim != 3:
-            where = root / (spec.pattern.format(t=t, v=v) if spec.format == "tiff" else "")
-            raise FormatError(where, f"view {v} has shape {vol.shape}, expected (z, y, x)")
+            raise FormatError(path, f"view {k} has shape {vol.shape}, expected (z, y, x)")
+    return out
+
+
+def _read_czi_views(path: Path, keys: Sequence[ViewKey]) -> list[NDArray[Any]]:
+    """Views of one CZI: angle = scene (in scene order), channel = C, illumination = I index."""
+    out = []
+    with open_image(path, "czi") as reader:
+        metas = [reader.metadata(s) for s in range(reader.series_count)]
+        scenes = sorted({-1 if m.scene is None else m.scene for m in metas})
+        series = {
+            (scenes.index(-1 if m.scene is None else m.scene), m.illumination or 0): s
+            for s, m in enumerate(metas)
+        }
+        for k in keys:
+            s = series.get((k.angle, k.illumination))
+            if s is None:
+                raise FormatError(
+                    path,
+                    f"no scene {k.angle} with illumination {k.illumination} ({len(scenes)} scenes)",
+                )
+            n_c = metas[s].shape[1]
+            if k.channel >= n_c:
+                raise FormatError(path, f"{n_c} channels, channel {k.channel} asked for")
+            arr = reader.to_dask(s)[0, k.channel]
+            out.append(np.asarray(arr.compute(scheduler="sync")))
     return out
 
 

@@ -21,13 +21,14 @@ sample has drifted by ``d_t`` (``d_0 = 0``): a world point ``w`` is imaged by vi
 
 Files written under ``out``
 ---------------------------
-``tiff/t{t:03d}_v{v:02d}.tif``
-    One ImageJ hyperstack per (time point, view): ``uint16`` ``(z, y, x)``; x/y pixel size in the
-    resolution tags (pixels per µm), z step as ``spacing`` with ``unit=um`` in the ImageJ
-    description.
-``czi/t{t:03d}.czi`` (``write_czi=True``)
+``tiff/t{t:03d}_v{v:02d}.tif`` (``tiff/t{t:03d}_v{v:02d}_c{c}_i{i}.tif`` with several channels
+or illuminations)
+    One ImageJ hyperstack per (time point, view[, channel, illumination]): ``uint16``
+    ``(z, y, x)``; x/y pixel size in the resolution tags (pixels per µm), z step as ``spacing``
+    with ``unit=um`` in the ImageJ description.
+``czi/t{t:03d}.czi`` (``write_czi=True``, one illumination)
     One CZI per time point holding the same pixels: view ``v`` is scene ``v``, planes at
-    ``T=0, C=0, Z=z``, each scene at location ``(0, 0)``; channel name ``beads``;
+    ``T=0, C=c, Z=z``, each scene at location ``(0, 0)``; channel names as in ``channels``;
     ``Scaling/Items/Distance`` X, Y, Z in metres (the CZI unit); custom attributes
     ``ScopeflowAngles`` (comma-separated degrees by scene) and ``ScopeflowTimepoint``. Each file
     is read back with ``pylibCZIrw`` and compared to the data before the call returns.
@@ -36,15 +37,25 @@ Files written under ``out``
     ``views`` (``setup``, ``angle``, ``nominal_affine``, ``true_affine`` as 12 floats),
     ``timepoints`` (``t``, ``drift``), ``beads_world``, ``nuclei_world``, ``specimen``,
     ``psf_sigma``, ``attenuation_length``, ``background``, ``camera_offset``, ``seed``, ``files``.
+Channels and illuminations
+    Channel 0 (``beads``) shows the specimen and the beads; further channels (``nuclei``,
+    ``ch2`` …) the same specimen without beads (a stain the beads do not emit in). With
+    several illuminations, illumination ``i`` is a light sheet entering from the view's low
+    (even ``i``) or high (odd ``i``) x edge, attenuated over ``ILLUMINATION_LENGTH`` µm; with one,
+    the illumination is uniform. Geometry is shared: every channel and illumination of a view
+    has the view's affine.
 ``config.yaml`` (and ``config_czi.yaml`` with CZI)
     A ready configuration for the spim pipeline (TIFF input; CZI input), paths relative to it.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from scopeflow.core import affine as _affine
 from scopeflow.core.errors import ConfigError
@@ -63,12 +74,34 @@ PSF_SIGMA = (1.0, 1.0, 2.5)
 ATTENUATION_LENGTH = 150.0
 BACKGROUND = 20.0
 CAMERA_OFFSET = 100
+ILLUMINATION_LENGTH = 200.0
+MULTI_TIFF_PATTERN = "tiff/t{t:03d}_v{v:02d}_c{c}_i{i}.tif"
+
+
+def channel_names(n: int) -> list[str]:
+    """Names of ``n`` synthetic channels: ``beads``, ``nuclei``, ``ch2`` …."""
+    return ["beads", "nuclei", *(f"ch{c}" for c in range(2, n))][:n]
 
 
 def _check(
-    views: int, timepoints: int, shape: tuple[int, int, int], voxel_size: tuple[float, float, float]
+    views: int,
+    timepoints: int,
+    shape: tuple[int, int, int],
+    voxel_size: tuple[float, float, float],
+    *,
+    channels: int = 1,
+    illuminations: int = 1,
+    write_czi: bool = False,
 ) -> None:
     problems: list[tuple[str, str]] = []
+    if channels < 1:
+        problems.append(("channels", f"must be >= 1, got {channels}"))
+    if illuminations < 1:
+        problems.append(("illuminations", f"must be >= 1, got {illuminations}"))
+    if write_czi and illuminations > 1:
+        problems.append(
+            ("write_czi", "pylibCZIrw writes no illumination (I) dimension: use TIFF only")
+        )
     if views < 1:
         problems.append(("views", f"must be >= 1, got {views}"))
     if timepoints < 1:
@@ -90,6 +123,8 @@ def make_spim_dataset(
     seed: int = 0,
     write_czi: bool = True,
     voxel_size: tuple[float, float, float] = (1.0, 1.0, 2.0),
+    channels: int = 1,
+    illuminations: int = 1,
 ) -> SpimTruth:
     """Generate a synthetic multiview SPIM time-lapse with known ground truth.
 
@@ -109,6 +144,11 @@ def make_spim_dataset(
         Also write one CZI per time point (views as scenes).
     voxel_size
         ``(x, y, z)`` voxel size, µm.
+    channels
+        Number of channels (channel 0 has the beads; see the module docstring).
+    illuminations
+        Number of illuminations (one-sided light sheets from alternating sides); CZI files
+        need one.
 
     Returns
     -------
@@ -121,7 +161,18 @@ def make_spim_dataset(
     scopeflow.core.errors.ConfigError
         An argument is out of range.
     """
-    _check(views, timepoints, shape, voxel_size)
+    _check(
+        views,
+        timepoints,
+        shape,
+        voxel_size,
+        channels=channels,
+        illuminations=illuminations,
+        write_czi=write_czi,
+    )
+    names = channel_names(channels)
+    multi = channels > 1 or illuminations > 1
+    pattern = MULTI_TIFF_PATTERN if multi else TIFF_PATTERN
     shape = (int(shape[0]), int(shape[1]), int(shape[2]))
     voxel_size = (float(voxel_size[0]), float(voxel_size[1]), float(voxel_size[2]))
     out = Path(out)
@@ -138,12 +189,25 @@ def make_spim_dataset(
     spacing = min(voxel_size)
     field, origin = specimen_field(specimen, spacing)
 
-    tiff_files = [[TIFF_PATTERN.format(t=t, v=v) for v in range(views)] for t in range(timepoints)]
+    combos = [(c, i) for c in range(channels) for i in range(illuminations)]
+    tiff_files: list[list[Any]] = [
+        [
+            pattern.format(t=t, v=v)
+            if not multi
+            else [
+                [pattern.format(t=t, v=v, c=c, i=i) for i in range(illuminations)]
+                for c in range(channels)
+            ]
+            for v in range(views)
+        ]
+        for t in range(timepoints)
+    ]
     czi_files = [CZI_PATTERN.format(t=t) for t in range(timepoints)] if write_czi else []
     for t in range(timepoints):
-        volumes = []
-        for v in range(views):
-            noise = np.random.default_rng(np.random.SeedSequence([seed, 1, t, v]))
+        volumes: list[list[NDArray[np.uint16]]] = [[] for _ in range(channels)]
+        for v, (c, i) in itertools.product(range(views), combos):
+            key = [seed, 1, t, v] + ([c, i] if multi else [])
+            noise = np.random.default_rng(np.random.SeedSequence(key))
             px_to_world = _affine.compose(
                 _affine.translation(-geometry.drifts[t]), geometry.true[v]
             )
@@ -161,12 +225,20 @@ def make_spim_dataset(
                 background=BACKGROUND,
                 camera_offset=CAMERA_OFFSET,
                 rng=noise,
+                beads=c == 0,
+                illumination_side=(i % 2) if illuminations > 1 else None,
+                illumination_length=ILLUMINATION_LENGTH,
             )
-            write_tiff_view(out / tiff_files[t][v], vol, voxel_size)
-            volumes.append(vol)
+            write_tiff_view(out / pattern.format(t=t, v=v, c=c, i=i), vol, voxel_size)
+            volumes[c].append(vol)
         if write_czi:
             write_czi_timepoint(
-                out / czi_files[t], volumes, voxel_size=voxel_size, angles=geometry.angles, t=t
+                out / czi_files[t],
+                volumes,
+                voxel_size=voxel_size,
+                angles=geometry.angles,
+                t=t,
+                channel_names=names,
             )
 
     configs = write_spim_configs(
@@ -175,6 +247,9 @@ def make_spim_dataset(
         angles=geometry.angles,
         voxel_size=voxel_size,
         with_czi=write_czi,
+        channels=names,
+        illuminations=illuminations,
+        tiff_pattern=pattern,
     )
     truth = SpimTruth(
         root=out,
@@ -201,8 +276,11 @@ def make_spim_dataset(
         background=BACKGROUND,
         camera_offset=CAMERA_OFFSET,
         seed=seed,
+        channels=tuple(names),
+        illuminations=illuminations,
+        illumination_length=ILLUMINATION_LENGTH,
         files={
-            "tiff_pattern": TIFF_PATTERN,
+            "tiff_pattern": pattern,
             "czi_pattern": CZI_PATTERN if write_czi else None,
             "tiff": tiff_files,
             "czi": czi_files,

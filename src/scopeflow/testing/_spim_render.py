@@ -6,7 +6,9 @@ Image formation, per view ``v`` and time point ``t`` (all in view pixel space, `
    anisotropic Gaussian PSF (``erf`` differences, evaluated only within 4sigma);
 2. specimen: a world-space fluorescence field (soft ellipsoid + soft spherical nuclei) sampled at
    the world position of every view voxel (trilinear), then blurred by the same PSF;
-3. depth attenuation ``exp(-z·vz / λ)`` along the view's detection (z) axis;
+3. depth attenuation ``exp(-z·vz / λ)`` along the view's detection (z) axis, and for a one-sided
+   light sheet (several illuminations) ``exp(-d / λ_ill)`` with ``d`` the distance along x from
+   the side the sheet enters;
 4. background photons, Poisson noise, camera offset, clipping to ``uint16``.
 """
 
@@ -176,6 +178,9 @@ def render_view(
     background: float,
     camera_offset: int,
     rng: np.random.Generator,
+    beads: bool = True,
+    illumination_side: int | None = None,
+    illumination_length: float = 200.0,
 ) -> NDArray[np.uint16]:
     """Render one view volume.
 
@@ -199,6 +204,13 @@ def render_view(
         Mean background photons per voxel; constant added after the noise.
     rng
         Source of the Poisson noise.
+    beads
+        Draw the beads (False: a channel in which they do not fluoresce).
+    illumination_side
+        None: uniform illumination. 0 / 1: a light sheet entering from the view's low / high
+        x edge, the signal scaled by ``exp(-distance / illumination_length)`` along x.
+    illumination_length
+        λ of the light sheet's attenuation, µm.
 
     Returns
     -------
@@ -219,7 +231,12 @@ def render_view(
     reach = 4.0 * np.array(psf_px) + 1.0
     upper = np.array([shape[2], shape[1], shape[0]]) - 1.0 + reach
     near = np.all((pts >= -reach) & (pts <= upper), axis=1)
-    splat_points(signal, pts[near], BEAD_PHOTONS * bead_brightness[near], psf_px)
+    if beads:
+        splat_points(signal, pts[near], BEAD_PHOTONS * bead_brightness[near], psf_px)
+    if illumination_side is not None:
+        x = np.arange(shape[2], dtype=np.float64) * vs[0]
+        dist = x if illumination_side == 0 else x[-1] - x
+        signal *= np.exp(-dist / illumination_length)[None, None, :]
     depth = np.arange(shape[0], dtype=np.float64) * vs[2]
     signal *= np.exp(-depth / attenuation_length)[:, None, None]
     signal += background

@@ -83,9 +83,16 @@ class SpimTruth:
         Mean background photons per voxel and the constant added after Poisson noise.
     seed
         The generator seed.
+    channels
+        Channel names (channel 0 holds the beads).
+    illuminations
+        Number of illuminations (1: uniform; more: one-sided light sheets).
+    illumination_length
+        λ of a one-sided light sheet's attenuation along x, µm.
     files
-        Relative paths: ``tiff`` (``[t][v]``), ``czi`` (``[t]``, may be empty), ``config``,
-        ``tiff_pattern``, ``czi_pattern``.
+        Relative paths: ``tiff`` (``[t][v]``, or ``[t][v][c][i]`` with several channels or
+        illuminations), ``czi`` (``[t]``, may be empty), ``config``, ``tiff_pattern``,
+        ``czi_pattern``.
     """
 
     root: Path
@@ -104,6 +111,9 @@ class SpimTruth:
     background: float
     camera_offset: int
     seed: int
+    channels: tuple[str, ...] = ("beads",)
+    illuminations: int = 1
+    illumination_length: float = 200.0
     files: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -137,10 +147,12 @@ class SpimTruth:
         w = np.asarray(pts_xyz, dtype=np.float64) + self.drifts[t]
         return _affine.apply(_affine.invert(self.true_affines[v]), w)
 
-    def path(self, key: str, t: int, v: int | None = None) -> Path:
-        """Absolute path of a data file: ``path("tiff", t, v)`` or ``path("czi", t)``."""
+    def path(self, key: str, t: int, v: int | None = None, c: int = 0, i: int = 0) -> Path:
+        """Absolute path of a data file: ``path("tiff", t, v[, c, i])`` or ``path("czi", t)``."""
         entry = self.files[key]
         rel = entry[t][v] if v is not None else entry[t]
+        if isinstance(rel, list):  # [c][i] with several channels or illuminations
+            rel = rel[c][i]
         return self.root / str(rel)
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,6 +188,9 @@ class SpimTruth:
             "attenuation_length": self.attenuation_length,
             "background": self.background,
             "camera_offset": self.camera_offset,
+            "channels": list(self.channels),
+            "illuminations": self.illuminations,
+            "illumination_length": self.illumination_length,
             "files": self.files,
         }
 
@@ -217,6 +232,9 @@ class SpimTruth:
                 background=float(d["background"]),
                 camera_offset=int(d["camera_offset"]),
                 seed=int(d["seed"]),
+                channels=tuple(str(c) for c in d.get("channels", ["beads"])),
+                illuminations=int(d.get("illuminations", 1)),
+                illumination_length=float(d.get("illumination_length", 200.0)),
                 files=dict(d["files"]),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -43,28 +43,30 @@ def write_tiff_view(
 
 def write_czi_timepoint(
     path: Path,
-    volumes: Sequence[NDArray[np.uint16]],
+    volumes: Sequence[Sequence[NDArray[np.uint16]]],
     *,
     voxel_size: tuple[float, float, float],
     angles: Sequence[float],
     t: int,
+    channel_names: Sequence[str] = (CHANNEL_NAME,),
 ) -> None:
     """Write the views of one time point to a CZI, one scene per view.
 
-    Every plane is written at ``T=0, C=0, Z=z`` of scene ``v`` at location ``(0, 0)``; the
-    scaling goes in as metres (CZI's unit). Custom attributes ``ScopeflowAngles`` (comma-separated
-    degrees, by scene) and ``ScopeflowTimepoint`` describe the layout. The file is read back and
-    compared plane by plane, scaling included; a mismatch raises
-    :class:`~scopeflow.core.errors.FormatError`.
+    ``volumes[c][v]`` is channel ``c`` of view ``v``. Every plane is written at
+    ``T=0, C=c, Z=z`` of scene ``v`` at location ``(0, 0)``; the scaling goes in as metres
+    (CZI's unit). Custom attributes ``ScopeflowAngles`` (comma-separated degrees, by scene) and
+    ``ScopeflowTimepoint`` describe the layout. The file is read back and compared plane by
+    plane, scaling included; a mismatch raises :class:`~scopeflow.core.errors.FormatError`.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with pyczi.create_czi(str(path), exist_ok=True) as czi:
-        for scene, vol in enumerate(volumes):
-            for z in range(vol.shape[0]):
-                czi.write(data=vol[z], plane={"T": 0, "Z": z, "C": 0}, scene=scene)
+        for c, views in enumerate(volumes):
+            for scene, vol in enumerate(views):
+                for z in range(vol.shape[0]):
+                    czi.write(data=vol[z], plane={"T": 0, "Z": z, "C": c}, scene=scene)
         czi.write_metadata(
             document_name=path.stem,
-            channel_names={0: CHANNEL_NAME},
+            channel_names=dict(enumerate(channel_names)),
             scale_x=voxel_size[0] * METRES_PER_MICROMETRE,
             scale_y=voxel_size[1] * METRES_PER_MICROMETRE,
             scale_z=voxel_size[2] * METRES_PER_MICROMETRE,
@@ -73,11 +75,12 @@ def write_czi_timepoint(
                 "ScopeflowTimepoint": int(t),
             },
         )
-    back = read_czi_timepoint(path)
-    if len(back) != len(volumes) or not all(
-        np.array_equal(a, b) for a, b in zip(back, volumes, strict=True)
-    ):
-        raise FormatError(path, "CZI read-back differs from the data written")
+    for c, views in enumerate(volumes):
+        back = read_czi_timepoint(path, c)
+        if len(back) != len(views) or not all(
+            np.array_equal(a, b) for a, b in zip(back, views, strict=True)
+        ):
+            raise FormatError(path, f"CZI read-back of channel {c} differs from the data written")
     with pyczi.open_czi(str(path)) as czi:
         items = czi.metadata["ImageDocument"]["Metadata"]["Scaling"]["Items"]["Distance"]
     metres = {d["@Id"]: float(d["Value"]) for d in items}
@@ -86,14 +89,15 @@ def write_czi_timepoint(
         raise FormatError(path, f"CZI scaling {metres} differs from {expected} m")
 
 
-def read_czi_timepoint(path: str | Path) -> list[NDArray[np.uint16]]:
-    """Read every scene of a CZI written by :func:`write_czi_timepoint` as ``(z, y, x)`` arrays."""
+def read_czi_timepoint(path: str | Path, channel: int = 0) -> list[NDArray[np.uint16]]:
+    """Read one channel of every scene of a CZI of :func:`write_czi_timepoint` as ``(z, y, x)``."""
     out: list[NDArray[np.uint16]] = []
     with pyczi.open_czi(str(path)) as czi:
         nz = czi.total_bounding_box["Z"][1]
         for scene in sorted(czi.scenes_bounding_rectangle):
             planes = [
-                czi.read(plane={"T": 0, "Z": z, "C": 0}, scene=scene)[..., 0] for z in range(nz)
+                czi.read(plane={"T": 0, "Z": z, "C": channel}, scene=scene)[..., 0]
+                for z in range(nz)
             ]
             out.append(np.stack(planes).astype(np.uint16, copy=False))
     return out
@@ -105,10 +109,13 @@ def spim_config(
     timepoints: int,
     angles: Sequence[float],
     voxel_size: tuple[float, float, float],
+    channels: Sequence[str] = (CHANNEL_NAME,),
+    illuminations: int = 1,
+    tiff_pattern: str = TIFF_PATTERN,
 ) -> dict[str, Any]:
     """The ready ``config.yaml`` content for the spim pipeline (Snakemake SPIM vocabulary)."""
     if fmt == "tiff":
-        source: dict[str, Any] = {"format": "tiff", "pattern": TIFF_PATTERN}
+        source: dict[str, Any] = {"format": "tiff", "pattern": tiff_pattern}
     else:
         source = {"format": "czi", "pattern": CZI_PATTERN, "views": "scenes"}
     return {
@@ -116,8 +123,8 @@ def spim_config(
         "ntimepoints": timepoints,
         "angles": [float(a) for a in angles],
         "rotation_around": "y",
-        "channels": [CHANNEL_NAME],
-        "illuminations": [0],
+        "channels": list(channels),
+        "illuminations": list(range(illuminations)),
         "voxel_size": {
             "x": voxel_size[0],
             "y": voxel_size[1],
@@ -138,6 +145,9 @@ def write_spim_configs(
     angles: Sequence[float],
     voxel_size: tuple[float, float, float],
     with_czi: bool,
+    channels: Sequence[str] = (CHANNEL_NAME,),
+    illuminations: int = 1,
+    tiff_pattern: str = TIFF_PATTERN,
 ) -> list[str]:
     """Write ``config.yaml`` (TIFF input) and, with CZI, ``config_czi.yaml``; return their names."""
     header = (
@@ -153,7 +163,14 @@ def write_spim_configs(
             f'#   input: {{format: czi, pattern: "{CZI_PATTERN}", views: scenes}}'
             "  -- see config_czi.yaml\n"
         )
-    kw: dict[str, Any] = {"timepoints": timepoints, "angles": angles, "voxel_size": voxel_size}
+    kw: dict[str, Any] = {
+        "timepoints": timepoints,
+        "angles": angles,
+        "voxel_size": voxel_size,
+        "channels": channels,
+        "illuminations": illuminations,
+        "tiff_pattern": tiff_pattern,
+    }
     for name, fmt in zip(names, ("tiff", "czi"), strict=False):
         body = yaml.safe_dump(spim_config(fmt=fmt, **kw), sort_keys=False)
         atomic_write_text(out / name, header + (alt if fmt == "tiff" else "") + body)

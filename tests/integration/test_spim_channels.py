@@ -41,7 +41,7 @@ def test_every_view_gets_its_angle_registration(run: tuple[SpimTruth, Path]) -> 
                 truth.channels[c]
             ] * truth.n_views
             e = registration_errors(truth, [sd.view_model(0, s) for s in setups], 0)
-            assert e.mean() <= 0.1 and e.max() <= 0.5, (c, i, e.mean(), e.max())
+            assert e.mean() <= 0.03 and e.max() <= 0.1, (c, i, e.mean(), e.max())
 
 
 def test_each_channel_is_fused_and_matches_its_sample(run: tuple[SpimTruth, Path]) -> None:

@@ -65,13 +65,14 @@ def _world(sd, truth: SpimTruth, t: int, v: int, world: np.ndarray) -> np.ndarra
     return _affine.apply(sd.view_model(t, v), truth.world_to_view(v, t, world))
 
 
-def test_views_are_registered_to_a_tenth_of_a_pixel(run: tuple[SpimTruth, Path]) -> None:
+def test_views_are_registered_to_three_hundredths_of_a_pixel(run: tuple[SpimTruth, Path]) -> None:
     truth, out = run
     sd = read_spimdata(out / "outputs" / "registered.xml")
     for t in range(truth.n_timepoints):
         models = [sd.view_model(t, v) for v in range(truth.n_views)]
         e = registration_errors(truth, models, t)
-        assert e.mean() <= 0.1 and e.max() <= 0.5, (t, e.mean(), e.max())
+        # issue 5: <= 0.1 mean (goal 0.03), <= 0.5 max; 0.009 / 0.029 measured
+        assert e.mean() <= 0.03 and e.max() <= 0.1, (t, e.mean(), e.max())
 
 
 def test_drift_between_time_points_is_recovered(run: tuple[SpimTruth, Path]) -> None:

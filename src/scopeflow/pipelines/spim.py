@@ -260,12 +260,12 @@ def detect(ctx: UnitContext) -> dict[str, Any]:
     t = _t(ctx)
     setups = [k.setup for k in cfg.bead_keys()]
     views = _views_of(ctx.run_dir / ctx.upstream["resave"]["xml"], t, setups)
-    beads = steps.timepoint_beads(views, cfg.detection, cfg.anisotropy)
+    beads, reports = steps.timepoint_beads(views, cfg.detection, cfg.anisotropy)
     path = ctx.output_path("_work", "beads", f"t{t:04d}.npz")
     np.savez(path, **{f"v{v}": b for v, b in enumerate(beads)})  # type: ignore[arg-type]
     counts = [len(b) for b in beads]
     ctx.log.info("time point %d: beads per angle %s", t, counts)
-    return {"beads": ctx.relative(path), "counts": counts}
+    return {"beads": ctx.relative(path), "counts": counts, "views": reports}
 
 
 def _load_beads(path: Path, n_views: int) -> list[np.ndarray]:

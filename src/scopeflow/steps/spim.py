@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from scopeflow.core.config import StrictModel
 from scopeflow.core.errors import FormatError, InputNotFoundError
 from scopeflow.io import open_image
+from scopeflow.ops.spim.bead_bias import intensity_gradient_shift
 from scopeflow.ops.spim.beads import detect_beads
 from scopeflow.ops.spim.ransac import ransac
 from scopeflow.ops.spim.register import MatchOptions, match_pair, register_points
@@ -75,6 +76,11 @@ class DetectionParams(StrictModel):
     max_detections: int | None = Field(None, ge=1, description="keep the strongest N per view")
     localization: Literal["quadratic", "gaussian"] = Field(
         "quadratic", description="sub-pixel fit: quadratic on the DoG, or a 3-D Gaussian"
+    )
+    gradient_correction: bool = Field(
+        True,
+        description="remove the shift an intensity gradient (depth attenuation, one-sided "
+        "light sheet) gives every bead's apparent centre, measured from the beads",
     )
     channel: str | None = Field(
         None, description="channel with the beads (its name; default the first channel)"
@@ -252,10 +258,16 @@ def _read_czi_views(path: Path, keys: Sequence[ViewKey]) -> list[NDArray[Any]]:
 
 def timepoint_beads(
     views: Sequence[NDArray[Any]], params: DetectionParams, anisotropy: float
-) -> list[F64]:
-    """Bead positions ``(x, y, z)`` in each view's pixels."""
-    return [
-        detect_beads(
+) -> tuple[list[F64], list[dict[str, Any]]]:
+    """Bead positions ``(x, y, z)`` in each view's pixels, and per view what was corrected.
+
+    With ``params.gradient_correction`` the shift that the view's intensity gradient gives
+    every bead's apparent centre is measured from the beads and removed
+    (:mod:`scopeflow.ops.spim.bead_bias`).
+    """
+    beads, reports = [], []
+    for vol in views:
+        xyz = detect_beads(
             vol,
             sigma=params.sigma,
             threshold=params.threshold,
@@ -266,8 +278,14 @@ def timepoint_beads(
             max_detections=params.max_detections,
             localization=params.localization,
         ).xyz
-        for vol in views
-    ]
+        report: dict[str, Any] = {"beads": len(xyz)}
+        if params.gradient_correction and params.find_maxima:
+            bias = intensity_gradient_shift(vol, xyz)
+            xyz = xyz - bias.shift
+            report["gradient_correction"] = bias.to_dict()
+        beads.append(xyz)
+        reports.append(report)
+    return beads, reports
 
 
 def register_views(

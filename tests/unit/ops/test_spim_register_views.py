@@ -3,6 +3,9 @@
 The bar of issue 5: for true beads visible in two views, their true view coordinates mapped
 through the two estimated view -> world models must agree to <= 0.1 px on average (goal 0.03),
 <= 0.5 px at most, starting from nominal transforms that are off by several pixels.
+
+Without the bead-centre correction of :mod:`scopeflow.ops.spim.bead_bias` the views' depth
+attenuation biases every bead (~0.07 px measured); with it the goal is met.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import pytest
 import tifffile
 
 from scopeflow.core import affine as _affine
+from scopeflow.ops.spim.bead_bias import intensity_gradient_shift
 from scopeflow.ops.spim.beads import detect_beads
 from scopeflow.ops.spim.models import apply_model
 from scopeflow.ops.spim.register import MatchOptions, register_points
@@ -22,8 +26,17 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> SpimTruth:
     return make_spim_dataset(tmp_path_factory.mktemp("spim"), views=4, timepoints=1, seed=11)
 
 
-@pytest.mark.parametrize("descriptor", ["rotation_invariant", "translation_invariant"])
-def test_views_register_to_sub_pixel_accuracy(dataset: SpimTruth, descriptor: str) -> None:
+@pytest.mark.parametrize(
+    ("descriptor", "corrected", "bar"),
+    [
+        ("rotation_invariant", False, 0.1),
+        ("translation_invariant", False, 0.1),
+        ("rotation_invariant", True, 0.03),
+    ],
+)
+def test_views_register_to_sub_pixel_accuracy(
+    dataset: SpimTruth, descriptor: str, corrected: bool, bar: float
+) -> None:
     truth = dataset
     nominal_error = registration_errors(truth, list(truth.nominal_affines))
     assert nominal_error.mean() > 2.0  # the starting point is off by pixels
@@ -31,10 +44,11 @@ def test_views_register_to_sub_pixel_accuracy(dataset: SpimTruth, descriptor: st
     for v in range(truth.n_views):
         vol = tifffile.imread(truth.path("tiff", 0, v))
         det = detect_beads(vol, anisotropy=truth.voxel_size[2] / truth.voxel_size[0])
-        points.append(apply_model(truth.nominal_affines[v], det.xyz))
+        xyz = det.xyz - intensity_gradient_shift(vol, det.xyz).shift if corrected else det.xyz
+        points.append(apply_model(truth.nominal_affines[v], xyz))
     reg = register_points(points, MatchOptions(descriptor=descriptor, model="affine"))
     assert not reg.fit.unlinked
     estimated = [_affine.compose(reg.models[v], truth.nominal_affines[v]) for v in range(4)]
     err = registration_errors(truth, estimated)
-    assert err.mean() <= 0.1, (err.mean(), err.max(), nominal_error.mean())
+    assert err.mean() <= bar, (err.mean(), err.max(), nominal_error.mean())
     assert err.max() <= 0.5, (err.mean(), err.max())

@@ -10,6 +10,7 @@ import numpy as np
 import tifffile
 
 from scopeflow.core import affine as _affine
+from scopeflow.ops.spim.bead_bias import intensity_gradient_shift
 from scopeflow.ops.spim.beads import detect_beads
 from scopeflow.ops.spim.register import MatchOptions, register_points
 from scopeflow.testing import SpimTruth, make_cyto_dataset, make_spim_dataset
@@ -35,11 +36,17 @@ def spim_dataset(shape: tuple[int, int, int] = (128, 256, 256), views: int = 4) 
 
 
 def spim_views_and_beads(truth: SpimTruth) -> tuple[list[Any], list[Any]]:
-    """The views of time point 0 and their beads mapped by the nominal transforms (world)."""
+    """The views of time point 0 and their beads mapped by the nominal transforms (world).
+
+    Detection as the pipeline's: DoG, quadratic fit, intensity-gradient bias removed.
+    """
     vols = [tifffile.imread(truth.path("tiff", 0, v)) for v in range(truth.n_views)]
     anisotropy = truth.voxel_size[2] / truth.voxel_size[0]
-    dets = [detect_beads(v, anisotropy=anisotropy) for v in vols]
-    pts = [_affine.apply(truth.nominal_affines[v], d.xyz) for v, d in enumerate(dets)]
+    xyz = []
+    for vol in vols:
+        found = detect_beads(vol, anisotropy=anisotropy).xyz
+        xyz.append(found - intensity_gradient_shift(vol, found).shift)
+    pts = [_affine.apply(truth.nominal_affines[v], p) for v, p in enumerate(xyz)]
     return vols, pts
 
 

@@ -7,9 +7,10 @@ two convolutions and the point-wise steps). B is measured in the same run as the
 large NumPy copy (bytes read + written per second, best of 5).
 
 Data: ``--views`` Poisson-noise views of ``--size``^3 voxels, anisotropic Gaussian PSFs of
-19 x 19 x 25 voxels (each view's long axis turned by 90 degrees), weights 1, one thread.
+19 x 19 x 25 voxels (each view's long axis turned by 90 degrees), weights 1; ``--threads``
+(default 1) CPU cores, the process pinned to them, ``deconvolve_views(threads=...)``.
 
-    python benchmarks/spim_deconvolution.py --size 128 --views 4 --iterations 3
+    python benchmarks/spim_deconvolution.py --size 128 --views 4 --iterations 3 [--threads 2]
 """
 
 from __future__ import annotations
@@ -55,16 +56,19 @@ def _psf(sigma_zyx: tuple[float, float, float]) -> np.ndarray:
     return ndimage.gaussian_filter(k, sigma_zyx)
 
 
-def measure(size: int, views: int, iterations: int, block: int | None) -> dict[str, Any]:
+def measure(
+    size: int, views: int, iterations: int, block: int | None, threads: int = 1
+) -> dict[str, Any]:
     """Seconds per iteration of ``deconvolve_views`` and the floor."""
     rng = np.random.default_rng(0)
     shape = (size, size, size)
     data = [rng.poisson(100.0, shape).astype(np.float32) for _ in range(views)]
     psfs = [_psf((3.0, 1.0, 1.0)) if v % 2 == 0 else _psf((1.0, 1.0, 3.0)) for v in range(views)]
     weights = [np.ones(shape, np.float32)] * views
-    deconvolve_views(data, weights, psfs, iterations=1, block=block)  # warm-up (FFT plans)
+    kw: dict[str, Any] = {"block": block, "threads": threads}
+    deconvolve_views(data, weights, psfs, iterations=1, **kw)  # warm-up (FFT plans, kernels)
     t0 = time.perf_counter()
-    deconvolve_views(data, weights, psfs, iterations=iterations, block=block)
+    deconvolve_views(data, weights, psfs, iterations=iterations, **kw)
     per_iteration = (time.perf_counter() - t0) / iterations
     return {"block": block, "s_per_iteration": round(per_iteration, 3)}
 
@@ -75,19 +79,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.threads]))
     b = bandwidth()
     n = args.size**3
     floor = BYTES_PER_VOXEL_VIEW * args.views * n / b
-    runs = [measure(args.size, args.views, args.iterations, blk) for blk in (None, 64)]
+    runs = [
+        measure(args.size, args.views, args.iterations, blk, args.threads) for blk in (None, 64)
+    ]
     for r in runs:
         r["x_floor"] = round(r["s_per_iteration"] / floor, 1)
     out = {
         "benchmark": "spim_deconvolution",
         "voxels": n,
         "views": args.views,
+        "threads": args.threads,
         "bandwidth_gb_s": round(b / 1e9, 2),
         "floor_s_per_iteration": round(floor, 4),
         "runs": runs,

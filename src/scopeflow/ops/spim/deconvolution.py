@@ -25,6 +25,11 @@ kernel ``K_v`` depends on the PSF type [1]_:
 Weights: each view's blending weights normalised to sum to 1 over views at each voxel, then
 multiplied by ``osem`` (OSEM speed-up, 1 = none; ``number of views`` = maximal) and clipped at 1.
 
+On the CPU the point-wise steps run as two compiled loops (Numba, one pass each: the ratio
+``q_v`` written straight into the second convolution's input buffer, then the update of ``psi``
+from ``u_v``), the FFTs use ``threads`` workers and the loops ``threads`` slabs of planes; with
+CuPy, array operations do the same steps.
+
 References
 ----------
 .. [1] Preibisch S, Amat F, Stamataki E, Sarov M, Singer RH, Myers E, Tomancak P (2014)
@@ -35,6 +40,7 @@ References
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -147,30 +153,91 @@ def normalise_weights(weights: Sequence[ArrayLike], osem: float = 1.0) -> list[F
 
 
 class _Convolver:
-    """Same-size convolution of volumes of one shape with fixed kernels (spectra cached)."""
+    """Same-size convolution of volumes of one shape with fixed kernels (spectra cached).
 
-    def __init__(self, xp: Any, shape: tuple[int, ...], kshape: tuple[int, ...]) -> None:
+    The volume is padded by the kernel radius (mirrored, no dark border from zero padding) and
+    transformed at ``next_fast_len`` sizes. On the CPU (NumPy) the padded volume lives in a
+    reused buffer of the transform's size (filled in place: no padded copies), and the inverse
+    transform drops the planes and rows outside the result after the first and second axes
+    (about a fifth of its time saved); ``workers`` threads per transform.
+    """
+
+    def __init__(
+        self, xp: Any, shape: tuple[int, ...], kshape: tuple[int, ...], workers: int = 1
+    ) -> None:
         self.xp = xp
         self.shape = shape
-        self.half = [k // 2 for k in kshape]
+        self.half = (kshape[0] // 2, kshape[1] // 2, kshape[2] // 2)
         self.fshape = [
             sfft.next_fast_len(s + k - 1, real=True) for s, k in zip(shape, kshape, strict=True)
         ]
         self.fft = sfft if xp is np else xp.fft  # scipy's FFT is the faster on the CPU
         self.axes = (0, 1, 2)
+        self.kw: dict[str, int] = {"workers": workers} if xp is np else {}
+        self.buf: F32 | None = None
 
     def spectrum(self, kernel: NDArray[Any]) -> Any:
         k = self.xp.asarray(kernel, dtype=self.xp.float32)
-        return self.fft.rfftn(k, s=self.fshape, axes=self.axes)
+        return self.fft.rfftn(k, s=self.fshape, axes=self.axes, **self.kw)
 
     def __call__(self, vol: Any, spectrum: Any) -> Any:
+        """``vol`` convolved (any array module)."""
         xp = self.xp
         pad = [(h, h) for h in self.half]
-        padded = xp.pad(vol, pad, mode="reflect")  # no dark border from zero padding
+        padded = xp.pad(vol, pad, mode="reflect")
         spec = self.fft.rfftn(padded, s=self.fshape, axes=self.axes) * spectrum
         full = self.fft.irfftn(spec, s=self.fshape, axes=self.axes)
         sl = tuple(slice(2 * h, 2 * h + n) for h, n in zip(self.half, self.shape, strict=True))
         return full[sl].astype(xp.float32, copy=False)
+
+    def buffer(self) -> F32:
+        """The (NumPy) input buffer of the transform's size: the padded volume, then zeros."""
+        if self.buf is None:
+            self.buf = np.zeros(self.fshape, dtype=np.float32)  # the zeros are never written
+        return self.buf
+
+    def interior(self) -> F32:
+        """Where the volume goes in :meth:`buffer`; its padding is filled by the convolution."""
+        sl = tuple(slice(h, h + n) for h, n in zip(self.half, self.shape, strict=True))
+        return self.buffer()[sl]
+
+    def convolve_interior(self, spectrum: Any) -> tuple[F32, tuple[int, int, int]]:
+        """The volume written to :meth:`interior`, convolved (NumPy).
+
+        Returns ``(full, offset)``: the result's voxel ``idx`` is ``full[offset + idx]``.
+        """
+        buf = self.buffer()
+        _reflect_pad(buf, self.half, self.shape)
+        spec = sfft.rfftn(buf, **self.kw)
+        spec *= spectrum
+        (h0, h1, h2), (n0, n1, _) = self.half, self.shape
+        t = sfft.ifft(spec, axis=0, overwrite_x=True, **self.kw)[2 * h0 : 2 * h0 + n0]
+        t = sfft.ifft(t, axis=1, overwrite_x=True, **self.kw)[:, 2 * h1 : 2 * h1 + n1]
+        full: F32 = sfft.irfft(t, n=self.fshape[2], axis=2, **self.kw)
+        return full, (0, 0, 2 * h2)
+
+
+def _reflect_pad(buf: F32, half: tuple[int, ...], shape: tuple[int, ...]) -> None:
+    """Fill the ``half``-wide borders of ``buf[half : half + shape]`` as ``np.pad`` 'reflect'."""
+    if any(h >= n for h, n in zip(half, shape, strict=True)):  # reflected more than once
+        sl = tuple(slice(h, h + n) for h, n in zip(half, shape, strict=True))
+        padded = np.pad(buf[sl], [(h, h) for h in half], mode="reflect")
+        buf[tuple(slice(0, n) for n in padded.shape)] = padded
+        return
+    for ax, (h, n) in enumerate(zip(half, shape, strict=True)):
+        if h == 0:
+            continue
+        # axes before ``ax`` are padded already (corners as np.pad), later ones not yet
+        idx: list[slice] = [
+            slice(0, m + 2 * g) if a < ax else slice(g, g + m)
+            for a, (g, m) in enumerate(zip(half, shape, strict=True))
+        ]
+
+        def at(s: slice, ax: int = ax, idx: list[slice] = idx) -> tuple[slice, ...]:
+            return tuple(s if a == ax else idx[a] for a in range(3))
+
+        buf[at(slice(0, h))] = buf[at(slice(2 * h, h, -1))]
+        buf[at(slice(h + n, 2 * h + n))] = buf[at(slice(h + n - 2, n - 2, -1))]
 
 
 def deconvolve_views(
@@ -186,6 +253,7 @@ def deconvolve_views(
     init: ArrayLike | None = None,
     gpu: bool | None = False,
     block: int | None = None,
+    threads: int = 1,
 ) -> F32:
     """Multi-view Richardson-Lucy deconvolution of views resampled onto one grid.
 
@@ -215,6 +283,9 @@ def deconvolve_views(
         Update block by block (cubes of this many voxels, each computed on a window two
         kernel radii larger): the FFTs then need memory for one window instead of the whole
         volume, and the result is the same as without blocks.
+    threads : int
+        CPU threads of the FFTs and the point-wise steps (NumPy only); 1 inside a Dask worker
+        whose cores are already used by the other units.
 
     Returns
     -------
@@ -227,8 +298,7 @@ def deconvolve_views(
         )
     xp = array_module(gpu)
     phi = [xp.asarray(np.asarray(v, dtype=np.float32)) for v in views]
-    w_np = normalise_weights(weights, osem)
-    w = [xp.asarray(x) for x in w_np]
+    w = [xp.asarray(x) for x in normalise_weights(weights, osem)]
     k1 = [_norm(np.asarray(p, dtype=np.float64)) for p in psfs]
     k2 = backprojection_kernels(psfs, psf_type)
     if init is None:
@@ -239,33 +309,106 @@ def deconvolve_views(
         psi = xp.asarray(np.asarray(init, dtype=np.float32))
     psi = xp.maximum(psi.astype(xp.float32), min_intensity)
     top = float(max(float(p.max()) for p in phi)) or 1.0
-    shape = tuple(int(n) for n in phi[0].shape)
-    halo = 2 * (max(k1[0].shape) // 2)  # psi within 2 kernel radii decides a voxel's update
-    blocks = list(_blocks(shape, block, halo)) if block else [None]
-    kernels: dict[tuple[int, ...], tuple[_Convolver, list[Any], list[Any]]] = {}
-
-    def convolver(wshape: tuple[int, ...]) -> tuple[_Convolver, list[Any], list[Any]]:
-        if wshape not in kernels:
-            c = _Convolver(xp, wshape, k1[0].shape)
-            kernels[wshape] = (c, [c.spectrum(k) for k in k1], [c.spectrum(k) for k in k2])
-        return kernels[wshape]
-
-    opts: dict[str, float] = {"lam": lam, "top": top, "min_intensity": min_intensity}
-    for _ in range(iterations):
-        for v in range(len(phi)):
-            if blocks == [None]:
-                c, f1, f2 = convolver(shape)
-                psi = _update(psi, phi[v], w[v], conv=c, f1=f1[v], f2=f2[v], **opts)
-                continue
-            new_psi = psi.copy()
-            for win, inner, dst in blocks:  # type: ignore[misc]
-                c, f1, f2 = convolver(tuple(s.stop - s.start for s in win))
-                part = _update(psi[win], phi[v][win], w[v][win], conv=c, f1=f1[v], f2=f2[v], **opts)
-                new_psi[dst] = part[inner]
-            psi = new_psi
+    step = _Step(xp, k1, k2, lam=lam, top=top, min_intensity=min_intensity, threads=threads)
+    with step:
+        for _ in range(iterations):
+            for v in range(len(phi)):
+                psi = step.view(psi, phi[v], w[v], v, block)
     out = psi.get() if hasattr(psi, "get") else psi
     result: F32 = np.asarray(out, dtype=np.float32)
     return result
+
+
+class _Step:
+    """One view's update of the estimate, whole or block by block, with cached kernels."""
+
+    def __init__(
+        self,
+        xp: Any,
+        k1: list[F32],
+        k2: list[F32],
+        *,
+        lam: float,
+        top: float,
+        min_intensity: float,
+        threads: int,
+    ) -> None:
+        self.xp, self.k1, self.k2 = xp, k1, k2
+        self.opts: dict[str, float] = {"lam": lam, "top": top, "min_intensity": min_intensity}
+        self.threads = max(1, int(threads)) if xp is np else 1
+        self.pool: ThreadPoolExecutor | None = None
+        self.kernels: dict[tuple[int, ...], tuple[_Convolver, list[Any], list[Any]]] = {}
+        self.spare: Any = None  # the estimate before the last whole update, reused as output
+
+    def __enter__(self) -> _Step:
+        if self.threads > 1:
+            self.pool = ThreadPoolExecutor(self.threads)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def convolver(self, shape: tuple[int, ...]) -> tuple[_Convolver, list[Any], list[Any]]:
+        """The convolver of windows of ``shape`` and its spectra of ``k1`` and ``k2``."""
+        if shape not in self.kernels:
+            c = _Convolver(self.xp, shape, self.k1[0].shape, self.threads)
+            self.kernels[shape] = (
+                c,
+                [c.spectrum(k) for k in self.k1],
+                [c.spectrum(k) for k in self.k2],
+            )
+        return self.kernels[shape]
+
+    def view(self, psi: Any, phi: Any, w: Any, v: int, block: int | None) -> Any:
+        """``psi`` updated with view ``v`` (``psi`` may be reused as a later output)."""
+        shape = tuple(int(n) for n in psi.shape)
+        if not block:
+            c, f1, f2 = self.convolver(shape)
+            # the output is a distinct array (vectorised loops need no overlap), recycled
+            out = self.spare if self.spare is not None and self.spare.shape == psi.shape else None
+            new = self.update(psi, phi, w, (c, f1[v], f2[v]), out=out)
+            self.spare = psi if self.xp is np else None
+            return new
+        halo = 2 * (max(self.k1[0].shape) // 2)  # psi within 2 kernel radii decides a voxel
+        new_psi = psi.copy()
+        for win, inner, dst in _blocks(shape, block, halo):
+            c, f1, f2 = self.convolver(tuple(s.stop - s.start for s in win))
+            part = self.update(psi[win], phi[win], w[win], (c, f1[v], f2[v]), out=None)
+            new_psi[dst] = part[inner]
+        return new_psi
+
+    def update(
+        self, psi: Any, phi: Any, w: Any, kern: tuple[_Convolver, Any, Any], *, out: Any
+    ) -> Any:
+        """One view's Richardson-Lucy update of ``psi`` (arrays of one window), into ``out``.
+
+        ``kern``: the window's convolver and the view's two kernel spectra; ``out``: an array
+        of ``psi``'s shape other than ``psi``, or None for a new one (NumPy only).
+        """
+        conv, f1, f2 = kern
+        if self.xp is not np:
+            return _update(psi, phi, w, conv=conv, f1=f1, f2=f2, **self.opts)
+        from scopeflow.ops.spim._kernels import rl_ratio, rl_update  # Numba when needed
+
+        psi, phi, w = (np.ascontiguousarray(a) for a in (psi, phi, w))
+        out = np.empty_like(psi) if out is None else out
+        np.copyto(conv.interior(), psi)
+        blurred, boff = conv.convolve_interior(f1)
+        buf, inner = conv.buffer(), conv.half
+        self.planes(lambda a, b: rl_ratio(phi, blurred, boff, buf, inner, a, b), len(psi))
+        u, uoff = conv.convolve_interior(f2)
+        lam, top, floor = (float(self.opts[k]) for k in ("lam", "top", "min_intensity"))
+        self.planes(lambda a, b: rl_update(psi, u, uoff, w, lam, top, floor, out, a, b), len(psi))
+        return out
+
+    def planes(self, func: Any, n: int) -> None:
+        """``func(z0, z1)`` over ``0..n``, in ``threads`` slabs of planes."""
+        if self.pool is None:
+            func(0, n)
+            return
+        cuts = np.linspace(0, n, self.threads + 1).round().astype(int)
+        list(self.pool.map(func, cuts[:-1].tolist(), cuts[1:].tolist()))
 
 
 def _update(
@@ -280,13 +423,14 @@ def _update(
     top: float,
     min_intensity: float,
 ) -> Any:
-    """One view's Richardson-Lucy update of ``psi`` (arrays of one window)."""
+    """One view's Richardson-Lucy update with array-module operations (CuPy)."""
     xp = conv.xp
     blurred = conv(psi, f1)
     q = xp.where(phi > 0, phi / xp.maximum(blurred, 1e-12), 1.0)
     new = psi * conv(q.astype(xp.float32), f2)
     if lam > 0:
-        new = (xp.sqrt(1.0 + 2.0 * lam * xp.maximum(new, 0) / top) - 1.0) / lam * top
+        n = xp.maximum(new, 0)  # (sqrt(1 + 2 lam n / top) - 1) / lam * top, without cancellation
+        new = 2.0 * n / (1.0 + xp.sqrt(1.0 + 2.0 * lam * n / top))
     new = xp.where(xp.isfinite(new), xp.maximum(new, min_intensity), min_intensity)
     return (psi + w * (new - psi)).astype(xp.float32)
 

@@ -18,7 +18,12 @@ where ``I_v`` is view ``v`` sampled with linear interpolation at the view-pixel 
   no other view sees.
 
 The output is computed per block (:func:`fuse_block`), so memory stays bounded whatever the
-volume size; :func:`fuse` tiles a bounding box into blocks.
+volume size; :func:`fuse` tiles a bounding box into blocks, ``threads`` of them at once. Per view
+and block, one compiled loop (Numba, :mod:`scopeflow.ops.spim._kernels`) maps each output voxel
+to its view pixel, computes its weight and, where that is not 0, samples the view (linear
+interpolation, edge values repeated: ``scipy.ndimage`` ``order=1, mode='nearest'``) and adds to
+the block's weighted sum; no coordinate arrays are stored. Weights are float32 (as are the
+output and the sums), coordinates float64.
 
 References
 ----------
@@ -58,6 +63,7 @@ __all__ = [
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
+_NO_CONTENT = np.ones((1, 1, 1), dtype=np.float32)  # the kernel's content array when there is none
 
 
 @dataclass(frozen=True)
@@ -189,114 +195,121 @@ def fuse_block(
         Content-based weights per view (:func:`content_weights`).
     content_factor : (int, int), optional
         ``(fz, fxy)`` downsampling of the ``content`` arrays.
+
+    Returns
+    -------
+    numpy.ndarray
+        The block's ``(z, y, x)`` float32 values (0 where no view has weight).
     """
-    shape = tuple(s.stop - s.start for s in block)
+    shape = _block_shape(block)
     total = np.zeros(shape, dtype=np.float32)
     wsum = np.zeros(shape, dtype=np.float32)
     for v, (vol, a) in enumerate(zip(views, view_to_world, strict=True)):
-        seen = _view_block(
-            vol,
+        _view_block(
+            _kernel_view(vol),
             a,
             grid,
             block,
+            (total, wsum, (0, 0, 0)),
             border=border,
             blending_range=blending_range,
             content=None if content is None else content[v],
             content_factor=content_factor,
+            accumulate=True,
         )
-        if seen is not None:
-            values, w = seen
-            total += w * values
-            wsum += w
-    out = np.zeros(shape, dtype=np.float32)
-    np.divide(total, wsum, out=out, where=wsum > 0)
-    return out
+    np.divide(total, wsum, out=total, where=wsum > 0)  # total is 0 where wsum is
+    return total
+
+
+def _block_shape(block: tuple[slice, slice, slice]) -> tuple[int, int, int]:
+    return (
+        block[0].stop - block[0].start,
+        block[1].stop - block[1].start,
+        block[2].stop - block[2].start,
+    )
+
+
+def _kernel_view(vol: ArrayLike) -> NDArray[np.generic]:
+    """A view as the kernel takes it: C-contiguous uint8, uint16 or float32 (else float32)."""
+    from scopeflow.ops.spim._kernels import KERNEL_DTYPES  # Numba is imported when needed
+
+    data = np.asarray(vol)
+    if data.dtype not in KERNEL_DTYPES:
+        data = data.astype(np.float32)
+    return np.ascontiguousarray(data)
+
+
+def _block_map(
+    view_to_world: ArrayLike, grid: FusionGrid, block: tuple[slice, slice, slice]
+) -> tuple[F64, F64]:
+    """``(mat, off)``: block index ``(z, y, x)`` → view pixel ``(z, y, x) = mat @ idx + off``."""
+    start_xyz = np.array([block[2].start, block[1].start, block[0].start], dtype=np.float64)
+    m = _affine.compose(_affine.invert(view_to_world), grid.index_to_world())
+    mat = np.ascontiguousarray(m[::-1, :3][:, ::-1], dtype=np.float64)
+    off = np.ascontiguousarray((m[:, :3] @ start_xyz + m[:, 3])[::-1], dtype=np.float64)
+    return mat, off
+
+
+def _sees(mat: F64, off: F64, shape: tuple[int, int, int], vshape: tuple[int, ...]) -> bool:
+    """Whether the block's view coordinates overlap the view's box on every axis."""
+    corners = np.array(
+        [
+            [k, j, i]
+            for k in (0, shape[0] - 1)
+            for j in (0, shape[1] - 1)
+            for i in (0, shape[2] - 1)
+        ],
+        dtype=np.float64,
+    )
+    c = corners @ mat.T + off
+    return bool(((c.max(axis=0) >= 0) & (c.min(axis=0) <= np.asarray(vshape) - 1.0)).all())
 
 
 def _view_block(
-    vol: NDArray[np.generic],
+    data: NDArray[np.generic],
     view_to_world: ArrayLike,
     grid: FusionGrid,
     block: tuple[slice, slice, slice],
+    out: tuple[F32, F32, tuple[int, int, int]],
     *,
     border: float,
     blending_range: float,
     content: F32 | None = None,
     content_factor: tuple[int, int] | None = None,
-) -> tuple[F32, F32] | None:
-    """One view over an output block: its samples (linear) and weights; None if it sees none."""
-    shape = tuple(s.stop - s.start for s in block)
-    start_xyz = np.array([block[2].start, block[1].start, block[0].start], dtype=np.float64)
-    # output index (x, y, z) -> view pixel (x, y, z), then in (z, y, x) order for ndimage
-    m = _affine.compose(_affine.invert(view_to_world), grid.index_to_world())
-    mat = np.ascontiguousarray(m[::-1, :3][:, ::-1])
-    off = (m[:, :3] @ start_xyz + m[:, 3])[::-1]
-    data = np.asarray(vol)
-    w = _block_weights(
-        mat, off, shape=shape, vshape=data.shape, border=border, blending_range=blending_range
-    )
-    if w is None:
-        return None
-    values = ndimage.affine_transform(
+    accumulate: bool,
+) -> None:
+    """One view over an output block, by :func:`._kernels.sample_view`.
+
+    ``out``: value and weight arrays and the index in them of the block's first voxel;
+    ``accumulate``: add ``w * value`` and ``w`` to them, else write value and weight (voxels of
+    weight 0 are left as they are).
+    """
+    from scopeflow.ops.spim._kernels import sample_view
+
+    shape = _block_shape(block)
+    mat, off = _block_map(view_to_world, grid, block)
+    if not _sees(mat, off, shape, data.shape):
+        return
+    cvol, cscale = _NO_CONTENT, np.ones(3)
+    if content is not None and content_factor is not None:
+        cvol = np.ascontiguousarray(content, dtype=np.float32)
+        cscale = np.array([content_factor[0], content_factor[1], content_factor[1]], np.float64)
+    values, weights, start = out
+    sample_view(
         data,
         mat,
-        offset=off,
-        output_shape=shape,
-        order=1,
-        mode="nearest",
-        output=np.float32,
-        prefilter=False,
+        off,
+        shape,
+        float(border),
+        float(blending_range),
+        cvol,
+        cscale,
+        cvol is not _NO_CONTENT,
+        values,
+        weights,
+        start,
+        accumulate,
     )
-    if content is not None and content_factor is not None:
-        scale = np.array([content_factor[0], content_factor[1], content_factor[1]], float)
-        w *= ndimage.affine_transform(
-            content,
-            mat / scale[:, None],
-            offset=(off + 0.5) / scale - 0.5,
-            output_shape=shape,
-            order=1,
-            mode="nearest",
-            output=np.float32,
-            prefilter=False,
-        )
-    return values, w
-
-
-def _block_weights(
-    mat: F64,
-    off: F64,
-    *,
-    shape: tuple[int, ...],
-    vshape: tuple[int, ...],
-    border: float,
-    blending_range: float,
-) -> F32 | None:
-    """Cosine-blending weights of one view over an output block (None if it sees none of it).
-
-    A view-pixel coordinate is affine in the block index, so each axis' coordinate is a sum of
-    three broadcast 1-D ramps: no coordinate arrays of the block's size are stored.
-    """
-    ramps = [np.arange(n, dtype=np.float32) for n in shape]
-    w: F32 | None = None
-    for d in range(3):  # view axis d (z, y, x)
-        c = (
-            np.float32(mat[d, 0]) * ramps[0][:, None, None]
-            + np.float32(mat[d, 1]) * ramps[1][None, :, None]
-            + np.float32(mat[d, 2]) * ramps[2][None, None, :]
-            + np.float32(off[d])
-        )
-        n = vshape[d]
-        if c.max() < 0 or c.min() > n - 1:
-            return None
-        dist = np.minimum(c, np.float32(n - 1) - c) - np.float32(border)
-        if blending_range > 0:
-            t = np.clip(dist / np.float32(blending_range), 0.0, 1.0)
-            wd = np.float32(0.5) - np.float32(0.5) * np.cos(np.float32(np.pi) * t)
-        else:
-            wd = np.ones_like(dist)
-        wd[dist < 0] = 0.0
-        w = wd if w is None else w * wd
-    return w
 
 
 def grid_blocks(shape_zyx: Sequence[int], block: int = 64) -> Iterator[tuple[slice, slice, slice]]:
@@ -343,8 +356,8 @@ def fuse(
     dtype : {'float32', 'uint16'}
         Output type (``uint16``: rounded and clipped).
     threads : int
-        Blocks fused at once (NumPy and SciPy release the GIL); 1 inside a Dask worker whose
-        cores are already used by the other units.
+        Blocks fused at once (the kernels release the GIL); 1 inside a Dask worker whose cores
+        are already used by the other units.
 
     Returns
     -------
@@ -353,6 +366,7 @@ def fuse(
     """
     if dtype not in ("float32", "uint16"):
         raise ConfigError("fusion", [("pixel_type", f"expected float32 or uint16, got {dtype!r}")])
+    views = [_kernel_view(v) for v in views]  # once, not per block
     content = None
     factor = None
     if content_based:
@@ -405,16 +419,20 @@ def resample_to_grid(
 
     What multi-view deconvolution needs per view; the same sampling as :func:`fuse`.
     """
-    values = np.zeros(grid.shape, dtype=np.float32)
+    values = np.zeros(grid.shape, dtype=np.float32)  # 0 = "no data here" for deconvolution
     weights = np.zeros(grid.shape, dtype=np.float32)
+    data = _kernel_view(volume)
     for sl in grid_blocks(grid.shape, block):
-        seen = _view_block(
-            volume, view_to_world, grid, sl, border=border, blending_range=blending_range
+        _view_block(
+            data,
+            view_to_world,
+            grid,
+            sl,
+            (values, weights, (sl[0].start, sl[1].start, sl[2].start)),
+            border=border,
+            blending_range=blending_range,
+            accumulate=False,
         )
-        if seen is not None:
-            v, w = seen
-            values[sl] = np.where(w > 0, v, 0.0)  # 0 = "no data here" for the deconvolution
-            weights[sl] = w
     return values, weights
 
 

@@ -1,8 +1,19 @@
-"""Run inside multiview-stitcher's venv (see peers_spim.py): its fusion and marker registration.
+"""Run inside multiview-stitcher's venv (see peers_spim.py): one operation of the comparison.
 
-Input: a JSON job file with the view TIFFs, voxel size, each view's pixel -> world affine
-(x y z, 3 x 4), the output grid, bead point sets per pair and the worker count. Output: JSON
-with timings and result paths. Only multiview-stitcher's public functions are called.
+Input: a JSON job file: ``part`` (``registration``, ``fusion``, ``content`` or
+``deconvolution``), the view TIFFs, voxel size, each view's pixel -> world affine (x y z,
+3 x 4), the output grid, the worker count and what the part needs (bead point sets per pair,
+sigmas, ``.npy`` inputs, output paths). Output: one JSON line with timings; volumes are written
+to the ``.npy`` paths the job names. Only multiview-stitcher's public functions are called:
+
+* ``registration.registration_marker_based(fixed_zyx, moving_zyx, transform_type,
+  ransac_num_iterations)``;
+* ``fusion.fuse(sims, transform_key, fusion_func, weights_func, weights_func_kwargs,
+  output_stack_properties, output_chunksize)`` with the default ``weighted_average_fusion`` and,
+  for content-based fusion, ``weights_func=weights.content_based`` (``sigma_1``, ``sigma_2``:
+  Gaussian sigmas in output-grid pixels, applied to the views resampled on the grid);
+* ``fusion.multi_view_deconvolution(transformed_views, blending_weights, psfs, psf_type,
+  n_iterations, lambda_reg, min_value)`` on views already on the grid (NaN = no data).
 """
 
 import json
@@ -12,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from multiview_stitcher import fusion, param_utils, registration
+from multiview_stitcher import fusion, param_utils, registration, weights
 from multiview_stitcher import spatial_image_utils as siu
 
 
@@ -25,8 +36,8 @@ def mvs_affine(view_to_world, voxel_size):
     return p @ a @ p
 
 
-def main(job_path):
-    job = json.loads(Path(job_path).read_text())
+def load_sims(job):
+    """The views as its SpatialImages, with our registered affines under ``registered``."""
     vs = job["voxel_size"]
     sims = []
     for path, model in zip(job["views"], job["view_to_world"], strict=True):
@@ -40,26 +51,63 @@ def main(job_path):
         )
         siu.set_sim_affine(sim, param_utils.affine_to_xaffine(mvs_affine(model, vs)), "registered")
         sims.append(sim)
+    return sims
+
+
+def run_fuse(sims, job, **kwargs):
+    """``fusion.fuse`` onto the job's grid, computed with Dask threads and the job's workers."""
     g = job["grid"]
+    fused = fusion.fuse(
+        sims,
+        transform_key="registered",
+        output_stack_properties={
+            "spacing": {"z": g["spacing"], "y": g["spacing"], "x": g["spacing"]},
+            "origin": {"z": g["origin"][2], "y": g["origin"][1], "x": g["origin"][0]},
+            "shape": {"z": g["shape"][0], "y": g["shape"][1], "x": g["shape"][2]},
+        },
+        output_chunksize=job.get("chunksize", 128),
+        **kwargs,
+    )
+    arr = fused.data.compute(scheduler="threads", num_workers=job["workers"])
+    return np.asarray(arr).squeeze().astype(np.float32)
 
-    def run_fuse() -> np.ndarray:
-        fused = fusion.fuse(
-            sims,
-            transform_key="registered",
-            output_stack_properties={
-                "spacing": {"z": g["spacing"], "y": g["spacing"], "x": g["spacing"]},
-                "origin": {"z": g["origin"][2], "y": g["origin"][1], "x": g["origin"][0]},
-                "shape": {"z": g["shape"][0], "y": g["shape"][1], "x": g["shape"][2]},
-            },
-            output_chunksize=128,
-        )
-        return np.asarray(fused.data.compute(scheduler="threads", num_workers=job["workers"]))
 
-    run_fuse()  # warm-up, as scopeflow's fusion gets one
+def part_fusion(job):
+    sims = load_sims(job)
+    run_fuse(sims, job)  # warm-up, as scopeflow's fusion gets one
     t0 = time.perf_counter()
-    arr = run_fuse()
-    t_fuse = time.perf_counter() - t0
-    np.save(job["fused_out"], arr.squeeze().astype(np.float32))
+    arr = run_fuse(sims, job)
+    t = time.perf_counter() - t0
+    np.save(job["fused_out"], arr)
+    return {"fuse_s": t}
+
+
+def _int_if_integral(x):
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def part_content(job):
+    sims = load_sims(job)
+    # its required chunk overlap is ``2 * sigma_2`` used as a pixel count: a float sigma_2
+    # (even 11.0) makes fuse fail (TypeError in np.zeros), so integral sigmas are passed as int
+    kwargs = {k: _int_if_integral(job[k]) for k in ("sigma_1", "sigma_2")}
+    # warm-up: the plain weighted average (same resampling and blending code; a content-based
+    # warm-up would double the cost of the expensive part)
+    np.save(job["plain_out"], run_fuse(sims, job))
+    t0 = time.perf_counter()
+    arr = run_fuse(
+        sims,
+        job,
+        fusion_func=fusion.weighted_average_fusion,
+        weights_func=weights.content_based,
+        weights_func_kwargs=kwargs,
+    )
+    t = time.perf_counter() - t0
+    np.save(job["fused_out"], arr)
+    return {"fuse_s": t, "overlap_px": weights.content_based.required_overlap(kwargs)}
+
+
+def part_registration(job):
     regs = {}
     for key, (fixed, moving) in job["pairs"].items():
         t0 = time.perf_counter()
@@ -75,11 +123,43 @@ def main(job_path):
             regs[key] = {"s": s, "affine_zyx": mat.tolist()}
         except Exception as exc:
             regs[key] = {"s": time.perf_counter() - t0, "error": f"{type(exc).__name__}: {exc}"}
-    print(
-        json.dumps(
-            {"fuse_s": t_fuse, "registration": regs}, default=lambda o: np.asarray(o).tolist()
-        )
-    )
+    return {"registration": regs}
+
+
+def part_deconvolution(job):
+    views = np.load(job["views_npy"])  # (n, z, y, x) float32, NaN where a view has no data
+    blend = np.load(job["weights_npy"])  # (n, z, y, x), summing to 1 over views (or 0)
+    psfs = list(np.load(job["psfs_npy"]))
+    kwargs = {
+        "psfs": psfs,
+        "psf_type": job["psf_type"],
+        "lambda_reg": job["lambda"],
+        "min_value": job["min_value"],
+    }
+    # n_iterations=0: compound kernels + initial estimate only (its setup); it doubles as the
+    # warm-up (direct convolution has no plans to warm)
+    t0 = time.perf_counter()
+    fusion.multi_view_deconvolution(views, blend, n_iterations=0, **kwargs)
+    setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = fusion.multi_view_deconvolution(views, blend, n_iterations=job["iterations"], **kwargs)
+    total = time.perf_counter() - t0
+    np.save(job["deconvolved_out"], np.asarray(out, dtype=np.float32))
+    return {"setup_s": setup, "total_s": total}
+
+
+PARTS = {
+    "registration": part_registration,
+    "fusion": part_fusion,
+    "content": part_content,
+    "deconvolution": part_deconvolution,
+}
+
+
+def main(job_path):
+    job = json.loads(Path(job_path).read_text())
+    got = PARTS[job["part"]](job)
+    print(json.dumps(got, default=lambda o: np.asarray(o).tolist()))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,134 @@
+"""The scheduler interface, the job description it takes and the state it reports.
+
+A job's files live under its *scheduler directory* (``JobSpec.job_dir / "scheduler"``):
+
+``exit.json``
+    Written atomically by :mod:`~scopeflow.service.schedulers.wrapper` when the command ends:
+    ``exit_code`` (negative: killed by that signal), ``started``, ``finished`` (UTC ISO),
+    ``cancelled``.
+``stdout.log``, ``stderr.log``
+    The command's output (the service serves them as the scheduler's logs).
+``cancel``
+    Present once a cancel was asked for, so a killed command reads as cancelled.
+
+Adapters keep no state in memory: a worker that restarts re-attaches to a job from its
+scheduler id and directory alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "JobSpec",
+    "Scheduler",
+    "SchedulerState",
+    "SchedulerStatus",
+    "read_exit_record",
+    "scheduler_dir",
+    "status_from_exit_record",
+]
+
+
+class SchedulerState(StrEnum):
+    """What a scheduler says about a job."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+    """The scheduler could not be asked (a failed query): ask again later, never completion."""
+
+
+@dataclass(frozen=True)
+class SchedulerStatus:
+    """A job's state, its exit code once known, and a human-readable detail."""
+
+    state: SchedulerState
+    exit_code: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run: built by the service from a command template, never from user text.
+
+    Attributes
+    ----------
+    name
+        A label for the scheduler (sanitised by the adapter before use).
+    argv
+        The command as a list; no element is ever interpreted by a shell.
+    job_dir
+        The job's directory; the scheduler files go to ``job_dir / "scheduler"``.
+    cwd
+        Working directory of the command (default ``job_dir``).
+    resources
+        ``cores``, ``memory`` (e.g. ``"16G"``), ``walltime`` (``"HH:MM:SS"``), ``partition``,
+        ``gpus``: what the template asks for (Slurm uses them; local ignores them).
+    account
+        Slurm ``account``, ``partition``, ``qos`` of the user (from the service settings).
+    env
+        Extra environment variables for the command.
+    """
+
+    name: str
+    argv: list[str]
+    job_dir: Path
+    cwd: Path | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    account: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Scheduler(Protocol):
+    """What the worker needs from a scheduler adapter."""
+
+    name: str
+
+    def submit(self, spec: JobSpec) -> str:
+        """Start (or queue) the job; return the scheduler's id for it."""
+        ...
+
+    def status(self, scheduler_id: str, job_dir: Path) -> SchedulerStatus:
+        """The job's state (re-attaching from the id and directory alone)."""
+        ...
+
+    def cancel(self, scheduler_id: str, job_dir: Path) -> None:
+        """Ask for the job to stop; its status becomes ``cancelled`` once it has."""
+        ...
+
+
+def scheduler_dir(job_dir: Path) -> Path:
+    """``job_dir / "scheduler"``."""
+    return Path(job_dir) / "scheduler"
+
+
+def read_exit_record(job_dir: Path) -> dict[str, Any] | None:
+    """The wrapper's exit record, or None while there is none (or it is unreadable)."""
+    path = scheduler_dir(job_dir) / "exit.json"
+    try:
+        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return record
+
+
+def status_from_exit_record(job_dir: Path) -> SchedulerStatus | None:
+    """The final status the exit record gives, or None without one."""
+    record = read_exit_record(job_dir)
+    if record is None:
+        return None
+    code = int(record.get("exit_code", -1))
+    if record.get("cancelled") or (scheduler_dir(job_dir) / "cancel").exists():
+        return SchedulerStatus(SchedulerState.CANCELLED, code, "cancelled")
+    if code == 0:
+        return SchedulerStatus(SchedulerState.SUCCEEDED, 0, "exit 0")
+    what = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+    return SchedulerStatus(SchedulerState.FAILED, code, what)

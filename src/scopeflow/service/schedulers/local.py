@@ -1,0 +1,143 @@
+"""The ``local`` scheduler: a detached process group per job, re-attached from its records.
+
+``submit`` starts the wrapper in a new session (``setsid``: its own process group, no
+controlling terminal), so it survives the service and its worker. ``scheduler/pid.json`` holds
+the wrapper's pid and process start time: a later ``status`` (from any process) knows the job is
+still running only if a process with that pid *and* that start time exists, so a recycled pid is
+never mistaken for the job. A job whose process is gone without an exit record failed (killed
+with SIGKILL, machine rebooted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from scopeflow.core.fileio import atomic_write_json
+from scopeflow.service.schedulers.base import (
+    JobSpec,
+    SchedulerState,
+    SchedulerStatus,
+    scheduler_dir,
+    status_from_exit_record,
+)
+
+__all__ = ["LocalScheduler"]
+
+_WRAPPER = "scopeflow.service.schedulers.wrapper"
+
+
+class LocalScheduler:
+    """Jobs as detached local processes.
+
+    Parameters
+    ----------
+    python
+        Interpreter that runs the wrapper (default: this one).
+    grace_s
+        Seconds between SIGTERM and SIGKILL on cancel.
+    """
+
+    name = "local"
+
+    def __init__(self, python: str | None = None, grace_s: float = 20.0) -> None:
+        self.python = python or sys.executable
+        self.grace_s = grace_s
+
+    def submit(self, spec: JobSpec) -> str:
+        """Start the job detached; return its wrapper's pid as the scheduler id."""
+        folder = scheduler_dir(spec.job_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in ("exit.json", "cancel", "pid.json"):
+            (folder / stale).unlink(missing_ok=True)
+        env = {**os.environ, **spec.env}
+        with (
+            (folder / "stdout.log").open("ab") as out,
+            (folder / "stderr.log").open("ab") as err,
+        ):
+            proc = subprocess.Popen(  # an argv list: no shell
+                [self.python, "-m", _WRAPPER, str(spec.job_dir), "--", *spec.argv],
+                cwd=spec.cwd or spec.job_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                close_fds=True,
+            )
+        created = psutil.Process(proc.pid).create_time()
+        atomic_write_json(folder / "pid.json", {"pid": proc.pid, "create_time": created})
+        return str(proc.pid)
+
+    def status(self, scheduler_id: str, job_dir: Path) -> SchedulerStatus:
+        """From the exit record; else running while the recorded process lives; else failed."""
+        final = status_from_exit_record(job_dir)
+        if final is not None:
+            _reap(int(scheduler_id))
+            return final
+        proc = _process(job_dir, scheduler_id)
+        if proc is not None:
+            return SchedulerStatus(SchedulerState.RUNNING, None, f"pid {scheduler_id}")
+        final = status_from_exit_record(job_dir)  # it may have finished in between
+        if final is not None:
+            return final
+        if (scheduler_dir(job_dir) / "cancel").exists():
+            return SchedulerStatus(SchedulerState.CANCELLED, None, "killed after cancel")
+        return SchedulerStatus(
+            SchedulerState.FAILED, None, "the process ended without an exit record (killed?)"
+        )
+
+    def cancel(self, scheduler_id: str, job_dir: Path) -> None:
+        """SIGTERM to the job's process group; SIGKILL after ``grace_s`` if it still lives."""
+        folder = scheduler_dir(job_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "cancel").touch()
+        proc = _process(job_dir, scheduler_id)
+        if proc is None:
+            return
+        _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        while time.monotonic() < deadline:
+            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                _reap(proc.pid)
+                return
+            time.sleep(0.1)
+        _signal_group(proc.pid, signal.SIGKILL)
+        _reap(proc.pid)
+
+
+def _process(job_dir: Path, scheduler_id: str) -> psutil.Process | None:
+    """The job's wrapper process if it still runs (same pid *and* start time)."""
+    try:
+        rec = json.loads((scheduler_dir(job_dir) / "pid.json").read_text(encoding="utf-8"))
+        if str(rec["pid"]) != scheduler_id or not re.fullmatch(r"\d+", scheduler_id):
+            return None
+        proc = psutil.Process(int(rec["pid"]))
+        if abs(proc.create_time() - float(rec["create_time"])) > 0.01:
+            return None  # the pid was reused
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            _reap(proc.pid)
+            return None
+    except (FileNotFoundError, ValueError, KeyError, psutil.Error):
+        return None
+    return proc
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)  # the wrapper leads its own session and process group
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a wrapper that is our own child (no zombie left)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

@@ -2,7 +2,7 @@
 # Install the system packages scopeflow's integration tests need on Debian 12:
 # a single-node Slurm (slurmctld, slurmd, client tools, munge), Slurm
 # accounting (slurmdbd + MariaDB, so that `sacct` works) and OpenMPI
-# (mpirun plus the headers mpi4py builds against).
+# (mpirun plus the headers mpi4py builds against) and PostgreSQL (the service's tests).
 #
 # Idempotent: when everything is already installed it only checks dpkg and
 # exits (no `apt-get update`, well under a second). Must run as root (or via
@@ -23,6 +23,8 @@ packages=(
     gcc
     # used by slurm-up.sh to see whether a daemon is running
     procps
+    # the service's database tests run on SQLite and on a real PostgreSQL (postgres-up.sh)
+    postgresql
 )
 if [[ "${SCOPEFLOW_NO_SLURMDBD:-0}" != "1" ]]; then
     packages+=(slurmdbd mariadb-server)

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from scopeflow import __version__
+from scopeflow.cli_service import admin_app, db_app
 from scopeflow.core import (
     ClusterKind,
     ConfigError,
@@ -35,6 +36,8 @@ app = typer.Typer(
 )
 synth_app = typer.Typer(help="Write synthetic data with known ground truth.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
 
 out = Console()
 err = Console(stderr=True)

@@ -8,11 +8,14 @@ import pytest
 
 EXPECTED = {
     "scopeflow.core": {
+        "AlreadyExistsError",
+        "BadPathError",
         "ClusterError",
         "ClusterKind",
         "ConfigError",
         "FormatError",
         "InputNotFoundError",
+        "InvalidTransitionError",
         "PipelineError",
         "RunDirError",
         "RunFailedError",
@@ -146,11 +149,17 @@ def test_error_tree() -> None:
         "RunDirError",
         "ClusterError",
         "RunFailedError",
+        "InvalidTransitionError",
+        "AlreadyExistsError",
+        "BadPathError",
     ):
         assert issubclass(getattr(core, name), core.ScopeflowError)
     assert issubclass(core.InputNotFoundError, FileNotFoundError)
     assert issubclass(core.ConfigError, ValueError)
     assert issubclass(core.UnknownNameError, KeyError)
+    assert issubclass(core.InvalidTransitionError, ValueError)
+    assert issubclass(core.AlreadyExistsError, ValueError)
+    assert issubclass(core.BadPathError, ValueError)
 
 
 def test_errors_survive_pickling() -> None:
@@ -169,6 +178,8 @@ def test_errors_survive_pickling() -> None:
         core.RunDirError(Path("/run"), problem="locked"),
         core.RunFailedError([("s", "u", "boom")]),
         core.PipelineError("cycle"),
+        core.InvalidTransitionError("running", "ready", job_id="ab12", reason="changed"),
+        core.AlreadyExistsError("user", "alice"),
         UnitError("s[u]", "ValueError: x", "tb"),
     ]
     for err in errors:

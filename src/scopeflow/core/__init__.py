@@ -2,10 +2,13 @@
 
 from scopeflow.core.enums import ClusterKind, RunStatus, UnitState
 from scopeflow.core.errors import (
+    AlreadyExistsError,
+    BadPathError,
     ClusterError,
     ConfigError,
     FormatError,
     InputNotFoundError,
+    InvalidTransitionError,
     PipelineError,
     RunDirError,
     RunFailedError,
@@ -15,11 +18,14 @@ from scopeflow.core.errors import (
 from scopeflow.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = [
+    "AlreadyExistsError",
+    "BadPathError",
     "ClusterError",
     "ClusterKind",
     "ConfigError",
     "FormatError",
     "InputNotFoundError",
+    "InvalidTransitionError",
     "PipelineError",
     "RunDirError",
     "RunFailedError",

@@ -126,3 +126,57 @@ class RunFailedError(ScopeflowError, RuntimeError):
         )
         more = f" (+{len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
         super().__init__(f"{len(self.failed)} unit(s) failed: {head}{more}")
+
+
+class InvalidTransitionError(ScopeflowError, ValueError):
+    """A job cannot move from its current state to the one asked for.
+
+    Parameters
+    ----------
+    old
+        The job's current state.
+    new
+        The state that was asked for.
+    job_id
+        The job, when known.
+    reason
+        Why, when it is not simply that the state table forbids it (e.g. the job's state was
+        changed by another process in the meantime).
+    """
+
+    def __init__(
+        self, old: str, new: str, *, job_id: str | None = None, reason: str | None = None
+    ) -> None:
+        self.old = str(old)
+        self.new = str(new)
+        self.job_id = job_id
+        self.reason = reason
+        what = f"job {job_id}" if job_id else "a job"
+        why = f": {reason}" if reason else ""
+        super().__init__(f"{what} cannot go from {self.old!r} to {self.new!r}{why}")
+
+
+class AlreadyExistsError(ScopeflowError, ValueError):
+    """Something with this name exists already (a user, a template …)."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(f"{kind} {name!r} exists already")
+
+
+class BadPathError(ScopeflowError, ValueError):
+    """A client-supplied file name is not acceptable (absolute, ``..``, symlink, too long …).
+
+    Parameters
+    ----------
+    name
+        The name as the client sent it.
+    problem
+        What is wrong with it.
+    """
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        self.problem = problem
+        super().__init__(f"bad path {name!r}: {problem}")

@@ -1,0 +1,239 @@
+"""Users, passwords and bearer tokens.
+
+Passwords are hashed with argon2id (argon2-cffi's defaults). A token is 32 random bytes
+(URL-safe base64), shown to its owner once; the database keeps only its SHA-256, so a leaked
+database does not leak usable tokens. Login sessions expire; API keys may not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+from functools import cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import Argon2Error, InvalidHashError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from scopeflow.core.errors import AlreadyExistsError
+from scopeflow.service.db import Token, TokenKind, User, utcnow
+
+__all__ = [
+    "MAX_TOKEN_LENGTH",
+    "authenticate",
+    "create_user",
+    "hash_password",
+    "hash_token",
+    "issue_token",
+    "purge_expired_tokens",
+    "resolve_token",
+    "revoke",
+    "verify_password",
+]
+
+MAX_TOKEN_LENGTH = 256
+"""Longer strings are not tokens (ours are 43 characters); they are refused without hashing."""
+
+_LAST_USED_RESOLUTION = timedelta(minutes=1)  # write last_used_at at most this often per token
+
+_hasher = PasswordHasher()
+
+
+@cache
+def _dummy_hash() -> str:
+    """A hash to verify against when a user does not exist (so the reply takes as long)."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    """The argon2id hash of ``password`` (salted; a string to store as it is)."""
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches ``password_hash``; False (never an error) for a bad hash."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (Argon2Error, InvalidHashError, UnicodeEncodeError):
+        return False
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 (hexadecimal) of a token: what the database stores and looks up."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_user(
+    session: Session,
+    name: str,
+    password: str,
+    *,
+    is_admin: bool = False,
+    group: str | None = None,
+) -> User:
+    """Add a user (flushed, not committed).
+
+    Parameters
+    ----------
+    session
+        Database session.
+    name
+        Login name: 1 to 64 characters, no surrounding whitespace.
+    password
+        The password (not empty); only its hash is stored.
+    is_admin
+        Give the admin role.
+    group
+        Group or project, used e.g. to choose the user's cluster account.
+
+    Raises
+    ------
+    AlreadyExistsError
+        A user of this name exists.
+    ValueError
+        The name or the password is not acceptable.
+    """
+    if not name or name != name.strip() or len(name) > 64:
+        raise ValueError(f"a user name has 1 to 64 characters, no surrounding spaces: {name!r}")
+    if not password:
+        raise ValueError("the password must not be empty")
+    if session.scalar(select(User.id).where(User.name == name)) is not None:
+        raise AlreadyExistsError("user", name)
+    user = User(name=name, password_hash=hash_password(password), is_admin=is_admin, group=group)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate(session: Session, name: str, password: str) -> User | None:
+    """The user with this name and password, or None.
+
+    Takes about as long for an unknown name as for a wrong password (a dummy hash is verified),
+    so that replies do not tell which names exist. An outdated hash (weaker parameters than the
+    current defaults) is replaced on success (flushed, not committed).
+    """
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        verify_password(_dummy_hash(), password)
+        return None
+    if not verify_password(user.password_hash, password):
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+        session.flush()
+    return user
+
+
+def issue_token(
+    session: Session,
+    user: User,
+    kind: TokenKind | str = TokenKind.SESSION,
+    ttl: timedelta | float | None = None,
+    *,
+    name: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Make a new token for ``user`` and return it; it cannot be read back later.
+
+    Parameters
+    ----------
+    session
+        Database session (the token is flushed, not committed).
+    user
+        Owner of the token.
+    kind
+        ``session`` (a login) or ``api_key`` (for scripts).
+    ttl
+        Lifetime, as a timedelta or in seconds; None for a token that does not expire (allowed
+        for API keys only).
+    name
+        A label (e.g. which script uses an API key).
+    now
+        Creation time (default: now).
+
+    Raises
+    ------
+    ValueError
+        A session token without a lifetime, or a lifetime that is not positive.
+    """
+    kind = TokenKind(kind)
+    if ttl is None and kind is TokenKind.SESSION:
+        raise ValueError("a session token needs a lifetime (ttl)")
+    if ttl is not None and not isinstance(ttl, timedelta):
+        ttl = timedelta(seconds=ttl)
+    if ttl is not None and ttl <= timedelta(0):
+        raise ValueError(f"a token's lifetime must be positive, got {ttl}")
+    now = now or utcnow()
+    token = secrets.token_urlsafe(32)
+    session.add(
+        Token(
+            user_id=user.id,
+            token_hash=hash_token(token),
+            kind=kind,
+            name=name,
+            created_at=now,
+            expires_at=None if ttl is None else now + ttl,
+        )
+    )
+    session.flush()
+    return token
+
+
+def _find(session: Session, token: object) -> Token | None:
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    try:
+        digest = hash_token(token)
+    except UnicodeEncodeError:  # lone surrogates
+        return None
+    return session.scalar(select(Token).where(Token.token_hash == digest))
+
+
+def resolve_token(session: Session, token: object, now: datetime | None = None) -> User | None:
+    """The user a token belongs to, or None if it is unknown, expired or not a token at all.
+
+    Never raises on bad input. Records when the token was last used (at most once a minute per
+    token; flushed, not committed).
+
+    Parameters
+    ----------
+    session
+        Database session.
+    token
+        The token as the client sent it.
+    now
+        Time of use (default: now).
+    """
+    record = _find(session, token)
+    if record is None:
+        return None
+    now = now or utcnow()
+    if record.expires_at is not None and record.expires_at <= now:
+        return None
+    if record.last_used_at is None or now - record.last_used_at >= _LAST_USED_RESOLUTION:
+        record.last_used_at = now
+        session.flush()
+    return record.user
+
+
+def revoke(session: Session, token: str) -> bool:
+    """Delete a token (flushed, not committed); returns whether it existed."""
+    record = _find(session, token)
+    if record is None:
+        return False
+    session.delete(record)
+    session.flush()
+    return True
+
+
+def purge_expired_tokens(session: Session, now: datetime | None = None) -> int:
+    """Delete every expired token (flushed, not committed); returns how many."""
+    now = now or utcnow()
+    result = session.execute(
+        delete(Token)
+        .where(Token.expires_at.is_not(None), Token.expires_at <= now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))

@@ -1,0 +1,504 @@
+"""A job's files: client-supplied names, sandboxed paths, quota and resumable uploads.
+
+Pure logic on the file system (no HTTP): the API routes and the worker call these.
+
+Path rules (:func:`safe_relpath`): a name is a relative POSIX path of at most 4096 bytes (UTF-8)
+whose components are at most 255 bytes; no absolute paths, no ``.`` or ``..`` components, no empty
+components (``a//b``, trailing ``/``), no backslashes, no Windows drive letters, no NUL or other
+control characters. :func:`resolve_in` then joins the name to a job directory, refuses any
+existing component that is a symlink and checks with :meth:`pathlib.Path.resolve` that the result
+stays inside the directory.
+
+Resumable uploads (:class:`UploadStore`), for one job::
+
+    JOB/
+      input/            the input tree the pipeline reads (finished files only)
+      .uploads/         KEY.json (declared path, size, SHA-256) and KEY.part (bytes so far)
+
+``begin`` declares a file, ``offset`` says how many bytes the server holds, ``append`` adds bytes
+at exactly that offset, ``finish`` verifies size and SHA-256 and renames the part into
+``input/`` atomically. The part lives under ``.uploads/`` rather than next to its target, so
+that the input tree never holds half a file and a client file called ``x.part`` cannot collide
+with an upload in progress.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from scopeflow.core.errors import BadPathError, ScopeflowError
+from scopeflow.core.fileio import atomic_write_json
+
+__all__ = [
+    "MAX_COMPONENT_BYTES",
+    "MAX_PATH_BYTES",
+    "DigestMismatchError",
+    "QuotaExceededError",
+    "UploadError",
+    "UploadExistsError",
+    "UploadOffsetError",
+    "UploadStore",
+    "resolve_in",
+    "safe_relpath",
+    "used_bytes",
+]
+
+MAX_COMPONENT_BYTES = 255
+"""Longest file-name component, in UTF-8 bytes (the limit of common Linux file systems)."""
+MAX_PATH_BYTES = 4096
+"""Longest relative path, in UTF-8 bytes (``PATH_MAX`` on Linux)."""
+UPLOADS_DIR = ".uploads"
+"""Folder of a job (next to its input tree) holding upload records and parts."""
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class UploadError(ScopeflowError, ValueError):
+    """An upload request cannot be carried out.
+
+    Parameters
+    ----------
+    path
+        The file's relative path.
+    problem
+        What is wrong.
+    """
+
+    def __init__(self, path: str | PurePosixPath, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"upload of {self.path!r}: {problem}")
+
+
+class UploadOffsetError(UploadError):
+    """Bytes were sent for an offset other than the number of bytes the server holds."""
+
+    def __init__(self, path: str | PurePosixPath, expected: int, got: int) -> None:
+        self.expected = expected
+        self.got = got
+        super().__init__(path, f"offset {got} does not match the {expected} bytes held")
+
+
+class DigestMismatchError(UploadError):
+    """A finished file's SHA-256 differs from the declared one (the file was discarded)."""
+
+    def __init__(self, path: str | PurePosixPath, expected: str, got: str) -> None:
+        self.expected = expected
+        self.got = got
+        super().__init__(path, f"SHA-256 {got} does not match the declared {expected}")
+
+
+class QuotaExceededError(UploadError):
+    """Declaring this upload would take the user past their quota."""
+
+    def __init__(self, path: str | PurePosixPath, size: int, used: int, quota: int) -> None:
+        self.size = size
+        self.used = used
+        self.quota = quota
+        super().__init__(path, f"{size} bytes would exceed the quota ({used} of {quota} used)")
+
+
+class UploadExistsError(ScopeflowError, FileExistsError):
+    """The target file exists already (and ``overwrite`` was not asked for)."""
+
+    def __init__(self, path: str | PurePosixPath) -> None:
+        self.path = str(path)
+        message = f"file exists already: {self.path}"
+        super().__init__(message)
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+# -- names and paths ---------------------------------------------------------------------------
+
+
+def safe_relpath(name: str) -> PurePosixPath:
+    """Check a client-supplied relative file name and return it as a path.
+
+    Parameters
+    ----------
+    name
+        E.g. ``"tiff/t000_v00.tif"``.
+
+    Returns
+    -------
+    PurePosixPath
+        The same name, as a path (never normalised: a name that would need normalising is refused).
+
+    Raises
+    ------
+    BadPathError
+        The name breaks one of the path rules of this module.
+    """
+    if not isinstance(name, str):
+        raise BadPathError(repr(name), "not a string")
+    if not name:
+        raise BadPathError(name, "empty name")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+        raise BadPathError(name, "control character (NUL, newline …) or unpaired surrogate")
+    if "\\" in name:
+        raise BadPathError(name, "backslash (use '/' between folders)")
+    if name.startswith("/"):
+        raise BadPathError(name, "absolute path")
+    if _DRIVE.match(name):
+        raise BadPathError(name, "Windows drive letter")
+    if len(name.encode("utf-8")) > MAX_PATH_BYTES:
+        raise BadPathError(name, f"longer than {MAX_PATH_BYTES} bytes")
+    parts = name.split("/")
+    for part in parts:
+        if part == "":
+            raise BadPathError(name, "empty path component ('//' or a trailing '/')")
+        if part in (".", ".."):
+            raise BadPathError(name, f"{part!r} path component")
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            raise BadPathError(name, f"a component is longer than {MAX_COMPONENT_BYTES} bytes")
+    return PurePosixPath(*parts)
+
+
+def resolve_in(root: Path, rel: str | PurePosixPath) -> Path:
+    """Join a relative name to ``root`` and prove the result stays inside it.
+
+    Parameters
+    ----------
+    root
+        An existing directory (a job's input tree, a run directory).
+    rel
+        A client-supplied name (checked with :func:`safe_relpath`) or a path from it.
+
+    Returns
+    -------
+    Path
+        ``root.resolve() / rel``; it need not exist.
+
+    Raises
+    ------
+    BadPathError
+        The name is not acceptable, a component that exists is a symlink, or the result
+        resolves to somewhere outside ``root``.
+    """
+    rel = safe_relpath(str(rel))
+    base = Path(root).resolve(strict=True)
+    current = base
+    for part in rel.parts:
+        current = current / part
+        if current.is_symlink():
+            raise BadPathError(str(rel), f"{current.relative_to(base)} is a symbolic link")
+    if not current.resolve().is_relative_to(base):
+        raise BadPathError(str(rel), "resolves to a location outside its folder")
+    return current
+
+
+def used_bytes(user_root: Path) -> int:
+    """Bytes a user's directory holds, plus what declared uploads still have to send.
+
+    Symbolic links are not followed (and count as nothing). A missing directory holds 0 bytes.
+
+    Parameters
+    ----------
+    user_root
+        The folder of all of one user's jobs (or of one job).
+    """
+    total = 0
+    stack = [Path(user_root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+                if folder.name == UPLOADS_DIR and entry.name.endswith(".json"):
+                    total += _pending_bytes(Path(entry.path))
+    return total
+
+
+def _pending_bytes(record: Path) -> int:
+    """Declared size minus the bytes received so far, for one upload record."""
+    try:
+        size = int(json.loads(record.read_text(encoding="utf-8"))["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    part = record.with_suffix(".part")
+    held = part.stat().st_size if part.exists() else 0
+    return max(0, size - held)
+
+
+# -- incremental digests -----------------------------------------------------------------------
+
+
+class _DigestCache:
+    """SHA-256 state of parts being written, valid while the part is exactly as we left it.
+
+    A part whose size, inode or mtime differ from what the cache saw (written by another process,
+    or the service restarted) is hashed again from its first byte.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, tuple[Any, tuple[int, int, int]]] = OrderedDict()
+        self._capacity = capacity
+
+    @staticmethod
+    def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def get(self, part: Path, st: os.stat_result) -> Any:
+        """A hash object holding the part's bytes (fresh from the file if not cached)."""
+        with self._lock:
+            item = self._items.pop(str(part), None)
+        if item is not None and item[1] == self._stamp(st):
+            return item[0]
+        digest = hashlib.sha256()
+        with part.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        return digest
+
+    def put(self, part: Path, digest: Any) -> None:
+        """Remember ``digest`` as the state of ``part`` as it is now."""
+        stamp = self._stamp(part.stat())
+        with self._lock:
+            self._items[str(part)] = (digest, stamp)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+    def drop(self, part: Path) -> None:
+        """Forget ``part``."""
+        with self._lock:
+            self._items.pop(str(part), None)
+
+
+_DIGESTS = _DigestCache()
+
+
+# -- uploads -----------------------------------------------------------------------------------
+
+
+class UploadStore:
+    """Resumable uploads into one job's input tree.
+
+    Parameters
+    ----------
+    input_dir
+        The job's input tree; created when missing.
+    state_dir
+        Where upload records and parts are kept; default ``input_dir.parent / ".uploads"``.
+        Must be on the same file system as ``input_dir`` (finished parts are renamed).
+    """
+
+    def __init__(self, input_dir: Path, *, state_dir: Path | None = None) -> None:
+        self.input_dir = Path(input_dir)
+        self.state_dir = Path(state_dir) if state_dir else self.input_dir.parent / UPLOADS_DIR
+        self.input_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    # paths and records
+
+    def _key(self, rel: PurePosixPath) -> str:
+        return hashlib.sha256(str(rel).encode("utf-8")).hexdigest()[:32]
+
+    def _record_path(self, rel: PurePosixPath) -> Path:
+        return self.state_dir / f"{self._key(rel)}.json"
+
+    def _part_path(self, rel: PurePosixPath) -> Path:
+        return self.state_dir / f"{self._key(rel)}.part"
+
+    def _record(self, rel: PurePosixPath) -> dict[str, Any]:
+        try:
+            record: dict[str, Any] = json.loads(self._record_path(rel).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UploadError(rel, "no upload in progress (call begin first)") from None
+        return record
+
+    # protocol
+
+    def begin(
+        self,
+        path: str,
+        size: int,
+        sha256: str,
+        *,
+        quota: int | None = None,
+        used: int | None = None,
+        overwrite: bool = False,
+    ) -> int:
+        """Declare a file; return the bytes already held (0, or more when resuming).
+
+        Declaring the same path with the same size and digest again resumes the upload;
+        a different declaration discards the bytes held so far.
+
+        Parameters
+        ----------
+        path
+            Relative name inside the input tree (see :func:`safe_relpath`).
+        size
+            The file's size in bytes.
+        sha256
+            The file's SHA-256, 64 hexadecimal digits.
+        quota
+            The user's quota in bytes; ``None`` for no limit.
+        used
+            Bytes the user uses now; default :func:`used_bytes` of this job's folder. Pass
+            ``used_bytes(user_root)`` to count all of the user's jobs.
+        overwrite
+            Replace an existing file of that name when the upload finishes.
+
+        Raises
+        ------
+        BadPathError, UploadError, UploadExistsError, QuotaExceededError
+        """
+        rel = safe_relpath(path)
+        target = resolve_in(self.input_dir, rel)
+        digest = sha256.lower() if isinstance(sha256, str) else ""
+        if not _SHA256.match(digest):
+            raise UploadError(rel, "sha256 must be 64 hexadecimal digits")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise UploadError(rel, f"size must be a whole number >= 0, got {size!r}")
+        if target.exists() and not overwrite:
+            raise UploadExistsError(rel)
+        if target.is_dir():
+            raise UploadError(rel, "a folder of that name exists")
+        record_path, part = self._record_path(rel), self._part_path(rel)
+        if record_path.exists():
+            old = self._record(rel)
+            if old["size"] == size and old["sha256"] == digest:
+                return self.offset(path)
+            self.abort(path)
+        if quota is not None:
+            in_use = used_bytes(self.input_dir.parent) if used is None else used
+            if in_use + size > quota:
+                raise QuotaExceededError(rel, size, in_use, quota)
+        part.write_bytes(b"")
+        atomic_write_json(
+            record_path,
+            {"path": str(rel), "size": size, "sha256": digest, "started": time.time()},
+        )
+        return 0
+
+    def offset(self, path: str) -> int:
+        """Bytes of ``path`` the server holds (the offset the next :meth:`append` must use)."""
+        rel = safe_relpath(path)
+        self._record(rel)
+        part = self._part_path(rel)
+        return part.stat().st_size if part.exists() else 0
+
+    def append(self, path: str, offset: int, chunk: bytes | Iterable[bytes]) -> int:
+        """Write bytes at ``offset``; return the new number of bytes held.
+
+        An iterable is written piece by piece: when it breaks off (the client disconnected),
+        the pieces written so far stay and :meth:`offset` tells where to continue.
+
+        Raises
+        ------
+        UploadOffsetError
+            ``offset`` is not the number of bytes held.
+        UploadError
+            The bytes would go past the declared size, or no upload was begun.
+        """
+        rel = safe_relpath(path)
+        record = self._record(rel)
+        part = self._part_path(rel)
+        pieces: Iterable[bytes] = [chunk] if isinstance(chunk, bytes | bytearray) else chunk
+        with part.open("r+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # one writer per part; the offset check is inside
+            st = os.fstat(f.fileno())
+            held = st.st_size
+            if offset != held:
+                raise UploadOffsetError(rel, held, offset)
+            digest = _DIGESTS.get(part, st)
+            f.seek(held)
+            try:
+                for piece in pieces:
+                    if held + len(piece) > record["size"]:
+                        raise UploadError(
+                            rel, f"more bytes than the declared size {record['size']}"
+                        )
+                    f.write(piece)
+                    digest.update(piece)
+                    held += len(piece)
+            finally:
+                f.flush()
+                if os.fstat(f.fileno()).st_size == held:
+                    _DIGESTS.put(part, digest)
+                else:  # a failed write left bytes we did not hash
+                    _DIGESTS.drop(part)
+        return held
+
+    def finish(self, path: str) -> Path:
+        """Verify size and SHA-256, and move the file into the input tree.
+
+        Returns
+        -------
+        Path
+            The finished file.
+
+        Raises
+        ------
+        UploadError
+            Not all declared bytes have arrived (the upload stays resumable).
+        DigestMismatchError
+            The bytes are not the declared file: the part and its record are deleted.
+        """
+        rel = safe_relpath(path)
+        record = self._record(rel)
+        part = self._part_path(rel)
+        with part.open("rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            st = os.fstat(f.fileno())
+            if st.st_size != record["size"]:
+                raise UploadError(rel, f"{st.st_size} of {record['size']} bytes received")
+            got = _DIGESTS.get(part, st).hexdigest()
+            if got != record["sha256"]:
+                self._discard(rel)
+                raise DigestMismatchError(rel, record["sha256"], got)
+            os.fsync(f.fileno())
+            target = resolve_in(self.input_dir, rel)  # again: the tree may have changed
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part.replace(target)
+        _DIGESTS.drop(part)
+        self._record_path(rel).unlink(missing_ok=True)
+        return target
+
+    def abort(self, path: str) -> None:
+        """Forget an upload and delete the bytes held (nothing happens if there is none)."""
+        self._discard(safe_relpath(path))
+
+    def _discard(self, rel: PurePosixPath) -> None:
+        part = self._part_path(rel)
+        _DIGESTS.drop(part)
+        part.unlink(missing_ok=True)
+        self._record_path(rel).unlink(missing_ok=True)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Uploads in progress: ``path``, ``size``, ``sha256``, ``offset``, ``started``."""
+        out = []
+        for record_path in sorted(self.state_dir.glob("*.json")):
+            try:
+                record = json.loads(record_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            part = record_path.with_suffix(".part")
+            held = part.stat().st_size if part.exists() else 0
+            out.append({**record, "offset": held})
+        return sorted(out, key=lambda r: str(r["path"]))

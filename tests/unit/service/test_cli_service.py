@@ -1,0 +1,122 @@
+"""``scopeflow db upgrade`` and ``scopeflow admin create-user|create-api-key``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from scopeflow.cli import app
+from scopeflow.core import AlreadyExistsError
+from scopeflow.service.auth import authenticate, resolve_token
+from scopeflow.service.db import make_engine, session_factory
+from scopeflow.service.migrate import current_revision, head_revision
+from scopeflow.service.settings import ServiceSettings
+from tests.conftest import run_cli
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for var in ("SCOPEFLOW_DATA_DIR", "SCOPEFLOW_DB_URL", "SCOPEFLOW_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path / "data"
+
+
+def _session(data_dir: Path) -> Iterator[Session]:
+    engine = make_engine(ServiceSettings.load(data_dir=data_dir).database_url)
+    try:
+        with session_factory(engine)() as s:
+            yield s
+    finally:
+        engine.dispose()
+
+
+def test_db_upgrade(data_dir: Path) -> None:
+    result = runner.invoke(app, ["db", "upgrade", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    url = ServiceSettings.load(data_dir=data_dir).database_url
+    assert current_revision(url) == head_revision()
+    assert (data_dir / "scopeflow.db").is_file()
+    assert f"revision {head_revision()}" in result.output
+
+
+def test_create_user_with_password_then_login(data_dir: Path) -> None:
+    args = ["admin", "create-user", "alice", "--password", "pw1", "--admin", "--group", "lab"]
+    result = runner.invoke(app, [*args, "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert "created admin 'alice'" in result.output
+    for s in _session(data_dir):
+        user = authenticate(s, "alice", "pw1")
+        assert user is not None
+        assert user.is_admin
+        assert user.group == "lab"
+        assert authenticate(s, "alice", "pw2") is None
+
+
+def test_create_user_prompts_for_the_password(data_dir: Path) -> None:
+    db = f"sqlite:///{data_dir / 'other.db'}"
+    result = runner.invoke(
+        app, ["admin", "create-user", "bob", "--db", db], input="hunter22\nhunter22\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "hunter22" not in result.output  # hidden input
+    assert "created user 'bob'" in result.output
+    engine = make_engine(db)
+    with session_factory(engine)() as s:
+        user = authenticate(s, "bob", "hunter22")
+        assert user is not None
+        assert not user.is_admin
+    engine.dispose()
+    # a mismatched confirmation is asked again
+    result = runner.invoke(
+        app, ["admin", "create-user", "carol", "--db", db], input="aaa\nbbb\nccc\nccc\n"
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_create_user_errors(data_dir: Path) -> None:
+    dd = ["--data-dir", str(data_dir)]
+    assert (
+        runner.invoke(app, ["admin", "create-user", "alice", "--password", "x", *dd]).exit_code == 0
+    )
+    result = runner.invoke(app, ["admin", "create-user", "alice", "--password", "y", *dd])
+    assert isinstance(result.exception, AlreadyExistsError)
+    result = runner.invoke(app, ["admin", "create-user", " x", "--password", "y", *dd])
+    assert result.exit_code == 2
+    assert "user name" in result.output
+    result = runner.invoke(app, ["admin", "create-user", "dan", "--password", "", *dd])
+    assert result.exit_code == 2
+    assert "must not be empty" in result.output
+
+
+def test_create_api_key(data_dir: Path) -> None:
+    dd = ["--data-dir", str(data_dir)]
+    runner.invoke(app, ["admin", "create-user", "alice", "--password", "pw", *dd])
+    result = runner.invoke(app, ["admin", "create-api-key", "alice", "--label", "nightly", *dd])
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip()
+    assert len(key) >= 43
+    assert " " not in key
+    for s in _session(data_dir):
+        user = resolve_token(s, key)
+        assert user is not None
+        assert user.name == "alice"
+    result = runner.invoke(app, ["admin", "create-api-key", "nobody", *dd])
+    assert result.exit_code == 2
+    assert "no user named 'nobody'" in result.output
+
+
+def test_installed_command(data_dir: Path) -> None:
+    """Through the real entry point: an existing user is a clear error (exit 2), no traceback."""
+    dd = ["--data-dir", str(data_dir)]
+    first = run_cli(["admin", "create-user", "alice", "--password", "pw", *dd], timeout=120)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(["admin", "create-user", "alice", "--password", "pw", *dd], timeout=120)
+    assert again.returncode == 2
+    assert "user 'alice' exists already" in again.stderr
+    assert "Traceback" not in again.stderr

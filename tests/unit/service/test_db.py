@@ -1,0 +1,272 @@
+"""The database models, state changes through set_state, and claims by concurrent workers."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, select, text
+from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.orm import Session
+
+from scopeflow.core import InvalidTransitionError
+from scopeflow.service.db import (
+    Job,
+    Upload,
+    User,
+    claim_jobs,
+    make_engine,
+    new_job_id,
+    release_claim,
+    session_factory,
+    set_state,
+    utcnow,
+)
+from scopeflow.service.states import JobState
+
+S = JobState
+
+
+def _user(session: Session, name: str = "alice") -> User:
+    user = User(name=name, password_hash="x")
+    session.add(user)
+    session.flush()
+    return user
+
+
+def _job(session: Session, owner: User, **kw: Any) -> Job:
+    job_id = new_job_id()
+    job = Job(id=job_id, owner_id=owner.id, name="j", template="cyto", run_dir=f"/r/{job_id}", **kw)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def test_round_trip(engine: Engine) -> None:
+    make = session_factory(engine)
+    with make() as s:
+        alice = _user(s)
+        job = _job(s, alice, params={"n": 3, "nested": {"a": [1, 2]}, "s": "é"})
+        s.add(Upload(job_id=job.id, path="raw/a.tif", size=10, sha256="0" * 64))
+        s.commit()
+        job_id = job.id
+    assert len(job_id) == 32
+    int(job_id, 16)
+    with make() as s:
+        job = s.get_one(Job, job_id)
+        assert job.state is S.CREATED
+        assert job.params == {"n": 3, "nested": {"a": [1, 2]}, "s": "é"}
+        assert job.owner.name == "alice"
+        assert job.attempts == 0
+        assert job.scheduler == "local"
+        assert job.claimed_by is None
+        assert job.created_at.tzinfo is not None
+        assert job.created_at.utcoffset() == timedelta(0)
+        assert abs(utcnow() - job.created_at) < timedelta(minutes=1)
+        [upload] = job.uploads
+        assert (upload.path, upload.size, upload.received, upload.complete) == (
+            "raw/a.tif",
+            10,
+            0,
+            False,
+        )
+        assert s.scalar(text("SELECT state FROM jobs")) == "created"  # stored as the value
+
+
+def test_timestamps_are_utc_and_naive_ones_refused(session: Session) -> None:
+    alice = _user(session)
+    plus2 = datetime(2025, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    job = _job(session, alice, started_at=plus2)
+    session.commit()
+    session.expire_all()
+    assert job.started_at == plus2
+    assert job.started_at is not None
+    assert job.started_at.tzinfo == UTC
+    assert job.started_at.hour == 12
+    session.add(
+        Job(owner_id=alice.id, name="n", template="t", run_dir="r", started_at=datetime.now())
+    )
+    with pytest.raises(StatementError, match="time zone"):
+        session.flush()
+    session.rollback()
+
+
+def test_unique_names_and_foreign_keys(session: Session) -> None:
+    _user(session)
+    session.commit()
+    with pytest.raises(IntegrityError):
+        _user(session)
+    session.rollback()
+    with pytest.raises(IntegrityError):  # foreign keys are enforced (also on SQLite)
+        session.add(Job(owner_id=999, name="n", template="t", run_dir="r"))
+        session.flush()
+    session.rollback()
+
+
+def test_uploads_go_with_their_job(session: Session) -> None:
+    job = _job(session, _user(session))
+    session.add(Upload(job_id=job.id, path="a", size=1, sha256="0" * 64))
+    session.commit()
+    with pytest.raises(IntegrityError):
+        session.add(Upload(job_id=job.id, path="a", size=2, sha256="1" * 64))
+        session.flush()
+    session.rollback()
+    session.execute(text("DELETE FROM jobs"))  # the database cascades, not only the ORM
+    session.commit()
+    assert session.scalars(select(Upload)).all() == []
+
+
+def test_set_state_bookkeeping(session: Session) -> None:
+    job = _job(session, _user(session))
+    t = datetime(2025, 1, 1, tzinfo=UTC)
+    set_state(session, job, S.READY, now=t)
+    set_state(session, job, "queued", now=t + timedelta(seconds=1))
+    assert job.attempts == 1
+    set_state(session, job, S.RUNNING, now=t + timedelta(seconds=2), scheduler_id="123")
+    assert job.started_at == t + timedelta(seconds=2)
+    assert job.finished_at is None
+    set_state(session, job, S.FAILED, now=t + timedelta(seconds=3), exit_code=1, error="boom")
+    session.commit()
+    session.expire_all()
+    assert job.state is S.FAILED
+    assert (job.scheduler_id, job.exit_code, job.error) == ("123", 1, "boom")
+    assert job.finished_at == t + timedelta(seconds=3)
+    assert job.updated_at == t + timedelta(seconds=3)
+    # restart: a new attempt, the old attempt's record cleared
+    set_state(session, job, S.QUEUED, now=t + timedelta(seconds=4))
+    session.commit()
+    session.expire_all()
+    assert job.state is S.QUEUED
+    assert job.attempts == 2
+    assert (job.started_at, job.finished_at, job.scheduler_id, job.exit_code, job.error) == (
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def test_set_state_refuses_what_the_table_forbids(session: Session) -> None:
+    job = _job(session, _user(session))
+    with pytest.raises(InvalidTransitionError, match=job.id):
+        set_state(session, job, S.RUNNING)
+    assert job.state is S.CREATED
+    with pytest.raises(TypeError, match="owner_id"):
+        set_state(session, job, S.READY, owner_id=2)
+    with pytest.raises(ValueError, match="bogus"):
+        set_state(session, job, "bogus")
+    session.commit()
+    session.expire_all()
+    assert job.state is S.CREATED
+
+
+def test_set_state_is_compare_and_set(engine: Engine) -> None:
+    make = session_factory(engine)
+    with make() as s:
+        job = _job(s, _user(s))
+        set_state(s, job, S.READY)
+        set_state(s, job, S.QUEUED)
+        s.commit()
+        job_id = job.id
+    with make() as api, make() as worker:
+        seen_by_api = api.get_one(Job, job_id)
+        seen_by_worker = worker.get_one(Job, job_id)
+        set_state(worker, seen_by_worker, S.RUNNING)
+        worker.commit()
+        # the API still believes the job is queued; cancelling it is allowed from both states,
+        # but its view is out of date: refused, and its copy refreshed
+        with pytest.raises(InvalidTransitionError, match="meanwhile to 'running'"):
+            set_state(api, seen_by_api, S.CANCELLED)
+        assert seen_by_api.state is S.RUNNING
+        set_state(api, seen_by_api, S.CANCELLED)
+        api.commit()
+    with make() as s:
+        assert s.get_one(Job, job_id).state is S.CANCELLED
+
+
+def test_claims_and_release(session: Session) -> None:
+    alice = _user(session)
+    jobs = [_job(session, alice, state=S.QUEUED) for _ in range(3)]
+    _job(session, alice, state=S.RUNNING)
+    session.commit()
+    got = claim_jobs(session, "w1", S.QUEUED, limit=2)
+    assert [j.id for j in got] == [j.id for j in jobs[:2]]
+    assert all(j.claimed_by == "w1" and j.claimed_at is not None for j in got)
+    assert [j.id for j in claim_jobs(session, "w2", [S.QUEUED, S.RUNNING])] == [
+        jobs[2].id,
+        *[j.id for j in session.scalars(select(Job).where(Job.state == S.RUNNING))],
+    ]
+    assert claim_jobs(session, "w3", S.QUEUED) == []
+    assert not release_claim(session, got[0], "w2")
+    assert release_claim(session, got[0], "w1")
+    session.commit()
+    assert [j.id for j in claim_jobs(session, "w3", S.QUEUED)] == [got[0].id]
+
+
+def test_stale_claims_are_taken_over(session: Session) -> None:
+    job = _job(session, _user(session), state=S.RUNNING)
+    session.commit()
+    t0 = utcnow()
+    assert claim_jobs(session, "dead", S.RUNNING, now=t0) == [job]
+    later = t0 + timedelta(minutes=10)
+    assert claim_jobs(session, "new", S.RUNNING, now=later, stale_after=timedelta(hours=1)) == []
+    got = claim_jobs(session, "new", S.RUNNING, now=later, stale_after=timedelta(minutes=5))
+    assert got == [job]
+    assert job.claimed_by == "new"
+
+
+def test_two_workers_never_claim_the_same_job(engine: Engine) -> None:
+    n_jobs = 40
+    make = session_factory(engine)
+    with make() as s:
+        alice = _user(s)
+        for _ in range(n_jobs):
+            _job(s, alice, state=S.QUEUED)
+        s.commit()
+
+    # both workers read the same candidates before either writes its claims
+    barrier = threading.Barrier(2, timeout=20)
+    local = threading.local()
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _meet(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT JOBS.ID") and not getattr(
+            local, "met", False
+        ):
+            local.met = True
+            barrier.wait()
+
+    results: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def work(worker: str) -> None:
+        try:
+            mine: list[str] = []
+            with make() as s:
+                while batch := claim_jobs(s, worker, S.QUEUED, limit=n_jobs):
+                    mine += [j.id for j in batch]
+            results[worker] = mine
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in ("w1", "w2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    event.remove(engine, "after_cursor_execute", _meet)
+    assert not errors, errors
+    claimed = results["w1"] + results["w2"]
+    assert len(claimed) == len(set(claimed)) == n_jobs
+    with make() as s:
+        owners = {job_id: w for job_id, w in s.execute(select(Job.id, Job.claimed_by))}
+    assert {j: w for w in ("w1", "w2") for j in results[w]} == owners
+
+
+def test_postgresql_urls_use_psycopg3() -> None:
+    engine = make_engine("postgresql://user:pw@localhost/db")  # does not connect
+    assert engine.dialect.driver == "psycopg"
+    engine.dispose()

@@ -1,0 +1,289 @@
+"""Job files: path rules, sandboxing, quota and resumable uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from scopeflow.core.errors import BadPathError
+from scopeflow.service.files import (
+    DigestMismatchError,
+    QuotaExceededError,
+    UploadError,
+    UploadExistsError,
+    UploadOffsetError,
+    UploadStore,
+    resolve_in,
+    safe_relpath,
+    used_bytes,
+)
+
+BAD_NAMES = [
+    "",
+    "../x",
+    "..",
+    ".",
+    "./a",
+    "a/./b",
+    "/etc/passwd",
+    "a/../../b",
+    "a/..",
+    "C:\\x",
+    "C:x",
+    "c:/x",
+    "a\\..\\b",
+    "a\\b",
+    "a\x00b",
+    "a\nb",
+    "a\tb",
+    "a\x7fb",
+    "a//b",
+    "a/",
+    "/",
+    "x" * 256,
+    "/".join(["d" * 200] * 21),
+    "a\udcffb",
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_names_are_refused(name: str) -> None:
+    with pytest.raises(BadPathError) as exc:
+        safe_relpath(name)
+    assert isinstance(exc.value, ValueError)
+    assert exc.value.name == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a", "a/b/c.tif", "tiff/t000_v00.tif", ".hidden", "a..b", "..a", "ä ö/ü.tif", "x" * 255],
+)
+def test_good_names(name: str) -> None:
+    assert safe_relpath(name) == PurePosixPath(name)
+    assert str(safe_relpath(name)) == name
+
+
+def test_non_string_name() -> None:
+    with pytest.raises(BadPathError, match="not a string"):
+        safe_relpath(b"a")  # type: ignore[arg-type]
+
+
+def test_resolve_in(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    assert resolve_in(tmp_path, "sub/new.tif") == tmp_path.resolve() / "sub" / "new.tif"
+    for name in ("../x", "/etc/passwd", "a/../../b", "C:\\x", "a\\..\\b", "a\x00b"):
+        with pytest.raises(BadPathError):
+            resolve_in(tmp_path, name)
+
+
+def test_symlinks_inside_the_job_are_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("secret", encoding="utf-8")
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "link").symlink_to(outside)
+    (job / "file_link").symlink_to(outside / "secret")
+    (job / "inner").symlink_to(job)  # even one that stays inside
+    for name in ("link/secret", "link/new", "file_link", "inner/x"):
+        with pytest.raises(BadPathError, match="symbolic link"):
+            resolve_in(job, name)
+
+
+def test_root_may_itself_be_reached_through_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    alias = tmp_path / "alias"
+    alias.symlink_to(real)
+    assert resolve_in(alias, "a.txt") == real / "a.txt"
+
+
+# -- uploads ------------------------------------------------------------------------------------
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> UploadStore:
+    return UploadStore(tmp_path / "job" / "input")
+
+
+def interrupted(data: bytes, after: int) -> Iterator[bytes]:
+    """The body of a request whose connection drops after ``after`` bytes."""
+    yield data[:after]
+    raise ConnectionResetError("client went away")
+
+
+def test_upload_interrupted_and_resumed(store: UploadStore) -> None:
+    data = os.urandom(300_000)
+    assert store.begin("tiff/t000.tif", len(data), sha(data)) == 0
+    assert store.append("tiff/t000.tif", 0, data[:100_000]) == 100_000
+    with pytest.raises(ConnectionResetError):
+        store.append("tiff/t000.tif", 100_000, interrupted(data[100_000:], 55_555))
+    held = store.offset("tiff/t000.tif")
+    assert held == 155_555
+    # the client comes back (a new store object, as in a new request) and declares again
+    again = UploadStore(store.input_dir)
+    assert again.begin("tiff/t000.tif", len(data), sha(data)) == held
+    assert [s["offset"] for s in again.status()] == [held]
+    again.append("tiff/t000.tif", held, iter([data[held:200_000], data[200_000:]]))
+    target = again.finish("tiff/t000.tif")
+    assert target == store.input_dir.resolve() / "tiff" / "t000.tif"
+    assert target.read_bytes() == data
+    assert again.status() == []
+    assert sorted(p.name for p in store.state_dir.iterdir()) == []
+    assert [p.name for p in store.input_dir.rglob("*")] == ["tiff", "t000.tif"]
+
+
+def test_digest_computed_again_after_a_restart(store: UploadStore) -> None:
+    from scopeflow.service import files
+
+    data = os.urandom(50_000)
+    store.begin("a.bin", len(data), sha(data))
+    store.append("a.bin", 0, data[:20_000])
+    files._DIGESTS._items.clear()  # as after a restart of the service
+    store.append("a.bin", 20_000, data[20_000:])
+    files._DIGESTS._items.clear()
+    assert store.finish("a.bin").read_bytes() == data
+
+
+def test_wrong_digest_discards_everything(store: UploadStore) -> None:
+    data = b"x" * 1000
+    store.begin("a.bin", len(data), sha(b"y" * 1000))
+    store.append("a.bin", 0, data)
+    with pytest.raises(DigestMismatchError) as exc:
+        store.finish("a.bin")
+    assert exc.value.got == sha(data)
+    assert not (store.input_dir / "a.bin").exists()
+    assert list(store.state_dir.iterdir()) == []
+    with pytest.raises(UploadError, match="no upload in progress"):
+        store.offset("a.bin")
+
+
+def test_wrong_offset_says_the_expected_one(store: UploadStore) -> None:
+    store.begin("a.bin", 100, sha(b"z" * 100))
+    store.append("a.bin", 0, b"z" * 40)
+    with pytest.raises(UploadOffsetError) as exc:
+        store.append("a.bin", 30, b"z" * 10)
+    assert exc.value.expected == 40
+    assert exc.value.got == 30
+    assert store.offset("a.bin") == 40
+
+
+def test_no_bytes_past_the_declared_size(store: UploadStore) -> None:
+    store.begin("a.bin", 10, sha(b"0123456789"))
+    with pytest.raises(UploadError, match="more bytes than the declared size 10"):
+        store.append("a.bin", 0, b"0123456789A")
+    assert store.offset("a.bin") == 0
+    with pytest.raises(UploadError, match="5 of 10 bytes"):
+        store.append("a.bin", 0, b"01234")
+        store.finish("a.bin")
+    store.append("a.bin", 5, b"56789")
+    assert store.finish("a.bin").read_bytes() == b"0123456789"
+
+
+def test_begin_checks(store: UploadStore) -> None:
+    with pytest.raises(UploadError, match="64 hexadecimal"):
+        store.begin("a.bin", 1, "abc")
+    with pytest.raises(UploadError, match="whole number"):
+        store.begin("a.bin", -1, sha(b""))
+    with pytest.raises(BadPathError):
+        store.begin("../a.bin", 1, sha(b"a"))
+    with pytest.raises(UploadError, match="no upload in progress"):
+        store.append("b.bin", 0, b"b")
+    store.begin("a.bin", 1, sha(b"a"))
+    store.append("a.bin", 0, b"a")
+    store.finish("a.bin")
+    with pytest.raises(UploadExistsError):
+        store.begin("a.bin", 1, sha(b"b"))
+    store.begin("a.bin", 1, sha(b"b"), overwrite=True)
+    store.append("a.bin", 0, b"b")
+    assert store.finish("a.bin").read_bytes() == b"b"
+    store.begin("empty", 0, sha(b""))
+    assert store.finish("empty").read_bytes() == b""
+
+
+def test_a_new_declaration_restarts_the_upload(store: UploadStore) -> None:
+    store.begin("a.bin", 10, sha(b"a" * 10))
+    store.append("a.bin", 0, b"a" * 5)
+    assert store.begin("a.bin", 4, sha(b"b" * 4)) == 0
+    store.append("a.bin", 0, b"b" * 4)
+    assert store.finish("a.bin").read_bytes() == b"bbbb"
+
+
+def test_abort(store: UploadStore) -> None:
+    store.begin("a.bin", 10, sha(b"a" * 10))
+    store.append("a.bin", 0, b"a" * 5)
+    store.abort("a.bin")
+    store.abort("a.bin")  # nothing left: no error
+    assert store.status() == []
+    assert list(store.state_dir.iterdir()) == []
+
+
+def test_upload_into_a_symlinked_folder_is_refused(store: UploadStore, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (store.input_dir / "link").symlink_to(outside)
+    with pytest.raises(BadPathError, match="symbolic link"):
+        store.begin("link/a.bin", 1, sha(b"a"))
+
+
+def test_quota(tmp_path: Path) -> None:
+    user = tmp_path / "user"
+    one = UploadStore(user / "job1" / "input")
+    two = UploadStore(user / "job2" / "input")
+    data = b"q" * 600
+    one.begin("a.bin", 600, sha(data), quota=1000, used=used_bytes(user))
+    one.append("a.bin", 0, data[:100])
+    # declared but not yet sent bytes count, as do the bytes held
+    assert used_bytes(user) == 600 + _json_sizes(user)
+    with pytest.raises(QuotaExceededError) as exc:
+        two.begin("b.bin", 500, sha(b"b" * 500), quota=1000, used=used_bytes(user))
+    assert exc.value.quota == 1000
+    one.append("a.bin", 100, data[100:])
+    one.finish("a.bin")
+    assert used_bytes(user) == 600
+    two.begin("b.bin", 400, sha(b"b" * 400), quota=1000, used=used_bytes(user))
+    # by default the job's own folder is counted
+    with pytest.raises(QuotaExceededError):
+        one.begin("c.bin", 401, sha(b"c" * 401), quota=1000)
+    assert used_bytes(tmp_path / "missing") == 0
+
+
+def _json_sizes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*.json"))
+
+
+def test_concurrent_appends_at_one_offset(store: UploadStore) -> None:
+    """Two requests sending the same range: one writes, the other is told the new offset."""
+    import threading
+
+    data = os.urandom(4 * 1024 * 1024)
+    store.begin("a.bin", len(data), sha(data))
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def send() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(
+                store.append(
+                    "a.bin", 0, iter([data[i : i + 65536] for i in range(0, len(data), 65536)])
+                )
+            )
+        except UploadOffsetError as exc:
+            outcomes.append(exc.expected)
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes == [len(data), len(data)]
+    assert store.finish("a.bin").read_bytes() == data

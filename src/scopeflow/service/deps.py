@@ -1,0 +1,102 @@
+"""FastAPI dependencies: the database session, the calling user, the service's objects.
+
+Every route but ``GET /health`` and ``POST /auth/login`` depends on :func:`current_user`, which
+accepts ``Authorization: Bearer <token>`` with a session token or an API key; anything else (no
+header, garbage, an expired or revoked token) is a 401, never a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from scopeflow.service.auth import resolve_token
+from scopeflow.service.db import Job, User
+from scopeflow.service.jobfiles import JobFiles
+from scopeflow.service.settings import ServiceSettings
+from scopeflow.service.templates import TemplateRegistry
+
+__all__ = [
+    "CurrentUser",
+    "DbSession",
+    "Service",
+    "Svc",
+    "current_user",
+    "db_session",
+    "owned_job",
+    "service",
+]
+
+
+@dataclass
+class Service:
+    """What the routes share: settings, database and the template registry."""
+
+    settings: ServiceSettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    templates: TemplateRegistry
+
+    def files(self, job: Job) -> JobFiles:
+        """The directory of ``job``."""
+        return JobFiles.of(self.settings.jobs_dir, job.owner.name, job.id)
+
+
+def service(request: Request) -> Service:
+    """The app's :class:`Service`."""
+    svc: Service = request.app.state.service
+    return svc
+
+
+def db_session(svc: Annotated[Service, Depends(service)]) -> Iterator[Session]:
+    """A session per request (closed afterwards; routes commit what they change)."""
+    with svc.sessions() as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(db_session)]
+Svc = Annotated[Service, Depends(service)]
+
+
+def current_user(request: Request, session: DbSession) -> User:
+    """The user of the request's bearer token.
+
+    Raises
+    ------
+    HTTPException
+        401 without a valid, unexpired token.
+    """
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    user = resolve_token(session, token.strip()) if scheme.lower() == "bearer" else None
+    if user is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "a valid bearer token is needed",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    session.commit()  # resolve_token may record last_used_at
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def owned_job(session: Session, user: User, job_id: str) -> Job:
+    """The job ``job_id`` if ``user`` owns it.
+
+    Raises
+    ------
+    HTTPException
+        404 when there is no such job *or* it belongs to someone else (the same answer, so ids
+        of other users' jobs cannot be probed).
+    """
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.owner_id == user.id))
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+    return job

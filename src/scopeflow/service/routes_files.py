@@ -1,0 +1,191 @@
+"""Routes of a job's files: resumable uploads into its input folder, results out of its run.
+
+Upload protocol (see docs/service-templates-files.md): ``POST /jobs/{id}/files`` declares a file
+(path, size, SHA-256) and answers how many bytes the server already holds; ``PUT
+/jobs/{id}/files/{path}?offset=N`` appends a chunk at that offset (409 with the expected offset
+otherwise); ``GET /jobs/{id}/files/{path}`` tells the offset to resume from; ``POST
+/jobs/{id}/files/{path}/finish`` verifies size and digest (422 and the bytes are discarded on a
+mismatch). Names go through :func:`scopeflow.service.files.safe_relpath` (400 on ``..``,
+absolute paths, symlinks …).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from scopeflow.service.db import Job, Upload, set_state
+from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, owned_job
+from scopeflow.service.files import UploadStore, resolve_in, safe_relpath, used_bytes
+from scopeflow.service.states import JobState
+from scopeflow.service.transfers import iter_file, iter_zip, list_results, parse_range
+
+__all__ = ["router"]
+
+router = APIRouter()
+MAX_CHUNK = 64 * 2**20
+_UPLOADABLE = (JobState.CREATED, JobState.UPLOADING, JobState.READY)
+
+
+class FileDeclaration(BaseModel):
+    """Body of ``POST /jobs/{id}/files``."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
+def _store(svc: Service, job: Job) -> UploadStore:
+    files = svc.files(job)
+    return UploadStore(files.input_dir, state_dir=files.uploads_dir)
+
+
+def _uploadable(job: Job) -> None:
+    if job.state not in _UPLOADABLE:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}: no uploads now")
+
+
+@router.post("/jobs/{job_id}/files")
+def declare_file(
+    job_id: str, body: FileDeclaration, user: CurrentUser, session: DbSession, svc: Svc
+) -> dict[str, Any]:
+    """Declare (or resume) an upload; answers the bytes already held."""
+    job = owned_job(session, user, job_id)
+    _uploadable(job)
+    rel = str(safe_relpath(body.path))
+    user_root = svc.settings.jobs_dir / user.name
+    offset = _store(svc, job).begin(
+        rel,
+        body.size,
+        body.sha256.lower(),
+        quota=svc.settings.quota_bytes,
+        used=used_bytes(user_root),
+        overwrite=True,
+    )
+    row = session.scalar(select(Upload).where(Upload.job_id == job.id, Upload.path == rel))
+    if row is None:
+        row = Upload(job_id=job.id, path=rel, size=body.size, sha256=body.sha256.lower())
+        session.add(row)
+    row.size, row.sha256, row.received, row.complete = body.size, body.sha256.lower(), offset, False
+    if job.state is not JobState.UPLOADING:
+        set_state(session, job, JobState.UPLOADING)
+    session.commit()
+    return {"path": rel, "offset": offset, "size": body.size}
+
+
+@router.get("/jobs/{job_id}/files")
+def list_files(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> dict[str, Any]:
+    """Finished input files and unfinished uploads."""
+    job = owned_job(session, user, job_id)
+    files = svc.files(job)
+    done = [
+        {"path": p.relative_to(files.input_dir).as_posix(), "size": p.stat().st_size}
+        for p in sorted(files.input_dir.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    ]
+    return {"files": done, "uploads": _store(svc, job).status()}
+
+
+@router.get("/jobs/{job_id}/files/{path:path}")
+def file_offset(
+    job_id: str, path: str, user: CurrentUser, session: DbSession, svc: Svc
+) -> dict[str, Any]:
+    """How many bytes of an upload the server holds (resume from there)."""
+    job = owned_job(session, user, job_id)
+    rel = str(safe_relpath(path))
+    return {"path": rel, "offset": _store(svc, job).offset(rel)}
+
+
+@router.put("/jobs/{job_id}/files/{path:path}")
+async def upload_chunk(
+    job_id: str,
+    path: str,
+    request: Request,
+    user: CurrentUser,
+    session: DbSession,
+    svc: Svc,
+    offset: int = Query(ge=0),
+) -> dict[str, Any]:
+    """Append the request body at ``offset`` (409 with the expected offset otherwise)."""
+    job = owned_job(session, user, job_id)
+    _uploadable(job)
+    rel = str(safe_relpath(path))
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > MAX_CHUNK:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"chunks up to {MAX_CHUNK}")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > MAX_CHUNK:
+            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "chunk too large")
+    store = _store(svc, job)
+    new = await run_in_threadpool(store.append, rel, offset, bytes(body))
+    return {"path": rel, "offset": new}
+
+
+@router.post("/jobs/{job_id}/files/{path:path}/finish")
+def finish_file(
+    job_id: str, path: str, user: CurrentUser, session: DbSession, svc: Svc
+) -> dict[str, Any]:
+    """Verify size and SHA-256 and move the file into place (422 on a mismatch)."""
+    job = owned_job(session, user, job_id)
+    _uploadable(job)
+    rel = str(safe_relpath(path))
+    store = _store(svc, job)
+    final = store.finish(rel)  # DigestMismatchError -> 422, the bytes discarded
+    row = session.scalar(select(Upload).where(Upload.job_id == job.id, Upload.path == rel))
+    if row is not None:
+        row.complete, row.received = True, row.size
+    if not store.status() and job.state is JobState.UPLOADING:
+        set_state(session, job, JobState.READY)
+    session.commit()
+    return {"path": rel, "size": final.stat().st_size}
+
+
+@router.get("/jobs/{job_id}/results")
+def results(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> list[dict[str, Any]]:
+    """The run's result files (``outputs/`` and ``summary.json``)."""
+    job = owned_job(session, user, job_id)
+    return list_results(svc.files(job).run_dir)
+
+
+@router.get("/jobs/{job_id}/results.zip")
+def results_zip(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> StreamingResponse:
+    """Every result file (and the summary) as one streamed zip."""
+    job = owned_job(session, user, job_id)
+    return StreamingResponse(
+        iter_zip(svc.files(job).run_dir),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{job.id}-results.zip"'},
+    )
+
+
+@router.get("/jobs/{job_id}/results/{path:path}")
+def result_file(
+    job_id: str, path: str, request: Request, user: CurrentUser, session: DbSession, svc: Svc
+) -> StreamingResponse:
+    """One result file, with HTTP Range (206) support."""
+    job = owned_job(session, user, job_id)
+    run_dir = svc.files(job).run_dir
+    listed = {r["path"] for r in list_results(run_dir)}
+    rel = str(safe_relpath(path))
+    if rel not in listed:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no result {rel!r}")
+    target = resolve_in(run_dir, rel)
+    size = target.stat().st_size
+    rng = parse_range(request.headers.get("range"), size)
+    headers = {"Accept-Ranges": "bytes"}
+    if rng is None:
+        headers["Content-Length"] = str(size)
+        return StreamingResponse(iter_file(target), headers=headers)
+    headers |= {"Content-Range": rng.content_range(size), "Content-Length": str(rng.length)}
+    return StreamingResponse(
+        iter_file(target, rng.start, rng.end),
+        status_code=status.HTTP_206_PARTIAL_CONTENT,
+        headers=headers,
+    )

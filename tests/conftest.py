@@ -46,13 +46,17 @@ def scopeflow_cmd(*args: str | Path) -> list[str]:
 
 
 def run_cli(
-    args: Sequence[str | Path], *, cwd: Path | None = None, timeout: float = 240
+    args: Sequence[str | Path],
+    *,
+    cwd: Path | None = None,
+    timeout: float = 240,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``scopeflow ARGS`` and capture its output."""
+    """Run ``scopeflow ARGS`` (environment: :func:`cli_env` plus ``extra_env``), capture output."""
     return subprocess.run(
         scopeflow_cmd(*args),
         cwd=cwd,
-        env=cli_env(),
+        env={**cli_env(), **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

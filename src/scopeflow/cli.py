@@ -16,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from scopeflow import __version__
-from scopeflow.cli_service import admin_app, db_app
+from scopeflow.cli_jobs import jobs_app, login_cmd
+from scopeflow.cli_service import admin_app, db_app, server_cmd, worker_cmd
 from scopeflow.core import (
     ClusterKind,
     ConfigError,
@@ -38,6 +39,10 @@ synth_app = typer.Typer(help="Write synthetic data with known ground truth.", no
 app.add_typer(synth_app, name="synth")
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+app.add_typer(jobs_app, name="jobs")
+app.command("login")(login_cmd)
+app.command("server")(server_cmd)
+app.command("worker")(worker_cmd)
 
 out = Console()
 err = Console(stderr=True)

@@ -1,4 +1,4 @@
-"""Commands that act on the service's own database: ``scopeflow db …`` and ``scopeflow admin …``.
+"""Commands of the service's machine: ``scopeflow db …``, ``admin …``, ``server``, ``worker``.
 
 They run on the service's machine, with the service's settings, and open the database directly
 (unlike ``scopeflow jobs …``, which talk to a server over HTTP). Heavy imports happen inside the
@@ -7,8 +7,10 @@ commands, so that ``scopeflow --help`` stays fast.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,12 +22,13 @@ if TYPE_CHECKING:
 
     from scopeflow.service.settings import ServiceSettings
 
-__all__ = ["admin_app", "db_app", "load_settings"]
+__all__ = ["admin_app", "db_app", "load_settings", "server_cmd", "worker_cmd"]
 
 db_app = typer.Typer(help="Manage the service's database.", no_args_is_help=True)
 admin_app = typer.Typer(help="Manage the service's users and API keys.", no_args_is_help=True)
 
 out = Console()
+err = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
@@ -174,3 +177,161 @@ def create_api_key_cmd(
             session, user, TokenKind.API_KEY, None if days is None else days * 86400.0, name=label
         )
     typer.echo(key)
+
+
+# -- the server and its worker -----------------------------------------------------------------
+
+
+class LogLevel(StrEnum):
+    """How much the server and the worker log."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+LogLevelOption = Annotated[
+    LogLevel, typer.Option("--log-level", case_sensitive=False, help="What to log.")
+]
+
+
+def _setup_logging(level: LogLevel) -> None:
+    """Log scopeflow's messages at ``level`` to stderr (other libraries: warnings only)."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("scopeflow").setLevel(level.upper())
+
+
+def _require_head(url: str) -> None:
+    """Exit with status 2 unless the database is migrated to the newest schema."""
+    from scopeflow.service.migrate import current_revision, head_revision
+
+    current, head = current_revision(url), head_revision()
+    if current != head:
+        err.print(
+            f"error: database {_shown(url)} is at revision {current or 'none (empty)'}, "
+            f"not {head}; run `scopeflow db upgrade` (or `scopeflow server`, which does)",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+
+
+def worker_cmd(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    db: DbOption = None,
+    poll: Annotated[
+        float, typer.Option("--poll", min=0.05, help="Seconds between rounds when idle.")
+    ] = 1.0,
+    log_level: LogLevelOption = LogLevel.INFO,
+    parent: Annotated[
+        int | None,
+        typer.Option(
+            "--parent", hidden=True, help="Stop when this process is no longer the parent."
+        ),
+    ] = None,
+) -> None:
+    """Run the job worker in the foreground: submit queued jobs, follow them to their end.
+
+    'scopeflow server' starts one; more may run (sharing the data folder and database). Stop it
+    with Ctrl+C or SIGTERM: running jobs go on, and a worker started later re-attaches to them.
+    """
+    import os
+    import signal
+    import threading
+
+    from scopeflow.service.worker import Worker
+
+    settings = load_settings(config, data_dir, db)
+    _setup_logging(log_level)
+    _require_head(settings.database_url)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if parent is not None:
+
+        def watch_parent() -> None:
+            while not stop.wait(1.0):
+                if os.getppid() != parent:
+                    stop.set()
+
+        threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+    with Worker(settings, poll_s=poll) as worker:
+        worker.run(stop)
+
+
+def server_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    db: DbOption = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+) -> None:
+    """Run the service: the HTTP API here and the job worker as a separate process.
+
+    The database is migrated first. The worker ('scopeflow worker' with the same settings) is
+    restarted if it dies and stopped when the server stops (Ctrl+C or SIGTERM); running jobs
+    go on and are picked up again at the next start.
+    """
+    import importlib
+    import os
+    import signal
+
+    import uvicorn
+
+    from scopeflow.service.migrate import upgrade
+    from scopeflow.service.worker import WorkerProcess
+
+    settings = load_settings(config, data_dir, db)
+    _setup_logging(log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    # the API module is imported by name: it is the one place that knows FastAPI
+    api = importlib.import_module("scopeflow.service.app").create_app(settings)
+
+    argv = [sys.executable, "-m", "scopeflow", "worker", "--data-dir", str(settings.data_dir)]
+    if config is not None:
+        argv += ["--config", str(config.absolute())]
+    argv += ["--log-level", str(log_level), "--parent", str(os.getpid())]
+    # the URL (it may hold a password) goes by environment, not on the command line
+    env = {**os.environ, "SCOPEFLOW_DB_URL": settings.database_url}
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{port}"
+    worker = WorkerProcess(argv, env=env)
+    try:
+        worker.start()
+        for line in (
+            f"scopeflow server on {url}  (API docs: {url}/docs)",
+            f"data:      {settings.data_dir}",
+            f"database:  {_shown(settings.database_url)}",
+            f"templates: {settings.templates_path}",
+            f"worker:    pid {worker.pid}, scheduler {settings.scheduler}",
+        ):
+            out.print(line, highlight=False, soft_wrap=True, markup=False)
+        server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level=str(log_level)))
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig in previous:  # a second Ctrl+C must not leave the worker behind
+            signal.signal(sig, signal.SIG_IGN)
+        worker.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    out.print("scopeflow server stopped", highlight=False)

@@ -173,6 +173,8 @@ def cancel_job(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> 
     """Cancel: at once if never submitted, else through the worker (state follows)."""
     job = owned_job(session, user, job_id)
     if job.state in _SUBMITTABLE or (job.state is JobState.QUEUED and not job.scheduler_id):
+        if job.state is JobState.QUEUED:  # the worker may be submitting it right now
+            svc.files(job).request_cancel()
         set_state(session, job, JobState.CANCELLED)
     elif job.state in (JobState.QUEUED, JobState.RUNNING):
         svc.files(job).request_cancel()

@@ -1,0 +1,341 @@
+"""The HTTP client: every action of the REST API, resumable uploads and downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["APIError", "Client", "TransferProgress"]
+
+API = "/api/v1"
+CHUNK = 8 * 2**20
+FINAL = {"succeeded", "failed", "cancelled"}
+
+
+class APIError(RuntimeError):
+    """The service answered with an error status.
+
+    Attributes
+    ----------
+    status : int
+        The HTTP status.
+    detail : Any
+        The service's ``detail`` (a message, or a list of ``{"loc", "msg"}`` for a 422).
+    body : dict
+        The whole JSON answer (e.g. ``expected_offset`` of a 409 upload).
+    """
+
+    def __init__(self, status: int, detail: Any, body: dict[str, Any] | None = None) -> None:
+        self.status = status
+        self.detail = detail
+        self.body = body or {}
+        if isinstance(detail, list):
+            text = "; ".join(
+                f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg')}" for d in detail
+            )
+        else:
+            text = str(detail)
+        super().__init__(f"HTTP {status}: {text}")
+
+
+@dataclass
+class TransferProgress:
+    """What a transfer callback gets: bytes done of ``total``, since ``started`` (monotonic)."""
+
+    path: str
+    done: int
+    total: int
+    started: float
+    resumed_from: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second of this session's transfer."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return (self.done - self.resumed_from) / elapsed
+
+    @property
+    def remaining_s(self) -> float | None:
+        """Estimated seconds left (None before there is a rate)."""
+        rate = self.rate
+        return None if rate <= 0 else (self.total - self.done) / rate
+
+
+Progress = Callable[[TransferProgress], None]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Client:
+    """A session with one scopeflow service.
+
+    Parameters
+    ----------
+    url
+        Base URL, e.g. ``http://127.0.0.1:8000``.
+    token
+        A session token or API key (or call :meth:`login`).
+    timeout
+        Seconds per request.
+    """
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self._http = httpx.Client(base_url=self.url + API, timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = dict(kw.pop("headers", {}) or {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        r = self._http.request(method, path, headers=headers, **kw)
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+            except ValueError:
+                body = {"detail": r.text}
+            raise APIError(r.status_code, body.get("detail"), body)
+        return r
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        r = self._request(method, path, **kw)
+        return None if r.status_code == 204 else r.json()
+
+    # ------------------------------------------------------------------ session
+    def health(self) -> dict[str, Any]:
+        """``GET /health``."""
+        out: dict[str, Any] = self._json("GET", "/health")
+        return out
+
+    def login(self, name: str, password: str) -> str:
+        """Log in; the token is kept for the next requests and returned."""
+        self.token = None
+        answer = self._json("POST", "/auth/login", json={"name": name, "password": password})
+        self.token = str(answer["token"])
+        return self.token
+
+    def logout(self) -> None:
+        """Revoke the current token."""
+        self._json("POST", "/auth/logout")
+        self.token = None
+
+    def me(self) -> dict[str, Any]:
+        """The logged-in user."""
+        out: dict[str, Any] = self._json("GET", "/me")
+        return out
+
+    def templates(self) -> list[dict[str, Any]]:
+        """The command templates with the JSON Schema of their parameters."""
+        out: list[dict[str, Any]] = self._json("GET", "/templates")
+        return out
+
+    # ------------------------------------------------------------------ jobs
+    def create_job(
+        self, template: str, name: str, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A new job (state ``created``)."""
+        body = {"template": template, "name": name, "params": params or {}}
+        out: dict[str, Any] = self._json("POST", "/jobs", json=body)
+        return out
+
+    def jobs(self, **filters: Any) -> list[dict[str, Any]]:
+        """The user's jobs (filters: ``state``, ``template``, ``since``, ``until``, ``limit``)."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        out: list[dict[str, Any]] = self._json("GET", "/jobs", params=params)
+        return out
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """One job."""
+        out: dict[str, Any] = self._json("GET", f"/jobs/{job_id}")
+        return out
+
+    def start(self, job_id: str) -> dict[str, Any]:
+        """Queue the job."""
+        out: dict[str, Any] = self._json("POST", f"/jobs/{job_id}/start")
+        return out
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel the job."""
+        out: dict[str, Any] = self._json("POST", f"/jobs/{job_id}/cancel")
+        return out
+
+    def restart(self, job_id: str) -> dict[str, Any]:
+        """Queue a finished job again (only unfinished units rerun)."""
+        out: dict[str, Any] = self._json("POST", f"/jobs/{job_id}/restart")
+        return out
+
+    def delete(self, job_id: str) -> None:
+        """Delete the job and its files."""
+        self._json("DELETE", f"/jobs/{job_id}")
+
+    def progress(self, job_id: str) -> dict[str, Any]:
+        """Per step x unit states."""
+        out: dict[str, Any] = self._json("GET", f"/jobs/{job_id}/progress")
+        return out
+
+    def summary(self, job_id: str) -> dict[str, Any]:
+        """The run's summary.json."""
+        out: dict[str, Any] = self._json("GET", f"/jobs/{job_id}/summary")
+        return out
+
+    def logs(self, job_id: str, *, offset: int = 0, **which: str) -> dict[str, Any]:
+        """Log text from ``offset``: ``step`` + ``unit``, or ``stream`` (stdout / stderr)."""
+        out: dict[str, Any] = self._json(
+            "GET", f"/jobs/{job_id}/logs", params={"offset": offset, **which}
+        )
+        return out
+
+    def follow_logs(self, job_id: str, *, poll_s: float = 1.0, **which: str) -> Iterator[str]:
+        """Yield new log text until the job has finished and the log is read to its end."""
+        offset = 0
+        while True:
+            state = self.job(job_id)["state"]
+            part = self.logs(job_id, offset=offset, **which)
+            if part["text"]:
+                yield part["text"]
+            offset = part["offset"]
+            if state in FINAL and offset >= part["size"]:
+                return
+            time.sleep(poll_s)
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll_s: float = 1.0,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job is succeeded, failed or cancelled; return it.
+
+        Raises
+        ------
+        TimeoutError
+            Not finished within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_progress is not None:
+                on_progress(self.progress(job_id))
+            if job["state"] in FINAL:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout} s")
+            time.sleep(poll_s)
+
+    # ------------------------------------------------------------------ files
+    def upload(
+        self,
+        job_id: str,
+        local: str | Path,
+        remote: str | None = None,
+        *,
+        chunk: int = CHUNK,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Upload a file into the job's input folder, resuming where the service stopped.
+
+        The file is declared with its size and SHA-256; the service answers how many bytes it
+        already holds (a previous, interrupted upload), and only the rest is sent.
+        """
+        path = Path(local)
+        name = remote or path.name
+        size = path.stat().st_size
+        decl = {"path": name, "size": size, "sha256": _sha256(path)}
+        offset = int(self._json("POST", f"/jobs/{job_id}/files", json=decl)["offset"])
+        state = TransferProgress(name, offset, size, time.monotonic(), resumed_from=offset)
+        if progress is not None:
+            progress(state)
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            while offset < size:
+                data = fh.read(chunk)
+                try:
+                    answer = self._json(
+                        "PUT",
+                        f"/jobs/{job_id}/files/{name}",
+                        params={"offset": offset},
+                        content=data,
+                    )
+                except APIError as exc:
+                    if exc.status != 409 or "expected_offset" not in exc.body:
+                        raise
+                    offset = int(exc.body["expected_offset"])  # the service knows better
+                    fh.seek(offset)
+                    continue
+                offset = int(answer["offset"])
+                state.done = offset
+                if progress is not None:
+                    progress(state)
+        out: dict[str, Any] = self._json("POST", f"/jobs/{job_id}/files/{name}/finish")
+        return out
+
+    def results(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's result files."""
+        out: list[dict[str, Any]] = self._json("GET", f"/jobs/{job_id}/results")
+        return out
+
+    def download(
+        self,
+        job_id: str,
+        remote: str,
+        dest: str | Path,
+        *,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Download one result file; a partial ``dest`` is continued with an HTTP Range."""
+        return self._fetch(f"/jobs/{job_id}/results/{remote}", Path(dest), progress, True)
+
+    def download_zip(
+        self, job_id: str, dest: str | Path, *, progress: Progress | None = None
+    ) -> Path:
+        """Download every result (and the summary) as one zip."""
+        return self._fetch(f"/jobs/{job_id}/results.zip", Path(dest), progress, False)
+
+    def _fetch(self, url: str, dest: Path, progress: Progress | None, resume: bool) -> Path:
+        have = dest.stat().st_size if resume and dest.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        with self._http.stream("GET", url, headers=headers) as r:
+            if r.status_code == 416:  # nothing left to fetch
+                return dest
+            if r.status_code >= 400:
+                r.read()
+                raise APIError(r.status_code, r.text)
+            append = r.status_code == 206
+            total = int(r.headers.get("content-length", 0)) + (have if append else 0)
+            state = TransferProgress(str(dest), have if append else 0, total, time.monotonic())
+            state.resumed_from = state.done
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with dest.open("ab" if append else "wb") as fh:
+                for block in r.iter_bytes(CHUNK):
+                    fh.write(block)
+                    state.done += len(block)
+                    if progress is not None:
+                        progress(state)
+        return dest

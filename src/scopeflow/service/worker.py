@@ -1,0 +1,405 @@
+"""The job worker: claims queued jobs, submits them, follows them to their final state.
+
+The API never runs pipeline code: it moves a job to ``queued`` and the worker (a separate
+process, ``scopeflow worker``, started by ``scopeflow server``) does the rest. Each round
+(:meth:`Worker.tick`):
+
+1. **submit** — claims ``queued`` jobs without a scheduler id (``db.claim_jobs``; claims
+   older than ``claim_timeout_s`` are taken over from a worker that died), builds the
+   configuration from the job's template and parameters, writes it to ``config.yaml``, and
+   submits the command (an argv list) to the scheduler adapter. The scheduler id is stored only
+   if the job is still ``queued`` (a job cancelled meanwhile has its new submission cancelled).
+   An invalid configuration or a refused submission → ``failed`` with the reason in ``error``.
+2. **poll** — every ``queued`` / ``running`` job with a scheduler id, whoever submitted it
+   (adapters keep no state, so a restarted worker re-attaches here): the cancel marker
+   (``scheduler/cancel``, created by the API) is passed on to the scheduler once; then the
+   scheduler's status moves the job to ``running`` / ``succeeded`` / ``failed`` /
+   ``cancelled``, with exit code, times and, for failures, a short reason. ``unknown`` (the
+   scheduler could not be asked) changes nothing.
+3. **sweep** — a job that the API moved to a final state while a worker still held its claim
+   (a cancel racing a submission) has its scheduler job stopped and its claim released.
+
+Every state change goes through :func:`~scopeflow.service.db.set_state` (compare-and-set); a
+change that loses a race with the API is dropped and looked at again next round. One job's
+error never stops the others; a database error rolls back and the round is retried later.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from types import TracebackType
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, joinedload
+
+from scopeflow.core.errors import (
+    ClusterError,
+    ConfigError,
+    InvalidTransitionError,
+    UnknownNameError,
+)
+from scopeflow.service._worker_process import WorkerProcess
+from scopeflow.service._worker_status import apply_status
+from scopeflow.service._worker_submit import (
+    Submission,
+    TemplateCache,
+    job_spec,
+    read_submission,
+    stderr_size,
+    write_submission,
+)
+from scopeflow.service.db import Job, claim_jobs, make_engine, session_factory, set_state, utcnow
+from scopeflow.service.jobfiles import JobFiles
+from scopeflow.service.schedulers import Scheduler, SchedulerState, SchedulerStatus, make_scheduler
+from scopeflow.service.settings import ServiceSettings
+from scopeflow.service.states import JobState
+from scopeflow.service.templates import TemplateRegistry
+
+__all__ = ["LOCAL_CANCEL_GRACE_S", "Worker", "WorkerProcess", "default_scheduler"]
+
+log = logging.getLogger(__name__)
+
+LOCAL_CANCEL_GRACE_S = 5.0
+"""Seconds the ``local`` adapter waits between SIGTERM and SIGKILL (the worker waits too)."""
+
+_ACTIVE = (JobState.QUEUED, JobState.RUNNING)
+_JobStep = Callable[[Session, Job], bool]
+_TERMINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+def default_scheduler(name: str) -> Scheduler:
+    """The adapter ``name`` as the worker uses it (``local``: a short cancel grace period)."""
+    if name == "local":
+        return make_scheduler(name, grace_s=LOCAL_CANCEL_GRACE_S)
+    return make_scheduler(name)
+
+
+class Worker:
+    """Moves jobs from ``queued`` to their final state through a scheduler adapter.
+
+    Several workers may share one database: claims keep two from submitting the same job, and
+    every state change is a compare-and-set.
+
+    Parameters
+    ----------
+    settings
+        The service's settings (database, jobs folder, templates, scheduler, accounts).
+    worker_id
+        Name stored in the claims of this worker (default: host, pid and a random suffix).
+    scheduler
+        The adapter that new jobs are submitted to (default: ``settings.scheduler``). Jobs
+        submitted earlier are followed through the adapter named in their ``scheduler`` column.
+    poll_s
+        Seconds between rounds of :meth:`run` when nothing changed.
+    batch
+        The most jobs claimed per round.
+    claim_timeout_s
+        A claim older than this (its worker died before submitting) is taken over.
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        worker_id: str | None = None,
+        scheduler: Scheduler | None = None,
+        poll_s: float = 1.0,
+        batch: int = 20,
+        claim_timeout_s: float = 300.0,
+    ) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or _default_id()
+        self.scheduler = scheduler or default_scheduler(settings.scheduler)
+        self.poll_s = poll_s
+        self.batch = batch
+        self.claim_timeout = timedelta(seconds=claim_timeout_s)
+        self._engine = make_engine(settings.database_url)
+        self._sessions = session_factory(self._engine)
+        self._schedulers: dict[str, Scheduler] = {self.scheduler.name: self.scheduler}
+        self._templates = TemplateCache(settings.templates_path)
+        self._cancel_sent: set[tuple[str, str]] = set()
+        self._unknown: dict[str, str] = {}
+        self._last_heartbeat = float("-inf")
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def run(self, stop: threading.Event) -> None:
+        """Run rounds until ``stop`` is set (a round that changed something is followed at once).
+
+        Parameters
+        ----------
+        stop
+            Set it (e.g. from a signal handler) to end the loop after the current round.
+        """
+        url = make_url(self.settings.database_url).render_as_string(hide_password=True)
+        log.info(
+            "worker %s: scheduler %s, database %s, jobs in %s",
+            self.worker_id,
+            self.scheduler.name,
+            url,
+            self.settings.jobs_dir,
+        )
+        while not stop.is_set():
+            try:
+                changed = self.tick()
+            except Exception:  # never let one round end the worker
+                log.exception("worker round failed; trying again")
+                changed = 0
+            stop.wait(0.05 if changed else self.poll_s)
+        log.info("worker %s stopped", self.worker_id)
+
+    def tick(self) -> int:
+        """One round: submit, poll, sweep.
+
+        Returns
+        -------
+        int
+            How many jobs changed (were submitted or changed state).
+        """
+        changed = 0
+        for phase in (self._submit_queued, self._poll_active, self._sweep_claims):
+            try:
+                changed += phase()
+            except SQLAlchemyError as exc:
+                log.error("database error in %s: %s; trying again next round", phase.__name__, exc)
+        return changed
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _guarded(self, session: Session, what: str, fn: _JobStep, job: Job) -> int:
+        """Run ``fn(session, job)`` and commit; an error is logged and rolled back, not raised."""
+        job_id = job.id
+        try:
+            changed = fn(session, job)
+            session.commit()
+        except InvalidTransitionError as exc:  # the API changed the job first
+            session.rollback()
+            log.info("job %s: %s", job_id, exc)
+            return 0
+        except Exception:
+            session.rollback()
+            log.exception("job %s: %s failed; trying again next round", job_id, what)
+            return 0
+        return int(changed)
+
+    def _files(self, job: Job) -> JobFiles:
+        return JobFiles.of(self.settings.jobs_dir, job.owner.name, job.id)
+
+    def _scheduler_for(self, name: str) -> Scheduler:
+        if name not in self._schedulers:
+            self._schedulers[name] = default_scheduler(name)
+        return self._schedulers[name]
+
+    # -- 1. submit -----------------------------------------------------------------------------
+
+    def _submit_queued(self) -> int:
+        registry = self._templates.get()
+        if registry is None:
+            return 0
+        changed = 0
+        with self._sessions() as session:
+            mine = list(  # claimed by this worker in an earlier round, not submitted yet
+                session.scalars(
+                    select(Job)
+                    .options(joinedload(Job.owner))
+                    .where(
+                        Job.state == JobState.QUEUED,
+                        Job.scheduler_id.is_(None),
+                        Job.claimed_by == self.worker_id,
+                    )
+                    .order_by(Job.created_at, Job.id)
+                )
+            )
+            session.commit()
+            claimed = claim_jobs(
+                session, self.worker_id, JobState.QUEUED, self.batch, stale_after=self.claim_timeout
+            )
+            seen: set[str] = set()
+            for job in [*mine, *claimed]:
+                if job.id in seen or job.scheduler_id is not None:
+                    continue  # a submitted job whose stale claim came back: polled below
+                seen.add(job.id)
+                submit = functools.partial(self._submit, registry=registry)
+                changed += self._guarded(session, "submission", submit, job)
+        return changed
+
+    def _submit(self, session: Session, job: Job, *, registry: TemplateRegistry) -> bool:
+        job_id, files = job.id, self._files(job)
+        scheduler = self.scheduler
+        previous = read_submission(files, job)
+        if previous is not None:  # submitted, but the database never heard of it
+            log.warning("job %s: attempt %d was submitted already", job.id, job.attempts)
+            scheduler, sid = self._scheduler_for(previous.scheduler), previous.scheduler_id
+        else:
+            try:
+                python = getattr(scheduler, "python", None) or sys.executable
+                spec = job_spec(self.settings, job, files, registry, python)
+            except (ConfigError, UnknownNameError) as exc:
+                return self._fail(session, job, f"invalid job configuration: {exc}")
+            offset = stderr_size(files)
+            try:
+                sid = scheduler.submit(spec)
+            except (ClusterError, ConfigError, OSError) as exc:
+                return self._fail(session, job, f"submission to {scheduler.name} failed: {exc}")
+            write_submission(
+                files,
+                Submission(job.id, job.attempts, scheduler.name, sid, time.time(), offset),
+            )
+        now = utcnow()
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.state == JobState.QUEUED, Job.scheduler_id.is_(None))
+            .values(
+                scheduler_id=sid,
+                scheduler=scheduler.name,
+                claimed_by=self.worker_id,
+                claimed_at=now,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) != 1:  # cancelled (or restarted) meanwhile
+            session.rollback()
+            log.warning(
+                "job %s changed during its submission: stopping %s job %s",
+                job_id,
+                scheduler.name,
+                sid,
+            )
+            scheduler.cancel(sid, files.root)
+            return False
+        log.info("job %s (%s): submitted to %s as %s", job.id, job.template, scheduler.name, sid)
+        return True
+
+    def _fail(self, session: Session, job: Job, error: str) -> bool:
+        log.warning("job %s: %s", job.id, error)
+        set_state(session, job, JobState.FAILED, error=error, claimed_by=None, claimed_at=None)
+        return True
+
+    # -- 2. poll -------------------------------------------------------------------------------
+
+    def _poll_active(self) -> int:
+        changed = 0
+        with self._sessions() as session:
+            self._heartbeat(session)
+            jobs = list(
+                session.scalars(
+                    select(Job)
+                    .options(joinedload(Job.owner))
+                    .where(Job.state.in_(_ACTIVE), Job.scheduler_id.is_not(None))
+                    .order_by(Job.created_at, Job.id)
+                )
+            )
+            session.commit()
+            for job in jobs:
+                changed += self._guarded(session, "status update", self._poll, job)
+        return changed
+
+    def _heartbeat(self, session: Session) -> None:
+        """Keep the claims of submitted jobs fresh, so that no worker takes them over."""
+        if time.monotonic() - self._last_heartbeat < self.claim_timeout.total_seconds() / 4:
+            return
+        session.execute(
+            update(Job)
+            .where(
+                Job.state.in_(_ACTIVE), Job.scheduler_id.is_not(None), Job.claimed_by.is_not(None)
+            )
+            .values(claimed_at=utcnow(), updated_at=Job.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        self._last_heartbeat = time.monotonic()
+
+    def _poll(self, session: Session, job: Job) -> bool:
+        files = self._files(job)
+        sid = str(job.scheduler_id)
+        scheduler = self._scheduler_for(job.scheduler)
+        if files.cancel_marker.exists() and (job.id, sid) not in self._cancel_sent:
+            log.info("job %s: cancel requested; stopping %s job %s", job.id, scheduler.name, sid)
+            scheduler.cancel(sid, files.root)  # an error: logged, tried again next round
+            self._cancel_sent.add((job.id, sid))
+        return self._apply(session, job, files, scheduler.status(sid, files.root))
+
+    def _apply(self, session: Session, job: Job, files: JobFiles, status: SchedulerStatus) -> bool:
+        if status.state is SchedulerState.UNKNOWN:
+            if self._unknown.get(job.id) != status.detail:
+                log.warning("job %s: state unknown (%s); asking again", job.id, status.detail)
+                self._unknown[job.id] = status.detail
+            return False
+        self._unknown.pop(job.id, None)
+        sid = str(job.scheduler_id)
+        entered = apply_status(session, job, files, status, read_submission(files, job))
+        if entered is None:
+            return False
+        if entered is not JobState.RUNNING:
+            self._cancel_sent.discard((job.id, sid))
+        log.info("job %s: %s (%s)", job.id, entered, status.detail)
+        return True
+
+    # -- 3. sweep ------------------------------------------------------------------------------
+
+    def _sweep_claims(self) -> int:
+        with self._sessions() as session:
+            jobs = list(
+                session.scalars(
+                    select(Job).where(Job.state.in_(_TERMINAL), Job.claimed_by.is_not(None))
+                )
+            )
+            session.commit()
+            for job in jobs:
+                self._guarded(session, "claim release", self._release, job)
+        return 0
+
+    def _release(self, session: Session, job: Job) -> bool:
+        """Stop what still runs of a job that ended behind a worker's back; drop its claim."""
+        files = self._files(job)
+        sid, name = job.scheduler_id, job.scheduler
+        if sid is None and (record := read_submission(files, job)) is not None:
+            sid, name = record.scheduler_id, record.scheduler
+        if sid is not None:
+            scheduler = self._scheduler_for(name)
+            status = scheduler.status(sid, files.root)
+            if status.state is SchedulerState.UNKNOWN:
+                return False  # ask again next round
+            if status.state in (SchedulerState.PENDING, SchedulerState.RUNNING):
+                log.warning(
+                    "job %s is %s but its %s job %s runs: stopping it", job.id, job.state, name, sid
+                )
+                scheduler.cancel(sid, files.root)
+        session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.state == job.state, Job.claimed_by == job.claimed_by)
+            .values(claimed_by=None, claimed_at=None, updated_at=Job.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+        return False
+
+
+def _default_id() -> str:
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

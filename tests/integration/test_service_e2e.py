@@ -1,0 +1,235 @@
+"""The service end to end, every part real: `scopeflow server` (uvicorn + its worker process),
+the admin CLI, the Python client over HTTP, a pipeline run by the local scheduler.
+
+user → login → job → upload (interrupted, resumed) → start → succeeded → results (zip, range);
+the service killed while a job runs → started again → the job ends with the right state; the
+same job through the real Slurm.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tifffile
+
+from scopeflow.client import APIError, Client, TransferProgress
+from tests.conftest import cli_env, run_cli, scopeflow_cmd
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "src/scopeflow/service/templates.example.yaml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A `scopeflow server` process group on a free port."""
+
+    def __init__(self, data: Path, extra: list[str] | None = None) -> None:
+        self.data = data
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        log = (self.data / f"server-{self.port}.log").open("ab")
+        args = ["server", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            scopeflow_cmd(*args, "--data-dir", str(self.data), *self.extra),
+            env=cli_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log()
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"server did not answer:\n{self.log()}")
+
+    def log(self) -> str:
+        return "\n".join(p.read_text() for p in self.data.glob("server-*.log"))[-4000:]
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group (API and worker), as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    d = tmp_path / "service"
+    d.mkdir()
+    shutil.copy(EXAMPLE, d / "templates.yaml")
+    result = run_cli(["admin", "create-user", "alice", "--password", "pw", "--data-dir", d])
+    assert result.returncode == 0, result.stderr
+    return d
+
+
+@pytest.fixture
+def server(data: Path) -> Iterator[Server]:
+    srv = Server(data).start()
+    yield srv
+    srv.stop()
+
+
+def _images(folder: Path) -> list[Path]:
+    """Two small images with bright round objects for the example pipeline."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96]
+    paths = []
+    for i in range(2):
+        img = rng.normal(100, 5, (96, 96))
+        for cy, cx in rng.uniform(15, 80, (4, 2)):
+            img += 400 * ((yy - cy) ** 2 + (xx - cx) ** 2 < 36)
+        paths.append(folder / f"img{i}.tif")
+        tifffile.imwrite(paths[-1], img.astype(np.uint16))
+    big = folder / "big.bin"
+    big.write_bytes(rng.integers(0, 255, 3 * 2**20, dtype=np.uint8).tobytes())
+    return [*paths, big]
+
+
+def test_upload_start_watch_download(server: Server, tmp_path: Path) -> None:
+    c = Client(server.url)
+    c.login("alice", "pw")
+    job = c.create_job("example-segment", "cells", {"match_distance": 3.0})
+    *images, big = _images(tmp_path)
+    for p in images:
+        c.upload(job["id"], p, f"images/{p.name}")
+
+    # an upload cut after its first chunk: the client dies, a new one resumes
+    class CutError(Exception):
+        pass
+
+    def cut(s: TransferProgress) -> None:
+        if s.done >= 2**20:
+            raise CutError
+
+    with pytest.raises(CutError):
+        c.upload(job["id"], big, "extra/big.bin", chunk=2**20, progress=cut)
+    resumed: list[int] = []
+    c2 = Client(server.url, c.token)
+    c2.upload(
+        job["id"], big, "extra/big.bin", chunk=2**20, progress=lambda s: resumed.append(s.done)
+    )
+    assert resumed[0] == 2**20  # it went on from where the service stopped
+    listing = c.job(job["id"])
+    assert listing["state"] == "ready"
+
+    c.start(job["id"])
+    final = c.wait(job["id"], timeout=180, poll_s=0.5)
+    assert final["state"] == "succeeded", (final, server.log())
+    prog = c.progress(job["id"])
+    assert prog["steps"] and all(set(s["counts"]) <= {"done"} for s in prog["steps"])
+    summary = c.summary(job["id"])
+    assert summary["status"] == "succeeded"
+    names = {r["path"] for r in c.results(job["id"])}
+    assert "summary.json" in names and any(n.startswith("outputs/") for n in names)
+
+    zpath = c.download_zip(job["id"], tmp_path / "res.zip")
+    with zipfile.ZipFile(zpath) as z:
+        assert z.testzip() is None and "summary.json" in z.namelist()
+    # a result file in two parts: the second request continues with a Range
+    one = sorted(n for n in names if n.startswith("outputs/"))[0]
+    whole = httpx.get(
+        f"{server.url}/api/v1/jobs/{job['id']}/results/{one}",
+        headers={"Authorization": f"Bearer {c.token}"},
+    ).content
+    part = tmp_path / "part"
+    part.write_bytes(whole[: len(whole) // 2])
+    c.download(job["id"], one, part)
+    assert part.read_bytes() == whole
+    with pytest.raises(APIError) as exc:
+        c.start(job["id"])
+    assert exc.value.status == 409
+
+
+def test_service_killed_while_a_job_runs(data: Path) -> None:
+    """Kill API and worker with SIGKILL mid-run; a new server finds the job and finishes it."""
+    srv = Server(data).start()
+    try:
+        c = Client(srv.url)
+        c.login("alice", "pw")
+        job = c.create_job("toy", "slow", {"units": 4, "sleep": 2.0})
+        c.start(job["id"])
+        deadline = time.monotonic() + 60
+        while c.job(job["id"])["state"] != "running":
+            assert time.monotonic() < deadline, srv.log()
+            time.sleep(0.3)
+        srv.kill()
+        time.sleep(1.0)
+        srv = Server(data).start()
+        c = Client(srv.url, c.token)
+        final = c.wait(job["id"], timeout=180, poll_s=0.5)
+        assert final["state"] == "succeeded", (final, srv.log())
+        assert final["attempts"] == 1  # not resubmitted: the running job was re-attached
+    finally:
+        srv.stop()
+
+
+def test_cli_login_jobs_and_download(server: Server, tmp_path: Path) -> None:
+    env = {"SCOPEFLOW_CONFIG_DIR": str(tmp_path / "cfg")}
+    r = run_cli(["login", server.url, "--name", "alice", "--password", "pw"], extra_env=env)
+    assert r.returncode == 0, r.stderr
+    assert oct((tmp_path / "cfg" / "credentials.json").stat().st_mode & 0o777) == "0o600"
+    r = run_cli(["jobs", "create", "toy", "quick", "-p", "units=3"], extra_env=env)
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip().splitlines()[-1]
+    (tmp_path / "notes.txt").write_text("hello")
+    assert (
+        run_cli(["jobs", "upload", job_id, tmp_path / "notes.txt"], extra_env=env).returncode == 0
+    )
+    assert run_cli(["jobs", "start", job_id], extra_env=env).returncode == 0
+    watch = run_cli(["jobs", "watch", job_id, "--poll", "0.5"], extra_env=env)
+    assert watch.returncode == 0, watch.stdout + watch.stderr
+    dest = tmp_path / "out.zip"
+    assert run_cli(["jobs", "download", job_id, dest], extra_env=env).returncode == 0
+    assert "summary.json" in zipfile.ZipFile(io.BytesIO(dest.read_bytes())).namelist()
+    bad = run_cli(["jobs", "create", "toy", "x", "-p", "units=; rm -rf /"], extra_env=env)
+    assert bad.returncode == 1 and "units" in bad.stderr
+
+
+@pytest.mark.slurm
+def test_a_job_through_slurm(data: Path, slurm: Any) -> None:
+    (data / "service.yaml").write_text(f"data_dir: {data}\nscheduler: slurm\n")
+    srv = Server(data, ["--config", str(data / "service.yaml")]).start()
+    try:
+        c = Client(srv.url)
+        c.login("alice", "pw")
+        job = c.create_job("toy", "on slurm", {"units": 2})
+        c.start(job["id"])
+        final = c.wait(job["id"], timeout=240, poll_s=1.0)
+        assert final["state"] == "succeeded", (final, srv.log())
+        assert final["scheduler"] == "slurm"
+    finally:
+        srv.stop()

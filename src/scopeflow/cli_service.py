@@ -179,6 +179,51 @@ def create_api_key_cmd(
     typer.echo(key)
 
 
+@admin_app.command("templates")
+def templates_cmd(
+    load: Annotated[
+        Path | None,
+        typer.Option(
+            help="Check this YAML registry and install it as the service's templates.",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    db: DbOption = None,
+) -> None:
+    """List the command templates (the only things jobs can run), or install a new registry.
+
+    ``--load`` validates every template against its pipeline first; nothing is replaced when
+    one is wrong. A running server reads the templates at start: restart it afterwards.
+    """
+    from rich.table import Table
+
+    from scopeflow.core.fileio import atomic_write_text
+    from scopeflow.service.templates import TemplateRegistry
+
+    settings = load_settings(config, data_dir, db)
+    target = settings.templates_path
+    if load is not None:
+        registry = TemplateRegistry.load(load)  # ConfigError names the template and field
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, load.read_text(encoding="utf-8"))
+        out.print(f"installed {len(registry)} templates into {target}")
+    if not target.exists():
+        out.print(f"no templates yet: install some with --load FILE (into {target})")
+        return
+    table = Table("template", "pipeline", "user parameters", "resources")
+    for t in TemplateRegistry.load(target):
+        res = t.resources
+        table.add_row(
+            t.name,
+            t.pipeline,
+            ", ".join(t.user_parameters),
+            f"{res.cores} cores, {res.memory or '-'}, {res.walltime or '-'}",
+        )
+    out.print(table)
+
+
 # -- the server and its worker -----------------------------------------------------------------
 
 

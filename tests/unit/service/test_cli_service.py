@@ -120,3 +120,21 @@ def test_installed_command(data_dir: Path) -> None:
     assert again.returncode == 2
     assert "user 'alice' exists already" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_admin_templates_checks_before_installing(data_dir: Path) -> None:
+    """A registry with a wrong template is refused (naming it) and nothing is replaced."""
+    example = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
+    args = ["admin", "templates", "--data-dir", str(data_dir)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0 and "no templates yet" in first.output
+    ok = runner.invoke(app, [*args, "--load", str(example)])
+    assert ok.exit_code == 0, ok.output
+    assert "installed 4 templates" in ok.output and "toy" in ok.output
+    installed = (data_dir / "templates.yaml").read_text()
+    bad = data_dir / "bad.yaml"
+    bad.write_text("templates:\n  - name: bad\n    pipeline: toy\n    user_parameters: [nosuch]\n")
+    result = run_cli([*args, "--load", bad])
+    assert result.returncode == 2
+    assert "'bad'" in result.stderr and "nosuch" in result.stderr
+    assert (data_dir / "templates.yaml").read_text() == installed

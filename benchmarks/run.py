@@ -25,6 +25,7 @@ from benchmarks import (  # noqa: E402
     peers_cyto,
     peers_spim,
     resave_throughput,
+    service_http,
     spim_deconvolution,
     spim_ops,
 )
@@ -39,6 +40,7 @@ BENCHMARKS = {
     "spim_deconvolution": (spim_deconvolution.main, ["--size", "128", "--views", "4"]),
     # installs multiview-stitcher into its own venv on first use (benchmarks/.peers)
     "peers_spim": (peers_spim.main, ["--workers", "2"]),
+    "service_http": (service_http.main, ["--clients", "100", "--seconds", "30"]),
     # installs SCIP and CellProfiler into their own venvs on first use (benchmarks/.peers)
     "peers_cyto": (peers_cyto.main, ["--n", "10000", "--workers", "2", "--fields", "32"]),
 }

@@ -233,3 +233,27 @@ def test_a_job_through_slurm(data: Path, slurm: Any) -> None:
         assert final["scheduler"] == "slurm"
     finally:
         srv.stop()
+
+
+def test_many_concurrent_clients_get_answers(server: Server) -> None:
+    """More concurrent requests than the API's thread pool (40): every one is answered.
+
+    Regression: the request's database session used to be closed in the thread pool; with all
+    threads waiting for a connection, none could be given back and every request timed out.
+    """
+    import asyncio
+
+    c = Client(server.url)
+    token = c.login("alice", "pw")
+    job = c.create_job("toy", "polled")["id"]
+
+    async def one() -> list[int]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as ac:
+            return [(await ac.get(f"/api/v1/jobs/{job}", timeout=60)).status_code for _ in range(3)]
+
+    async def all_of_them() -> list[list[int]]:
+        return await asyncio.gather(*(one() for _ in range(80)))
+
+    codes = [code for codes in asyncio.run(all_of_them()) for code in codes]
+    assert codes == [200] * 240

@@ -81,7 +81,8 @@ def create_app(settings: ServiceSettings, *, migrate: bool = True) -> FastAPI:
     """
     if migrate:
         upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
+    # more connections than the thread pool's 40 threads that run the sync routes
+    engine = make_engine(settings.database_url, pool_size=20, max_overflow=30)
     path = settings.templates_path
     templates = TemplateRegistry.load(path) if path.exists() else TemplateRegistry()
     app = FastAPI(

@@ -201,7 +201,9 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
+def make_engine(
+    url: str | URL, *, echo: bool = False, pool_size: int = 5, max_overflow: int = 10
+) -> Engine:
     """Create the engine of a database URL, set up for the service.
 
     SQLite: the folder of the file is created, foreign keys are enforced, the journal is in WAL
@@ -216,16 +218,21 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
         psycopg 3 is the driver scopeflow installs).
     echo
         Log every SQL statement.
+    pool_size, max_overflow
+        Connections kept open, and how many more may be opened at busy times (the API sizes
+        them above its thread pool, so a request never waits for a connection another waiting
+        request holds).
     """
     url = make_url(url)
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow}
     if url.drivername == "postgresql":  # SQLAlchemy's default driver would be psycopg2
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, echo=echo, pool_pre_ping=True)
+        return create_engine(url, echo=echo, pool_pre_ping=True, **pool)
     path = _sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
+    engine = create_engine(url, echo=echo, connect_args={"timeout": 30}, **pool)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

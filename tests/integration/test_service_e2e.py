@@ -18,7 +18,6 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -45,6 +44,7 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra = extra or []
+        self.scheduler = "local"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Server:
@@ -119,7 +119,26 @@ def _images(folder: Path) -> list[Path]:
     return [*paths, big]
 
 
-def test_upload_start_watch_download(server: Server, tmp_path: Path) -> None:
+@pytest.fixture(params=["local", pytest.param("slurm", marks=pytest.mark.slurm)])
+def any_server(request: pytest.FixtureRequest, data: Path) -> Iterator[Server]:
+    """A server with the local scheduler, or with Slurm and a user → account mapping."""
+    extra: list[str] = []
+    if request.param == "slurm":
+        request.getfixturevalue("slurm")
+        (data / "service.yaml").write_text(
+            f"data_dir: {data}\nscheduler: slurm\n"
+            "accounts:\n  alice: {account: lab42, partition: debug, qos: normal}\n"
+        )
+        extra = ["--config", str(data / "service.yaml")]
+    srv = Server(data, extra).start()
+    srv.scheduler = request.param
+    yield srv
+    srv.stop()
+
+
+def test_upload_start_watch_download(any_server: Server, tmp_path: Path) -> None:
+    """The whole flow, with the local scheduler and through the real Slurm."""
+    server = any_server
     c = Client(server.url)
     c.login("alice", "pw")
     job = c.create_job("example-segment", "cells", {"match_distance": 3.0})
@@ -172,6 +191,13 @@ def test_upload_start_watch_download(server: Server, tmp_path: Path) -> None:
     with pytest.raises(APIError) as exc:
         c.start(job["id"])
     assert exc.value.status == 409
+    assert final["scheduler"] == server.scheduler
+    if server.scheduler == "slurm":
+        script = (
+            server.data / "jobs" / "alice" / job["id"] / "scheduler" / "job.sbatch"
+        ).read_text()
+        for line in ("--account=lab42", "--partition=debug", "--qos=normal", "--time=00:30:00"):
+            assert f"#SBATCH {line}" in script.splitlines(), line
 
 
 def test_service_killed_while_a_job_runs(data: Path) -> None:
@@ -217,22 +243,6 @@ def test_cli_login_jobs_and_download(server: Server, tmp_path: Path) -> None:
     assert "summary.json" in zipfile.ZipFile(io.BytesIO(dest.read_bytes())).namelist()
     bad = run_cli(["jobs", "create", "toy", "x", "-p", "units=; rm -rf /"], extra_env=env)
     assert bad.returncode == 1 and "units" in bad.stderr
-
-
-@pytest.mark.slurm
-def test_a_job_through_slurm(data: Path, slurm: Any) -> None:
-    (data / "service.yaml").write_text(f"data_dir: {data}\nscheduler: slurm\n")
-    srv = Server(data, ["--config", str(data / "service.yaml")]).start()
-    try:
-        c = Client(srv.url)
-        c.login("alice", "pw")
-        job = c.create_job("toy", "on slurm", {"units": 2})
-        c.start(job["id"])
-        final = c.wait(job["id"], timeout=240, poll_s=1.0)
-        assert final["state"] == "succeeded", (final, srv.log())
-        assert final["scheduler"] == "slurm"
-    finally:
-        srv.stop()
 
 
 def test_many_concurrent_clients_get_answers(server: Server) -> None:

@@ -26,7 +26,7 @@ from scopeflow.core.errors import (
     ScopeflowError,
     UnknownNameError,
 )
-from scopeflow.service import routes_auth, routes_files, routes_jobs
+from scopeflow.service import routes_admin, routes_auth, routes_files, routes_jobs
 from scopeflow.service.db import make_engine, session_factory
 from scopeflow.service.deps import Service
 from scopeflow.service.files import (
@@ -100,6 +100,7 @@ def create_app(settings: ServiceSettings, *, migrate: bool = True) -> FastAPI:
         return JSONResponse(_error_body(exc), status_code=code, headers=headers)
 
     app.add_exception_handler(ScopeflowError, scopeflow_error)
-    for router in (routes_auth.router, routes_jobs.router, routes_files.router):
+    routers = (routes_auth.router, routes_jobs.router, routes_files.router, routes_admin.router)
+    for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     return app

@@ -36,6 +36,7 @@ def api(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, ServiceSettin
     with session_factory(make_engine(settings.database_url))() as s:
         for name in ("alice", "bob"):
             create_user(s, name, f"{name}-password")
+        create_user(s, "root", "root-password", is_admin=True)
         s.commit()
     with TestClient(app) as client:
         client.fastapi_app = app  # type: ignore[attr-defined]
@@ -264,3 +265,21 @@ def test_start_cancel_restart_delete_follow_the_state_rules(
     assert not (settings.jobs_dir / "alice" / job["id"]).exists()
     listed = client.get(f"{API_PREFIX}/jobs?state=queued", headers=auth).json()
     assert listed == []
+
+
+def test_admin_routes_are_for_admins_only(api: tuple[TestClient, ServiceSettings]) -> None:
+    client, _ = api
+    alice, root = _login(client, "alice"), _login(client, "root")
+    job = _job(client, alice)
+    for url in ("/admin/users", "/admin/jobs"):
+        assert client.get(f"{API_PREFIX}{url}", headers=alice).status_code == 403
+    users = client.get(f"{API_PREFIX}/admin/users", headers=root).json()
+    assert [(u["name"], u["is_admin"], u["jobs"]) for u in users] == [
+        ("alice", False, 1),
+        ("bob", False, 0),
+        ("root", True, 0),
+    ]
+    jobs = client.get(f"{API_PREFIX}/admin/jobs", headers=root).json()
+    assert [(j["id"], j["owner"]) for j in jobs] == [(job["id"], "alice")]
+    # an admin does not reach another user's job through the user routes
+    assert client.get(f"{API_PREFIX}/jobs/{job['id']}", headers=root).status_code == 404

@@ -1,0 +1,63 @@
+"""Routes for administrators only (403 for everyone else): users and every user's jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from sqlalchemy import select
+
+from scopeflow.service.db import Job, User
+from scopeflow.service.deps import CurrentUser, DbSession
+from scopeflow.service.routes_jobs import job_json
+from scopeflow.service.states import JobState
+
+__all__ = ["router"]
+
+
+def admin_user(user: CurrentUser) -> User:
+    """The caller, if an administrator.
+
+    Raises
+    ------
+    HTTPException
+        403 for a user without the admin role.
+    """
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "administrators only")
+    return user
+
+
+Admin = Annotated[User, Depends(admin_user)]
+router = APIRouter(prefix="/admin")
+
+
+@router.get("/users")
+def list_users(admin: Admin, session: DbSession) -> list[dict[str, Any]]:
+    """Every user with role, group and number of jobs."""
+    users = session.scalars(select(User).order_by(User.name))
+    return [
+        {
+            "name": u.name,
+            "is_admin": u.is_admin,
+            "group": u.group,
+            "created_at": u.created_at.isoformat(),
+            "jobs": len(u.jobs),
+        }
+        for u in users
+    ]
+
+
+@router.get("/jobs")
+def list_all_jobs(
+    admin: Admin,
+    session: DbSession,
+    state: JobState | None = None,
+    limit: int = Query(500, ge=1, le=5000),
+) -> list[dict[str, Any]]:
+    """Every user's jobs (newest first), each with its owner."""
+    q = select(Job)
+    if state is not None:
+        q = q.where(Job.state == state)
+    jobs = session.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit))
+    return [{**job_json(j), "owner": j.owner.name} for j in jobs]

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scopeflow.engine.events import iter_events
-
 __all__ = ["read_log", "run_progress"]
+
+
+@dataclass
+class _Tally:
+    """What has been read of one ``events.jsonl`` so far."""
+
+    offset: int = 0
+    inode: int = -1
+    run: int = 0
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+_TALLIES: dict[Path, _Tally] = {}
+_LOCK = threading.Lock()
+_MAX_TALLIES = 4096
 
 
 def run_progress(run_dir: Path) -> dict[str, Any]:
@@ -16,32 +32,59 @@ def run_progress(run_dir: Path) -> dict[str, Any]:
 
     Steps come in the order they first appear, each with ``units`` (unit → state), ``counts``
     (state → number of units) and ``seconds`` (sum over finished units); ``run`` counts the
-    runs (restarts increase it).
+    runs (restarts increase it). The file is read incrementally: each call parses only the
+    complete lines appended since the last one (the API is polled every second or so, and a
+    run of 100,000 units writes some 300,000 events).
     """
     path = Path(run_dir) / "events.jsonl"
-    steps: dict[str, dict[str, Any]] = {}
-    run = 0
-    if path.exists():
-        for e in iter_events(path):
-            step, unit, state = e.get("step"), e.get("unit"), e.get("state")
-            if not isinstance(step, str) or not isinstance(unit, str) or state is None:
-                continue
-            run = max(run, int(e.get("run", 1) or 1))
-            entry = steps.setdefault(step, {"units": {}, "seconds": 0.0})
-            entry["units"][unit] = state
-            if e.get("seconds") is not None and state == "done":
-                entry["seconds"] += float(e["seconds"])
-    out = []
-    for name, entry in steps.items():
-        out.append(
-            {
-                "step": name,
-                "units": entry["units"],
-                "counts": dict(Counter(entry["units"].values())),
-                "seconds": round(entry["seconds"], 3),
-            }
-        )
-    return {"run": run, "steps": out}
+    with _LOCK:
+        tally = _TALLIES.get(path)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            _TALLIES.pop(path, None)
+            return {"run": 0, "steps": []}
+        if tally is None or st.st_ino != tally.inode or st.st_size < tally.offset:
+            if len(_TALLIES) >= _MAX_TALLIES:
+                _TALLIES.clear()
+            tally = _TALLIES[path] = _Tally(inode=st.st_ino)
+        _read_new(path, tally)
+        return {"run": tally.run, "steps": _steps(tally)}
+
+
+def _read_new(path: Path, tally: _Tally) -> None:
+    with path.open("rb") as fh:
+        fh.seek(tally.offset)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1  # a line still being written is read next time
+    for raw in data[:end].splitlines():
+        try:
+            e = json.loads(raw)
+        except ValueError:
+            continue  # a torn line left by a crash
+        if not isinstance(e, dict):
+            continue
+        step, unit, state = e.get("step"), e.get("unit"), e.get("state")
+        if not isinstance(step, str) or not isinstance(unit, str) or state is None:
+            continue
+        tally.run = max(tally.run, int(e.get("run", 1) or 1))
+        entry = tally.steps.setdefault(step, {"units": {}, "seconds": 0.0})
+        entry["units"][unit] = state
+        if e.get("seconds") is not None and state == "done":
+            entry["seconds"] += float(e["seconds"])
+    tally.offset += end
+
+
+def _steps(tally: _Tally) -> list[dict[str, Any]]:
+    return [
+        {
+            "step": name,
+            "units": dict(entry["units"]),
+            "counts": dict(Counter(entry["units"].values())),
+            "seconds": round(entry["seconds"], 3),
+        }
+        for name, entry in tally.steps.items()
+    ]
 
 
 def read_log(path: Path, offset: int = 0, limit: int = 1 << 20) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 # Install the system packages scopeflow's integration tests need on Debian 12:
 # a single-node Slurm (slurmctld, slurmd, client tools, munge), Slurm
 # accounting (slurmdbd + MariaDB, so that `sacct` works) and OpenMPI
-# (mpirun plus the headers mpi4py builds against) and PostgreSQL (the service's tests).
+# (mpirun plus the headers mpi4py builds against), PostgreSQL (the service's tests) and
+# Chromium (the web UI's tests, headless through Playwright).
 #
 # Idempotent: when everything is already installed it only checks dpkg and
 # exits (no `apt-get update`, well under a second). Must run as root (or via
@@ -25,6 +26,8 @@ packages=(
     procps
     # the service's database tests run on SQLite and on a real PostgreSQL (postgres-up.sh)
     postgresql
+    # headless browser of the web UI's end-to-end tests (driven by Playwright)
+    chromium
 )
 if [[ "${SCOPEFLOW_NO_SLURMDBD:-0}" != "1" ]]; then
     packages+=(slurmdbd mariadb-server)

@@ -40,6 +40,7 @@ from scopeflow.service.migrate import upgrade
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.templates import TemplateRegistry
 from scopeflow.service.transfers import RangeNotSatisfiableError
+from scopeflow.service.web import router as web_router
 
 __all__ = ["API_PREFIX", "ERROR_STATUS", "create_app"]
 
@@ -103,4 +104,5 @@ def create_app(settings: ServiceSettings, *, migrate: bool = True) -> FastAPI:
     routers = (routes_auth.router, routes_jobs.router, routes_files.router, routes_admin.router)
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(web_router)  # the web UI: /, /static/…, /api/v1/web/…
     return app

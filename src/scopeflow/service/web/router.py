@@ -1,0 +1,221 @@
+"""Routes of the web UI: the page, its static files and two web-only JSON helpers.
+
+- ``GET /`` and ``GET /static/{path}``: the single-page app (plain HTML, ES modules, one CSS
+  file), public and left out of the OpenAPI schema.
+- ``POST /api/v1/web/config-preview`` ``{template, params}``: the configuration a job of that
+  template would get (``fixed``, then the template's ``defaults``, then ``params``) as YAML,
+  with the parameter problems (``[{"loc", "msg"}]``) the API would answer at job creation.
+- ``POST /api/v1/web/config-parse`` ``{template, yaml}``: the user parameters found in an
+  edited ``config.yaml`` text, and problems (a changed ``fixed`` value, bad YAML …).
+
+Both JSON routes need the bearer token (:data:`scopeflow.service.deps.CurrentUser`).
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, HTTPException, status
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from scopeflow.core.errors import ConfigError
+from scopeflow.service.deps import CurrentUser, Svc
+from scopeflow.service.templates import Template
+
+__all__ = ["STATIC_DIR", "merge_config", "router", "user_params_from"]
+
+router = APIRouter()
+STATIC_DIR = resources.files("scopeflow.service.web").joinpath("static")
+_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".html": "text/html",
+    ".svg": "image/svg+xml",
+}
+_MISSING = object()
+
+
+class PreviewBody(BaseModel):
+    """Body of ``POST /api/v1/web/config-preview``."""
+
+    template: str = Field(min_length=1, max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ParseBody(BaseModel):
+    """Body of ``POST /api/v1/web/config-parse``."""
+
+    template: str = Field(min_length=1, max_length=100)
+    yaml: str = Field(max_length=1_000_000)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def _dotted(params: dict[str, Any]) -> dict[str, Any]:
+    """Nested or dotted params → nested (``{"a.b": 1}`` → ``{"a": {"b": 1}}``)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        parts = str(key).split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _dotted(value) if isinstance(value, dict) else value
+    return out
+
+
+def merge_config(template: Template, params: dict[str, Any]) -> dict[str, Any]:
+    """The configuration of a job before the service resolves its input paths.
+
+    Parameters
+    ----------
+    template
+        The job's template.
+    params
+        The user's parameters, nested or dotted.
+
+    Returns
+    -------
+    dict
+        ``fixed``, then ``defaults``, then ``params`` merged (later wins); ``root`` is shown as
+        ``<job input folder>`` where the pipeline has one.
+    """
+    merged = _deep_merge(copy.deepcopy(template.fixed), _dotted(template.defaults))
+    merged = _deep_merge(merged, _dotted(params))
+    if "root" in template.config_model.model_fields:
+        merged = {"root": "<job input folder>", **merged}
+    return merged
+
+
+def _get_path(tree: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
+
+
+def user_params_from(
+    template: Template, config: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The user parameters of an edited configuration, and what in it cannot be kept.
+
+    Parameters
+    ----------
+    template
+        The job's template.
+    config
+        The parsed ``config.yaml`` (nested).
+
+    Returns
+    -------
+    params, problems
+        ``params`` nested like the web form's values; ``problems`` as ``[{"loc", "msg"}]`` for
+        ``fixed`` values that were changed and keys that are neither fixed nor user parameters.
+    """
+    params: dict[str, Any] = {}
+    problems: list[dict[str, Any]] = []
+    for path in template.user_parameters:
+        value = _get_path(config, path)
+        if value is not _MISSING:
+            node = params
+            parts = path.split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+    fixed = template.fixed
+
+    def walk(tree: dict[str, Any], prefix: str) -> None:
+        for key, value in tree.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if path == "root" or path in template.user_parameters:
+                continue
+            if any(u.startswith(path + ".") for u in template.user_parameters) and isinstance(
+                value, dict
+            ):
+                walk(value, path)
+                continue
+            if _get_path(fixed, path) is _MISSING and not isinstance(value, dict):
+                msg = "not a parameter of this template (ignored)"
+                problems.append({"loc": path.split("."), "msg": msg})
+            elif isinstance(value, dict):
+                walk(value, path)
+            elif value != _get_path(fixed, path):
+                msg = "fixed by the template: the change is ignored"
+                problems.append({"loc": path.split("."), "msg": msg})
+
+    walk(config, "")
+    return params, problems
+
+
+def _problems(template: Template, params: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        template.check_params(params)
+    except ConfigError as exc:
+        return [{"loc": key.split("."), "msg": msg} for key, msg in exc.problems]
+    return []
+
+
+@router.post("/api/v1/web/config-preview")
+def config_preview(body: PreviewBody, user: CurrentUser, svc: Svc) -> dict[str, Any]:
+    """The job's configuration as YAML, and the problems of ``params`` (never a 422)."""
+    template = svc.templates.get(body.template)  # UnknownNameError -> 422
+    config = merge_config(template, body.params)
+    return {
+        "yaml": yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
+        "config": config,
+        "detail": _problems(template, body.params),
+    }
+
+
+@router.post("/api/v1/web/config-parse")
+def config_parse(body: ParseBody, user: CurrentUser, svc: Svc) -> dict[str, Any]:
+    """The user parameters of an edited ``config.yaml`` (422 when it is not a YAML mapping)."""
+    template = svc.templates.get(body.template)
+    try:
+        config = yaml.safe_load(body.yaml) or {}
+    except yaml.YAMLError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, [{"loc": ["yaml"], "msg": str(exc)}]
+        ) from None
+    if not isinstance(config, dict):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            [{"loc": ["yaml"], "msg": "expected a mapping of configuration keys"}],
+        )
+    params, problems = user_params_from(template, config)
+    return {"params": params, "detail": problems + _problems(template, params)}
+
+
+def _static(path: str) -> FileResponse:
+    parts = PurePosixPath(path).parts
+    if not parts or any(p in ("..", "") or p.startswith(".") or "\\" in p for p in parts):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
+    target = STATIC_DIR.joinpath(*parts)
+    if not target.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
+    media = _TYPES.get(PurePosixPath(path).suffix, "application/octet-stream")
+    return FileResponse(str(target), media_type=media, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/", include_in_schema=False)
+def index() -> FileResponse:
+    """The single page of the web UI."""
+    return _static("index.html")
+
+
+@router.get("/static/{path:path}", include_in_schema=False)
+def static_file(path: str) -> FileResponse:
+    """A file of the web UI (HTML, ES modules, CSS)."""
+    return _static(path)

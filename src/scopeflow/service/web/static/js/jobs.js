@@ -1,0 +1,67 @@
+// The jobs table: polled every 2 s; filter by state; start / cancel / restart / delete / open.
+import { api, get, message } from "./api.js";
+import { el, every, stateBadge, toast, when } from "./util.js";
+
+export const STATES = ["created", "uploading", "ready", "queued", "running", "succeeded", "failed", "cancelled"];
+
+/** The action buttons allowed in a job's state; `after` runs once an action went through. */
+export function jobActions(job, after) {
+  const s = job.state;
+  const act = (label, method, path, cls = "") => el(`button${cls}`, {
+    type: "button", text: label, "aria-label": `${label} job ${job.name}`,
+    onclick: async () => {
+      if (label === "Delete" && !confirm(`Delete job "${job.name}" and its files?`)) return;
+      try { await api(method, path); toast(`${label}: ${job.name}`); after(label); }
+      catch (e) { toast(`${label} failed: ${message(e)}`, true); }
+    },
+  });
+  const id = job.id;
+  return el("div.actions", {},
+    ["created", "uploading", "ready"].includes(s) && act("Start", "POST", `/jobs/${id}/start`, ".primary"),
+    ["created", "uploading", "ready", "queued", "running"].includes(s) && act("Cancel", "POST", `/jobs/${id}/cancel`),
+    ["failed", "cancelled", "succeeded"].includes(s) && act("Restart", "POST", `/jobs/${id}/restart`),
+    !["queued", "running"].includes(s) && act("Delete", "DELETE", `/jobs/${id}`, ".danger"));
+}
+
+export function jobsView(main, query) {
+  const filter = el("select#state-filter", { name: "state" },
+    el("option", { value: "", text: "all states" }),
+    STATES.map((s) => el("option", { value: s, text: s })));
+  filter.value = query.get("state") || "";
+  const body = el("tbody");
+  const status = el("p.muted.small", { "aria-live": "polite" });
+  main.append(
+    el("div.row", {}, el("h1.grow", { text: "Jobs" }),
+      el("label", { for: "state-filter", text: "State" }), filter,
+      el("a.button.primary", { href: "#/new", text: "New job" })),
+    el("div.table-wrap", {}, el("table#jobs", {},
+      el("caption.muted.small", { text: "Your jobs, newest first (refreshes every 2 s)" }),
+      el("thead", {}, el("tr", {}, ["Job", "Name", "Template", "State", "Created", "Started",
+        "Finished", "Actions"].map((h) => el("th", { scope: "col", text: h })))),
+      body)),
+    status);
+  let refresh;
+  const draw = (jobs) => {
+    body.replaceChildren(...jobs.map((j) => el("tr", { "data-job": j.id, "data-state": j.state },
+      el("td", {}, el("a", { href: `#/job/${j.id}`, text: j.id.slice(0, 8), title: j.id })),
+      el("td", { text: j.name }),
+      el("td", { text: j.template }),
+      el("td", {}, stateBadge(j.state)),
+      el("td", { text: when(j.created_at) }),
+      el("td", { text: when(j.started_at) }),
+      el("td", { text: when(j.finished_at) }),
+      el("td", {}, el("div.row", {}, jobActions(j, () => refresh()),
+        el("a.button", { href: `#/job/${j.id}`, text: "Open", "aria-label": `Open job ${j.name}` }))))));
+    if (!jobs.length) body.append(el("tr", {}, el("td", { colspan: 8, text: "No jobs yet." })));
+  };
+  refresh = async () => {
+    const q = filter.value ? `?state=${filter.value}` : "";
+    try { draw(await get(`/jobs${q}`)); status.textContent = `Updated ${new Date().toLocaleTimeString()}`; }
+    catch (e) { status.textContent = message(e); }
+  };
+  filter.addEventListener("change", () => {
+    history.replaceState(null, "", filter.value ? `#/jobs?state=${filter.value}` : "#/jobs");
+    refresh();
+  });
+  return every(2000, refresh);
+}

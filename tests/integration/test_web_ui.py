@@ -1,0 +1,182 @@
+"""The web UI end to end in a real headless Chromium (Debian's ``chromium``, driven by
+Playwright through ``executable_path``; no browser is ever downloaded) against a real
+``scopeflow server`` and its worker.
+
+log in (a wrong password first) → new-job wizard (form from the template's JSON Schema, a 422
+problem shown next to its field, the config.yaml preview, an edited YAML applied back to the
+form) → upload a folder of two TIFFs → start → the step-by-unit grid turns done → a unit's log →
+results (previews section, summary) → the zip downloaded.
+
+``SCOPEFLOW_WEB_SCREENSHOTS=DIR`` writes the screenshots there (``docs/screenshots`` to refresh
+the documentation's); otherwise they go to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+
+from tests.conftest import run_cli
+from tests.integration.conftest import _unavailable
+from tests.integration.test_service_e2e import EXAMPLE, Server
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Path of Debian's chromium (skip, or fail under SCOPEFLOW_REQUIRE_INFRA=1, without it)."""
+    if importlib.util.find_spec("playwright") is None:
+        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
+    path = shutil.which("chromium")
+    if path is None:
+        _unavailable("no chromium on PATH (scripts/system-deps.sh installs Debian's)")
+    return path
+
+
+@pytest.fixture
+def web_server(tmp_path: Path) -> Iterator[Server]:
+    data = tmp_path / "service"
+    data.mkdir()
+    shutil.copy(EXAMPLE, data / "templates.yaml")
+    result = run_cli(["admin", "create-user", "alice", "--password", "pw", "--data-dir", data])
+    assert result.returncode == 0, result.stderr
+    srv = Server(data).start()
+    yield srv
+    srv.stop()
+
+
+def _images(folder: Path) -> Path:
+    """``folder/images/img{0,1}.tif``: bright round objects on noise."""
+    images = folder / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96]
+    for i in range(2):
+        img = rng.normal(100, 5, (96, 96))
+        for cy, cx in rng.uniform(15, 80, (4, 2)):
+            img += 400 * ((yy - cy) ** 2 + (xx - cx) ** 2 < 36)
+        tifffile.imwrite(images / f"img{i}.tif", img.astype(np.uint16))
+    return images
+
+
+def test_web_ui_end_to_end(chromium: str, web_server: Server, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(os.environ.get("SCOPEFLOW_WEB_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    images = _images(tmp_path / "data")
+    url = web_server.url
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(15_000)
+        expect.set_options(timeout=15_000)
+        try:
+            _drive(page, expect, url=url, images=images, shots=shots, tmp=tmp_path)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert not errors, errors
+
+
+def _drive(page: Any, expect: Any, *, url: str, images: Path, shots: Path, tmp: Path) -> None:
+    # login: a wrong password is an inline error; the right one shows the jobs table
+    page.goto(url + "/")
+    expect(page).to_have_url(f"{url}/#/login")
+    page.get_by_label("User name").fill("alice")
+    page.get_by_label("Password").fill("wrong")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#login-error")).to_have_text("Wrong user name or password.")
+    page.get_by_label("Password").fill("pw")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('scopeflow.token')")
+
+    # wizard: the form comes from the template's JSON Schema
+    page.get_by_role("link", name="New job").first.click()
+    page.get_by_label("Template", exact=True).select_option("example-segment")
+    page.get_by_label("Job name *").fill("web run")
+    sigma = page.locator("#f-segment__sigma")
+    expect(sigma).to_have_value("1.5")  # the model's default
+    expect(page.locator("#f-segment__sigma-help")).to_contain_text("Gaussian smoothing")
+    sigma.fill("-1")  # the preview's check puts the API's message next to the field
+    expect(page.locator("#f-segment__sigma-error")).to_contain_text("greater than or equal to 0")
+    page.get_by_role("button", name="Create job").click()  # the API's 422 too
+    expect(page.locator("#f-segment__sigma-error")).to_contain_text("greater than or equal")
+    sigma.fill("2")
+    yaml_box = page.locator("#config-yaml")
+    expect(yaml_box).to_have_value(_containing("sigma: 2"))
+    expect(yaml_box).to_have_value(_containing("pattern: '*.tif'"))
+    # an edited config.yaml goes back into the form
+    yaml_box.fill(yaml_box.input_value() + "match_distance: 6.5\n")
+    page.get_by_role("button", name="Apply edited YAML to the form").click()
+    expect(page.locator("#f-match_distance")).to_have_value("6.5")
+    page.screenshot(path=str(shots / "wizard.png"), full_page=True)
+    page.get_by_role("button", name="Create job").click()
+
+    # the job page: upload a folder (webkitdirectory input), then start
+    expect(page.get_by_role("heading", name="Upload input files")).to_be_visible()
+    page.locator("#pick-folder").set_input_files(str(images))
+    expect(page.locator("#upload-stats")).to_contain_text("all files uploaded")
+    expect(page.locator("#input-files")).to_contain_text("images/img0.tif")
+    expect(page.locator("#input-files")).to_contain_text("images/img1.tif")
+    page.screenshot(path=str(shots / "upload.png"))
+    page.get_by_role("button", name="Start job web run").click()
+
+    # the grid turns done; a unit's log
+    expect(page.locator("h1 .state")).to_have_text("succeeded", timeout=60_000)
+    expect(page.locator("#overall-text")).to_contain_text("(100 %)")
+    cells = page.locator("#grid button.cell")
+    assert cells.count() >= 4
+    assert set(cells.evaluate_all("cs => cs.map(c => c.dataset.state)")) == {"done"}
+    page.locator("#grid tr[data-step='segment'] button.cell").first.click()
+    expect(page.locator("#log-title")).to_contain_text("segment / img0")
+    expect(page.locator("#unit-log")).to_contain_text("objects in")
+
+    # results: files, summary, previews (the example pipeline writes no PNG: said so)
+    expect(page.locator("#results")).to_contain_text("outputs/objects.csv")
+    expect(page.locator("#summary")).to_contain_text("segment")
+    expect(page.locator("#no-previews")).to_be_visible()
+    page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+    with page.expect_download() as info:
+        page.locator("#download-zip").click()
+    target = tmp / "results.zip"
+    info.value.save_as(target)
+    with zipfile.ZipFile(target) as zf:
+        names = zf.namelist()
+    assert "summary.json" in names and "outputs/objects.csv" in names, names
+
+    # back to the table: the job is listed as succeeded; the filter keeps it
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    page.get_by_label("State", exact=True).select_option("succeeded")
+    expect(page.locator("#jobs tbody tr[data-state='succeeded']")).to_have_count(1)
+    page.get_by_label("State", exact=True).select_option("failed")
+    expect(page.locator("#jobs tbody")).to_contain_text("No jobs yet.")
+
+    # a narrow window: the page does not scroll sideways (the table scrolls in its box)
+    page.set_viewport_size({"width": 400, "height": 800})
+    page.get_by_label("State", exact=True).select_option("")
+    expect(page.locator("#jobs tbody tr[data-state='succeeded']")).to_have_count(1)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    page.screenshot(path=str(shots / "jobs-narrow.png"))
+
+
+def _containing(fragment: str) -> Any:
+    """A regular expression matching a text that contains ``fragment``."""
+    import re
+
+    return re.compile(re.escape(fragment))

@@ -33,7 +33,7 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -205,6 +205,25 @@ def resolve_in(root: Path, rel: str | PurePosixPath) -> Path:
     return current
 
 
+def regular_files(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every regular file under ``root`` with its ``lstat``, symbolic links not followed.
+
+    A missing ``root`` (or a folder that vanishes while walking) yields nothing.
+    """
+    stack = [Path(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                yield Path(entry.path), entry.stat(follow_symlinks=False)
+
+
 def used_bytes(user_root: Path) -> int:
     """Bytes a user's directory holds, plus what declared uploads still have to send.
 
@@ -216,20 +235,10 @@ def used_bytes(user_root: Path) -> int:
         The folder of all of one user's jobs (or of one job).
     """
     total = 0
-    stack = [Path(user_root)]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
-                if folder.name == UPLOADS_DIR and entry.name.endswith(".json"):
-                    total += _pending_bytes(Path(entry.path))
+    for path, st in regular_files(user_root):
+        total += st.st_size
+        if path.parent.name == UPLOADS_DIR and path.name.endswith(".json"):
+            total += _pending_bytes(path)
     return total
 
 

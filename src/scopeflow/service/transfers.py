@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from scopeflow.core.errors import ScopeflowError
-from scopeflow.service.files import resolve_in
+from scopeflow.service.files import regular_files, resolve_in
 
 __all__ = [
     "CHUNK",
@@ -106,18 +106,8 @@ def list_results(run_dir: Path) -> list[dict[str, Any]]:
     else:
         if stat.S_ISREG(st.st_mode):
             add(summary, st)
-    stack = [run_dir / "outputs"]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                add(Path(entry.path), entry.stat(follow_symlinks=False))
+    for path, st in regular_files(run_dir / "outputs"):
+        add(path, st)
     return sorted(found, key=lambda r: str(r["path"]))
 
 

@@ -7,14 +7,21 @@ problem shown next to its field, the config.yaml preview, an edited YAML applied
 form) → upload a folder of two TIFFs → start → the step-by-unit grid turns done → a unit's log →
 results (previews section, summary) → the zip downloaded.
 
+A second test runs a ``cyto-ifc`` job on tiny synthetic IFC data, which writes PNG previews:
+an upload cancelled while it runs (the jobs table showing it meanwhile), the upload again, the
+previews loaded (``naturalWidth > 0``) from plain ``/dl/<token>/…`` links, a single file and the
+zip downloaded through such links, from the results and from the jobs table.
+
 ``SCOPEFLOW_WEB_SCREENSHOTS=DIR`` writes the screenshots there (``docs/screenshots`` to refresh
 the documentation's); otherwise they go to the test's temporary folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import zipfile
 from collections.abc import Iterator
@@ -25,6 +32,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from scopeflow.testing import make_cyto_dataset
 from tests.conftest import run_cli
 from tests.integration.conftest import _unavailable
 from tests.integration.test_service_e2e import EXAMPLE, Server
@@ -177,6 +185,133 @@ def _drive(page: Any, expect: Any, *, url: str, images: Path, shots: Path, tmp: 
 
 def _containing(fragment: str) -> Any:
     """A regular expression matching a text that contains ``fragment``."""
-    import re
-
     return re.compile(re.escape(fragment))
+
+
+def test_web_ui_previews_stream_links_and_cancel(
+    chromium: str, web_server: Server, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(os.environ.get("SCOPEFLOW_WEB_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    make_cyto_dataset(tmp_path / "ifcdata", kind="ifc", n=60, seed=0)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 800}, accept_downloads=True
+        )
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(15_000)
+        expect.set_options(timeout=15_000)
+        try:
+            _drive_ifc(
+                page,
+                context,
+                expect,
+                url=web_server.url,
+                ifc=tmp_path / "ifcdata" / "ifc",
+                shots=shots,
+                tmp=tmp_path,
+            )
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert not errors, errors
+
+
+def _drive_ifc(
+    page: Any, context: Any, expect: Any, *, url: str, ifc: Path, shots: Path, tmp: Path
+) -> None:
+    page.goto(url + "/#/login")
+    page.get_by_label("User name").fill("alice")
+    page.get_by_label("Password").fill("pw")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    page.get_by_role("link", name="New job").first.click()
+    page.get_by_label("Template", exact=True).select_option("cyto-ifc")
+    page.get_by_label("Job name *").fill("ifc run")
+    expect(page.locator("#config-yaml")).to_have_value(_containing("pattern: ifc/ch{c}.tif"))
+    page.get_by_role("button", name="Create job").click()
+    expect(page.get_by_role("heading", name="Upload input files")).to_be_visible()
+    job_id = page.evaluate("location.hash").removeprefix("#/job/")
+
+    # an upload whose chunks hang: the jobs table (another tab) shows it; then it is cancelled
+    held: list[Any] = []
+    chunks = re.compile(r".*/files/.*[?]offset=\d+$")
+
+    def hold(route: Any) -> None:
+        held.append(route)
+
+    page.route(chunks, hold)
+    with page.expect_request(lambda r: r.method == "PUT"):
+        page.locator("#pick-folder").set_input_files(str(ifc))
+    expect(page.locator("#cancel-upload")).to_be_visible()
+    other = context.new_page()
+    other.goto(url + "/#/login")
+    other.evaluate("t => sessionStorage.setItem('scopeflow.token', t)", _token(page))
+    other.evaluate("location.hash = '#/jobs'")
+    row = other.locator(f"#jobs tbody tr[data-job='{job_id}']")
+    expect(row.locator("td.upload")).to_have_text("1 file uploading")
+    other.close()
+    page.locator("#cancel-upload").click()
+    expect(page.locator("#upload-stats")).to_contain_text("upload cancelled (6 not uploaded)")
+    expect(page.locator("#upload tr[data-path='ifc/ch0.tif']")).to_contain_text("cancelled")
+    expect(page.locator("#input-files")).to_have_text("No input files yet.")
+    expect(page.locator("#pending-uploads")).not_to_contain_text("Unfinished")
+    expect(page.locator("#cancel-upload")).to_be_hidden()
+    for route in held:
+        with contextlib.suppress(Exception):  # the browser dropped the request already
+            route.abort()
+    page.unroute(chunks, hold)
+
+    # the real upload, the run
+    page.locator("#pick-folder").set_input_files(str(ifc))
+    expect(page.locator("#upload-stats")).to_contain_text("all files uploaded")
+    expect(page.locator("#input-files")).to_contain_text("ifc/ch5.tif")
+    page.get_by_role("button", name="Start job ifc run").click()
+    expect(page.locator("h1 .state")).to_have_text("succeeded", timeout=60_000)
+
+    # previews: plain /dl/<token>/… images that the browser loads itself
+    imgs = page.locator("#previews img")
+    expect(imgs.first).to_be_attached()
+    assert imgs.count() >= 2
+    for i in range(imgs.count()):
+        imgs.nth(i).scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#previews img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    srcs = imgs.evaluate_all("is => is.map(i => i.getAttribute('src'))")
+    assert all(src.startswith("/dl/") for src in srcs), srcs
+    assert any(src.endswith("outputs/qc/cells.png") for src in srcs), srcs
+    page.screenshot(path=str(shots / "results.png"), full_page=True)
+
+    # a single file and the zip through plain links (streamed by the browser)
+    link = page.locator("#results a.download[data-path='outputs/qc/cells.png']")
+    assert link.get_attribute("href").startswith("/dl/")
+    with page.expect_download() as info:
+        link.click()
+    info.value.save_as(tmp / "cells.png")
+    assert (tmp / "cells.png").read_bytes().startswith(b"\x89PNG")
+    assert page.locator("#download-zip").get_attribute("href").endswith("/results.zip")
+
+    # the jobs table: upload state and the zip of a finished job
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    row = page.locator(f"#jobs tbody tr[data-job='{job_id}']")
+    expect(row).to_have_attribute("data-state", "succeeded")
+    with page.expect_download() as info:
+        row.get_by_role("button", name="Download the results of job ifc run (zip)").click()
+    info.value.save_as(tmp / "ifc.zip")
+    with zipfile.ZipFile(tmp / "ifc.zip") as zf:
+        names = zf.namelist()
+    assert "summary.json" in names and "outputs/qc/cells.png" in names, names
+
+
+def _token(page: Any) -> str:
+    token: str = page.evaluate("sessionStorage.getItem('scopeflow.token')")
+    return token

@@ -5,8 +5,9 @@ Upload protocol (see docs/service-templates-files.md): ``POST /jobs/{id}/files``
 /jobs/{id}/files/{path}?offset=N`` appends a chunk at that offset (409 with the expected offset
 otherwise); ``GET /jobs/{id}/files/{path}`` tells the offset to resume from; ``POST
 /jobs/{id}/files/{path}/finish`` verifies size and digest (422 and the bytes are discarded on a
-mismatch). Names go through :func:`scopeflow.service.files.safe_relpath` (400 on ``..``,
-absolute paths, symlinks …).
+mismatch); ``DELETE /jobs/{id}/files/{path}`` discards an unfinished upload (a cancel). Names
+go through :func:`scopeflow.service.files.safe_relpath` (400 on ``..``, absolute paths,
+symlinks …).
 """
 
 from __future__ import annotations
@@ -145,6 +146,27 @@ def finish_file(
         set_state(session, job, JobState.READY)
     session.commit()
     return {"path": rel, "size": final.stat().st_size}
+
+
+@router.delete("/jobs/{job_id}/files/{path:path}")
+def discard_upload(
+    job_id: str, path: str, user: CurrentUser, session: DbSession, svc: Svc
+) -> dict[str, Any]:
+    """Discard an unfinished upload (a cancel): its bytes and record go; 404 when there is none."""
+    job = owned_job(session, user, job_id)
+    _uploadable(job)
+    rel = str(safe_relpath(path))
+    store = _store(svc, job)
+    if rel not in {u["path"] for u in store.status()}:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no unfinished upload {rel!r}")
+    store.abort(rel)
+    row = session.scalar(select(Upload).where(Upload.job_id == job.id, Upload.path == rel))
+    if row is not None and not row.complete:
+        session.delete(row)
+    if not store.status() and job.state is JobState.UPLOADING:
+        set_state(session, job, JobState.READY)
+    session.commit()
+    return {"path": rel, "discarded": True}
 
 
 @router.get("/jobs/{job_id}/results")

@@ -7,8 +7,10 @@
   with the parameter problems (``[{"loc", "msg"}]``) the API would answer at job creation.
 - ``POST /api/v1/web/config-parse`` ``{template, yaml}``: the user parameters found in an
   edited ``config.yaml`` text, and problems (a changed ``fixed`` value, bad YAML …).
+- ``POST /api/v1/web/jobs/{id}/download-token`` and the public ``GET /dl/{token}/…``: plain
+  download links of a job's results (:mod:`scopeflow.service.web.downloads`).
 
-Both JSON routes need the bearer token (:data:`scopeflow.service.deps.CurrentUser`).
+The JSON routes need the bearer token (:data:`scopeflow.service.deps.CurrentUser`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pydantic import BaseModel, Field
 from scopeflow.core.errors import ConfigError
 from scopeflow.service.deps import CurrentUser, Svc
 from scopeflow.service.templates import Template
+from scopeflow.service.web import downloads
 
 __all__ = ["STATIC_DIR", "merge_config", "router", "user_params_from"]
 
@@ -38,6 +41,7 @@ _TYPES = {
     ".svg": "image/svg+xml",
 }
 _MISSING = object()
+router.include_router(downloads.router)
 
 
 class PreviewBody(BaseModel):

@@ -55,22 +55,3 @@ export function message(err) {
   }
   return String(err && err.message ? err.message : err);
 }
-
-/** Download a result through fetch (the bearer header) and save it as a file. */
-export async function download(path, filename) {
-  const r = await raw("GET", path);
-  const url = URL.createObjectURL(await r.blob());
-  const a = document.createElement("a");
-  a.href = url;
-  a.download = filename;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 60_000);
-}
-
-/** An object URL of a result (e.g. a PNG preview), fetched with the token. */
-export async function objectURL(path) {
-  const r = await raw("GET", path);
-  return URL.createObjectURL(await r.blob());
-}

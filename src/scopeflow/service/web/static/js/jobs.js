@@ -1,6 +1,32 @@
-// The jobs table: polled every 2 s; filter by state; start / cancel / restart / delete / open.
+// The jobs table: polled every 2 s; filter by state; upload state (jobs still taking uploads)
+// and a streamed zip download (finished jobs); start / cancel / restart / delete / open.
 import { api, get, message } from "./api.js";
+import { downloadZip } from "./links.js";
 import { el, every, stateBadge, toast, when } from "./util.js";
+
+const UPLOADING = ["created", "uploading"];
+const FINISHED = ["succeeded", "failed", "cancelled"];
+const MAX_UPLOAD_LOOKUPS = 20; // GET /jobs/{id}/files per row: only for the newest few
+
+/** "2 files uploading", "3 input files" … from GET /jobs/{id}/files. */
+function uploadText(files) {
+  if (!files) return "";
+  const n = files.uploads.length, done = files.files.length;
+  const plural = (k, w) => `${k} ${w}${k === 1 ? "" : "s"}`;
+  if (n) return `${plural(n, "file")} uploading${done ? `, ${done} done` : ""}`;
+  return done ? `${plural(done, "input file")}` : "no files yet";
+}
+
+function uploadCell(job, files) {
+  if (UPLOADING.includes(job.state)) return el("td.upload", { text: uploadText(files) });
+  return el("td.upload.muted", { text: job.state === "ready" ? "uploaded" : "" });
+}
+
+function resultsCell(job) {
+  if (!FINISHED.includes(job.state)) return el("td.download");
+  return el("td.download", {}, el("button.link", { type: "button", text: "zip", "aria-label": `Download the results of job ${job.name} (zip)`,
+    onclick: () => downloadZip(job.id).catch((e) => toast(`Download failed: ${message(e)}`, true)) }));
+}
 
 export const STATES = ["created", "uploading", "ready", "queued", "running", "succeeded", "failed", "cancelled"];
 
@@ -37,11 +63,11 @@ export function jobsView(main, query) {
     el("div.table-wrap", {}, el("table#jobs", {},
       el("caption.muted.small", { text: "Your jobs, newest first (refreshes every 2 s)" }),
       el("thead", {}, el("tr", {}, ["Job", "Name", "Template", "State", "Created", "Started",
-        "Finished", "Actions"].map((h) => el("th", { scope: "col", text: h })))),
+        "Finished", "Upload", "Results", "Actions"].map((h) => el("th", { scope: "col", text: h })))),
       body)),
     status);
   let refresh;
-  const draw = (jobs) => {
+  const draw = (jobs, uploads) => {
     body.replaceChildren(...jobs.map((j) => el("tr", { "data-job": j.id, "data-state": j.state },
       el("td", {}, el("a", { href: `#/job/${j.id}`, text: j.id.slice(0, 8), title: j.id })),
       el("td", { text: j.name }),
@@ -50,14 +76,22 @@ export function jobsView(main, query) {
       el("td", { text: when(j.created_at) }),
       el("td", { text: when(j.started_at) }),
       el("td", { text: when(j.finished_at) }),
+      uploadCell(j, uploads.get(j.id)),
+      resultsCell(j),
       el("td", {}, el("div.row", {}, jobActions(j, () => refresh()),
         el("a.button", { href: `#/job/${j.id}`, text: "Open", "aria-label": `Open job ${j.name}` }))))));
-    if (!jobs.length) body.append(el("tr", {}, el("td", { colspan: 8, text: "No jobs yet." })));
+    if (!jobs.length) body.append(el("tr", {}, el("td", { colspan: 10, text: "No jobs yet." })));
   };
   refresh = async () => {
     const q = filter.value ? `?state=${filter.value}` : "";
-    try { draw(await get(`/jobs${q}`)); status.textContent = `Updated ${new Date().toLocaleTimeString()}`; }
-    catch (e) { status.textContent = message(e); }
+    try {
+      const jobs = await get(`/jobs${q}`);
+      const lookups = jobs.filter((j) => UPLOADING.includes(j.state)).slice(0, MAX_UPLOAD_LOOKUPS);
+      const uploads = new Map(await Promise.all(lookups.map(async (j) =>
+        [j.id, await get(`/jobs/${j.id}/files`).catch(() => null)])));
+      draw(jobs, uploads);
+      status.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    } catch (e) { status.textContent = message(e); }
   };
   filter.addEventListener("change", () => {
     history.replaceState(null, "", filter.value ? `#/jobs?state=${filter.value}` : "#/jobs");

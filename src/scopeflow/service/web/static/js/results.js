@@ -1,10 +1,12 @@
-// Results: file list with downloads (fetched with the token, saved from a Blob), the zip, the
-// summary's per-step times, PNG previews and snippets to open the outputs in napari or Fiji.
-import { download, get, message, objectURL } from "./api.js";
-import { bytes, el } from "./util.js";
+// Results: file list with downloads, the zip, the summary's per-step times, PNG previews and
+// snippets to open the outputs in napari or Fiji. Downloads and previews are plain links under
+// a short-lived download token (links.js): the browser streams them, nothing is held in memory.
+import { get, message } from "./api.js";
+import { linkToken, linkURL, streamLink } from "./links.js";
+import { bytes, el, when } from "./util.js";
 
-const enc = (p) => p.split("/").map(encodeURIComponent).join("/");
 const base = (p) => p.split("/").pop();
+const VIEWER_TTL_S = 8 * 3600; // napari / Fiji read an OME-Zarr lazily: a working day
 
 function summaryTable(summary) {
   const secs = (v) => (typeof v === "number" ? `${v.toFixed(2)} s` : "–");
@@ -23,19 +25,22 @@ function summaryTable(summary) {
       el("pre.snippet", { text: JSON.stringify(summary, null, 2) })));
 }
 
-function snippets(files, url) {
+function snippets(files, viewer) {
   const zarr = [...new Set(files.map((f) => f.path.match(/^(.*?\.ome\.zarr|.*?\.zarr)\//)?.[1]).filter(Boolean))];
   const xml = files.filter((f) => f.path.endsWith(".xml")).map((f) => f.path);
   if (!zarr.length && !xml.length) return "";
-  const out = [el("h3", { text: "Open in napari / Fiji" }),
-    el("p.small.muted", { text: "Unzip the results first (the service does not serve OME-Zarr over HTTP yet)." })];
-  for (const z of zarr) {
-    out.push(el("pre.snippet", { text: `# napari (with napari-ome-zarr)\nimport napari\nviewer = napari.Viewer()\nviewer.open("${z}", plugin="napari-ome-zarr")\nnapari.run()` }));
+  const out = [el("h3", { text: "Open in napari / Fiji" })];
+  if (zarr.length && viewer) {
+    out.push(el("p.small.muted", { text: `Over HTTP, no download needed; the link is valid until ${when(new Date(viewer.until).toISOString())} (reload this page for a new one).` }));
+    for (const z of zarr) {
+      const url = linkURL(viewer.token, z, true);
+      out.push(el("pre.snippet.napari", { text: `# napari (with napari-ome-zarr)\nimport napari\nviewer = napari.Viewer()\nviewer.open("${url}", plugin="napari-ome-zarr")\nnapari.run()` }),
+        el("pre.snippet.zarr-url", { text: `# any OME-Zarr reader that takes an HTTP URL (ome-zarr-py, Fiji's HDF5/N5/Zarr/OME-NGFF import …)\n${url}` }));
+    }
   }
   for (const x of xml) {
-    out.push(el("pre.snippet", { text: `// Fiji: Plugins › BigDataViewer › Open XML/HDF5, or in a Fiji script:\nrun("Open XML/HDF5", "browse=${x} type=[Image XML/HDF5 (BDV)]");` }));
+    out.push(el("pre.snippet", { text: `// Fiji, on the downloaded and unzipped results: Plugins › BigDataViewer › Open XML/HDF5,\n// or in a Fiji script:\nrun("Open XML/HDF5", "browse=${x} type=[Image XML/HDF5 (BDV)]");` }));
   }
-  out.push(el("p.small.muted", { text: `Job results: ${url}` }));
   return el("div#snippets", {}, out);
 }
 
@@ -44,30 +49,42 @@ export async function showResults(box, job) {
   let files;
   try { files = await get(`/jobs/${job.id}/results`); } catch (e) { box.replaceChildren(el("p.error", { text: message(e) })); return; }
   if (!files.length) { box.replaceChildren(el("p.muted", { text: "No results yet." })); return; }
+  let held, viewer = null;
+  try { held = await linkToken(job.id); } catch (e) { box.replaceChildren(el("p.error", { text: message(e) })); return; }
   const total = files.reduce((s, f) => s + f.size, 0);
-  const zipBtn = el("button.primary#download-zip", { type: "button", text: `Download all (zip, ${bytes(total)} before compression)`,
-    onclick: () => download(`/jobs/${job.id}/results.zip`, `${job.id}-results.zip`).catch((e) => alert(message(e))) });
-  const rows = files.map((f) => el("tr", {},
-    el("td", { text: f.path }), el("td", { text: bytes(f.size) }),
-    el("td", {}, el("button.link", { type: "button", text: "download", "aria-label": `Download ${f.path}`,
-      onclick: () => download(`/jobs/${job.id}/results/${enc(f.path)}`, base(f.path)).catch((e) => alert(message(e))) }))));
+  const zipLink = el("a.button.primary#download-zip", { "data-path": "results.zip", download: `${job.id}-results.zip`,
+    text: `Download all (zip, ${bytes(total)} before compression)` });
+  streamLink(zipLink, job.id, held);
+  const rows = files.map((f) => {
+    const a = el("a.download", { "data-path": f.path, download: base(f.path), text: "download", "aria-label": `Download ${f.path}` });
+    streamLink(a, job.id, held);
+    return el("tr", {}, el("td", { text: f.path }), el("td", { text: bytes(f.size) }), el("td", {}, a));
+  });
   const pngs = files.filter((f) => f.path.toLowerCase().endsWith(".png"));
   const ordered = [...pngs.filter((f) => /^outputs\/(previews|qc)\//.test(f.path)), ...pngs.filter((f) => !/^outputs\/(previews|qc)\//.test(f.path))].slice(0, 24);
   const previews = el("div.previews#previews");
   for (const f of ordered) {
-    const img = el("img", { alt: `preview ${f.path}`, loading: "lazy" });
-    previews.append(el("figure", {}, img, el("figcaption", { text: f.path })));
-    objectURL(`/jobs/${job.id}/results/${enc(f.path)}`).then((u) => { img.src = u; }).catch(() => { img.alt = `${f.path}: not loaded`; });
+    const img = el("img", { alt: `preview ${f.path}`, loading: "lazy", src: linkURL(held.token, f.path) });
+    let retried = false; // a lazy image loaded after its token expired: once more with a new one
+    img.addEventListener("error", () => {
+      if (retried) { img.alt = `${f.path}: not loaded`; return; }
+      retried = true;
+      linkToken(job.id).then((t) => { img.src = linkURL(t.token, f.path); }).catch(() => { img.alt = `${f.path}: not loaded`; });
+    });
+    previews.append(el("figure", {}, el("a", { href: img.src, target: "_blank", rel: "noopener" }, img), el("figcaption", { text: f.path })));
+  }
+  if (files.some((f) => /\.zarr\//.test(f.path))) {
+    try { viewer = await linkToken(job.id, VIEWER_TTL_S); } catch { /* no snippet then */ }
   }
   let summary = null;
   try { summary = await get(`/jobs/${job.id}/summary`); } catch { /* no summary yet */ }
   box.replaceChildren(
-    el("p", {}, zipBtn),
+    el("p", {}, zipLink),
     el("div.table-wrap", {}, el("table.files#results", {},
       el("thead", {}, el("tr", {}, ["File", "Size", ""].map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, rows))),
     el("h3", { text: "Previews" }),
     ordered.length ? previews : el("p.muted#no-previews", { text: "This job wrote no PNG previews." }),
     summary ? el("h3", { text: "Summary" }) : "", summary ? summaryTable(summary) : "",
-    snippets(files, `${location.origin}/api/v1/jobs/${job.id}/results`));
+    snippets(files, viewer));
 }

@@ -1,7 +1,9 @@
 // Upload files and folders into a job's input: file/folder pickers and drag and drop; each file
 // hashed in the browser (incremental SHA-256, so any size), declared, sent in 8 MiB chunks from
 // the offset the service holds (resume after a reload: pick the same files again), finished.
-import { get, message, post, raw } from "./api.js";
+// "Cancel upload" stops the batch: the file being sent is discarded on the service (DELETE
+// …/files/{path}); files already finished stay, the ones not begun are left out.
+import { get, message, raw } from "./api.js";
 import { sha256File } from "./sha256.js";
 import { bytes, duration, el } from "./util.js";
 
@@ -44,6 +46,9 @@ export function uploadPanel(jobId, onDone) {
   const total = el("progress#upload-total", { max: 1, value: 0, "aria-label": "Total upload progress" });
   const totalText = el("p.small#upload-stats", { "aria-live": "polite" });
   const pending = el("div#pending-uploads");
+  const cancelBtn = el("button#cancel-upload", { type: "button", text: "Cancel upload", hidden: true,
+    onclick: () => { if (controller) { controller.abort(); cancelBtn.disabled = true; } } });
+  let controller = null;
   zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fileInput.click(); } });
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
@@ -75,6 +80,10 @@ export function uploadPanel(jobId, onDone) {
   async function run(items) {
     if (!items.length || busy) return;
     busy = true;
+    controller = new AbortController();
+    const { signal } = controller;
+    cancelBtn.hidden = false;
+    cancelBtn.disabled = false;
     const base = prefix.value.trim().replace(/^\/+|\/+$/g, "");
     const jobs = items.map(({ file, path }) => {
       const bar = el("progress", { max: file.size || 1, value: 0, "aria-label": `Upload of ${path}` });
@@ -94,33 +103,54 @@ export function uploadPanel(jobId, onDone) {
       totalText.textContent = `${bytes(done)} of ${bytes(size)} · ${bytes(rate)}/s · ${
         done >= size ? "done" : `about ${duration((size - done) / Math.max(rate, 1))} left`}`;
     };
-    let failed = 0;
+    let failed = 0, cancelled = 0;
     for (const j of jobs) {
-      try { await one(j, (n) => { sent += n; stats(); }); }
-      catch (e) { failed++; j.note.textContent = `failed: ${message(e)}`; j.note.className = "error"; }
+      if (signal.aborted) { cancelled++; j.note.textContent = "cancelled"; continue; }
+      try { await one(j, (n) => { sent += n; stats(); }, signal); }
+      catch (e) {
+        if (signal.aborted) { cancelled++; j.note.textContent = "cancelled"; await discard(j); continue; }
+        failed++; j.note.textContent = `failed: ${message(e)}`; j.note.className = "error";
+      }
       stats();
     }
-    totalText.textContent += failed ? ` · ${failed} failed` : " · all files uploaded";
+    totalText.textContent += cancelled ? ` · upload cancelled (${cancelled} not uploaded)`
+      : failed ? ` · ${failed} failed` : " · all files uploaded";
     busy = false;
+    controller = null;
+    cancelBtn.hidden = true;
     await showPending();
     onDone && onDone();
   }
 
-  async function one(j, onSent) {
+  /** Discard what the service holds of a cancelled file (nothing to do if it was not declared). */
+  async function discard(j) {
+    if (!j.declared) return;
+    j.bar.value = 0; j.done = 0;
+    try { await raw("DELETE", `/jobs/${jobId}/files/${enc(j.path)}`); }
+    catch (e) { if (e.status !== 404) j.note.textContent = `cancelled (not discarded: ${message(e)})`; }
+  }
+
+  async function one(j, onSent, signal) {
     const { file, path } = j;
+    const call = async (method, url, body) => (await raw(method, url, { body, signal })).json();
     let sha = localStorage.getItem(hashKey(file));
     if (!sha) {
       let hashed = 0;
-      sha = await sha256File(file, (n) => { hashed += n; j.note.textContent = `hashing ${Math.round((100 * hashed) / (file.size || 1))} %`; });
+      sha = await sha256File(file, (n) => {
+        signal.throwIfAborted();
+        hashed += n; j.note.textContent = `hashing ${Math.round((100 * hashed) / (file.size || 1))} %`;
+      });
       try { localStorage.setItem(hashKey(file), sha); } catch { /* storage full: hash again next time */ }
     }
-    let { offset } = await post(`/jobs/${jobId}/files`, { path, size: file.size, sha256: sha });
+    signal.throwIfAborted();
+    j.declared = true;
+    let { offset } = await call("POST", `/jobs/${jobId}/files`, { path, size: file.size, sha256: sha });
     if (offset) j.note.textContent = `resuming at ${bytes(offset)}`;
     j.done = offset; j.bar.value = offset;
     while (offset < file.size) {
       const chunk = file.slice(offset, offset + CHUNK);
       try {
-        const r = await (await raw("PUT", `/jobs/${jobId}/files/${enc(path)}?offset=${offset}`, { body: chunk })).json();
+        const r = await call("PUT", `/jobs/${jobId}/files/${enc(path)}?offset=${offset}`, chunk);
         onSent(r.offset - offset);
         offset = r.offset;
       } catch (e) {
@@ -130,7 +160,7 @@ export function uploadPanel(jobId, onDone) {
       j.done = offset; j.bar.value = offset;
       j.note.textContent = `${Math.round((100 * offset) / (file.size || 1))} %`;
     }
-    await post(`/jobs/${jobId}/files/${enc(path)}/finish`);
+    await call("POST", `/jobs/${jobId}/files/${enc(path)}/finish`);
     j.done = file.size; j.bar.value = file.size || 1;
     j.note.textContent = "done ✓";
   }
@@ -146,5 +176,5 @@ export function uploadPanel(jobId, onDone) {
     zone,
     el("div.table-wrap", {}, el("table.files", {}, el("thead", {}, el("tr", {},
       ["File", "Size", "Progress"].map((h) => el("th", { scope: "col", text: h })))), list)),
-    total, totalText, pending);
+    el("div.row", {}, el("div.grow", {}, total), cancelBtn), totalText, pending);
 }

@@ -1,0 +1,185 @@
+"""Download links that need no header: short-lived signed tokens in the URL.
+
+A plain ``<a href>``, an ``<img src>``, napari or Fiji cannot send ``Authorization: Bearer``.
+``POST /api/v1/web/jobs/{id}/download-token`` (bearer token, the job's owner only: 404
+otherwise) answers a token for *that job's results only*, valid ``ttl_s`` seconds (default
+600, at most one day); ``GET /dl/{token}/{path}`` and ``GET /dl/{token}/results.zip`` then
+serve the job's result files exactly like ``GET /api/v1/jobs/{id}/results/{path}`` and
+``…/results.zip`` (the same listing, path checks, HTTP Range and streaming; ``HEAD`` too),
+without a header. Under a token a run's folder reads like a static site, so an OME-Zarr
+result opens over HTTP: ``napari.open("http://HOST/dl/TOKEN/outputs/fused.ome.zarr")``; the
+reader's requests for ``…/fused.ome.zarr/zarr.json``, ``.zattrs``, chunks … are result files,
+and a key that is not one is a 404 as a Zarr store expects.
+
+Token: ``JOB_ID.EXPIRES.SIGNATURE``, the signature an HMAC-SHA256 of the job id, its owner's
+id and the expiry (Unix seconds) under a random secret made when the app starts
+(:class:`DownloadSigner`, kept in ``app.state.download_signer``). Nothing is stored; a
+restart of the service ends every link; a link cannot be revoked before it expires, and a
+deleted job or one whose owner changed refuses it. A bad or forged token is a 404 (the same
+answer as a missing file), an expired one a 401. The tokens appear in URLs, hence in access
+logs and browser history: that is why they are short-lived and good for one job's results
+only (never its inputs, never another job, never the API).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import mimetypes
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from scopeflow.service.db import Job
+from scopeflow.service.deps import CurrentUser, DbSession, Svc, owned_job
+from scopeflow.service.files import resolve_in, safe_relpath
+from scopeflow.service.transfers import iter_file, iter_zip, list_results, parse_range
+
+__all__ = ["DEFAULT_TTL_S", "MAX_TTL_S", "DownloadSigner", "router", "signer_of"]
+
+router = APIRouter()
+DEFAULT_TTL_S = 600
+"""Default lifetime of a download token (10 minutes)."""
+MAX_TTL_S = 24 * 3600
+"""Longest lifetime a client may ask for (a day: a viewer reading an OME-Zarr lazily)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@dataclass
+class DownloadSigner:
+    """Makes and checks download tokens.
+
+    Parameters
+    ----------
+    secret
+        HMAC key; default 32 random bytes (tokens die with the process).
+    clock
+        Seconds since the epoch (injectable for tests).
+    """
+
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    clock: Callable[[], float] = time.time
+
+    def _sign(self, job_id: str, owner_id: int, expires: int) -> str:
+        msg = f"{job_id}.{owner_id}.{expires}".encode()
+        return _b64(hmac.new(self.secret, msg, hashlib.sha256).digest())
+
+    def issue(self, job_id: str, owner_id: int, ttl_s: int = DEFAULT_TTL_S) -> tuple[str, int]:
+        """A token for the results of ``job_id`` and its expiry (Unix seconds)."""
+        expires = int(self.clock()) + int(ttl_s)
+        return f"{job_id}.{expires}.{self._sign(job_id, owner_id, expires)}", expires
+
+    @staticmethod
+    def job_of(token: str) -> str | None:
+        """The job id a token names (not verified), or ``None`` when it is malformed."""
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[0].isalnum() or not parts[1].isdigit():
+            return None
+        return parts[0]
+
+    def check(self, token: str, owner_id: int) -> bool | None:
+        """``True`` valid, ``False`` expired (yet genuine), ``None`` forged or malformed."""
+        job_id = self.job_of(token)
+        if job_id is None:
+            return None
+        _, expires, sig = token.split(".")
+        if not hmac.compare_digest(sig, self._sign(job_id, owner_id, int(expires))):
+            return None
+        return int(expires) > self.clock()
+
+
+def signer_of(request: Request) -> DownloadSigner:
+    """The app's signer (made on first use; a test may put its own in ``app.state``)."""
+    state = request.app.state
+    signer: DownloadSigner | None = getattr(state, "download_signer", None)
+    if signer is None:
+        signer = state.download_signer = DownloadSigner()
+    return signer
+
+
+class TokenBody(BaseModel):
+    """Body of ``POST /api/v1/web/jobs/{id}/download-token`` (optional)."""
+
+    ttl_s: int = Field(DEFAULT_TTL_S, ge=1, le=MAX_TTL_S)
+
+
+@router.post("/api/v1/web/jobs/{job_id}/download-token")
+def download_token(
+    job_id: str,
+    request: Request,
+    user: CurrentUser,
+    session: DbSession,
+    *,
+    body: TokenBody | None = None,
+) -> dict[str, Any]:
+    """A token for plain download links of this job's results: ``/dl/{token}/{path}``."""
+    job = owned_job(session, user, job_id)
+    ttl = (body or TokenBody()).ttl_s
+    token, expires = signer_of(request).issue(job.id, job.owner_id, ttl)
+    return {"token": token, "expires": expires, "ttl_s": ttl, "base": f"/dl/{token}"}
+
+
+def _job_of_token(request: Request, session: DbSession, token: str) -> Job:
+    signer = signer_of(request)
+    job_id = signer.job_of(token)
+    job = session.scalar(select(Job).where(Job.id == job_id)) if job_id else None
+    verdict = signer.check(token, job.owner_id) if job is not None else None
+    if job is None or verdict is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such download")
+    if not verdict:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "this download link has expired")
+    return job
+
+
+_HEADERS = {"Cache-Control": "private, max-age=60", "Referrer-Policy": "no-referrer"}
+
+
+@router.api_route("/dl/{token}/results.zip", methods=["GET", "HEAD"], include_in_schema=False)
+def dl_zip(token: str, request: Request, session: DbSession, svc: Svc) -> Response:
+    """Every result file of the token's job as one streamed zip."""
+    job = _job_of_token(request, session, token)
+    headers = _HEADERS | {"Content-Disposition": f'attachment; filename="{job.id}-results.zip"'}
+    if request.method == "HEAD":
+        return Response(media_type="application/zip", headers=headers)
+    run_dir = svc.files(job).run_dir
+    return StreamingResponse(iter_zip(run_dir), media_type="application/zip", headers=headers)
+
+
+@router.api_route("/dl/{token}/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
+def dl_file(token: str, path: str, request: Request, session: DbSession, svc: Svc) -> Response:
+    """One result file of the token's job, with HTTP Range (206) support."""
+    job = _job_of_token(request, session, token)
+    run_dir = svc.files(job).run_dir
+    rel = str(safe_relpath(path))  # BadPathError -> 400
+    if rel not in {r["path"] for r in list_results(run_dir)}:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no result {rel!r}")
+    target = resolve_in(run_dir, rel)
+    return _file_response(target, request)
+
+
+def _file_response(target: Path, request: Request) -> Response:
+    size = target.stat().st_size
+    media = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    headers = _HEADERS | {"Accept-Ranges": "bytes"}
+    rng = parse_range(request.headers.get("range"), size)  # RangeNotSatisfiableError -> 416
+    code = status.HTTP_200_OK if rng is None else status.HTTP_206_PARTIAL_CONTENT
+    if rng is None:
+        headers["Content-Length"] = str(size)
+    else:
+        headers |= {"Content-Range": rng.content_range(size), "Content-Length": str(rng.length)}
+    if request.method == "HEAD":
+        return Response(status_code=code, media_type=media, headers=headers)
+    body = iter_file(target) if rng is None else iter_file(target, rng.start, rng.end)
+    return StreamingResponse(body, status_code=code, media_type=media, headers=headers)

@@ -1,0 +1,56 @@
+// Plain download links: a short-lived token for one job's results (POST
+// /api/v1/web/jobs/{id}/download-token) makes /dl/<token>/<path> URLs that the browser streams
+// to disk itself (nothing held in memory) and that napari / Fiji can open without a header.
+import { post } from "./api.js";
+
+const MARGIN_MS = 60_000; // renew a token with less than a minute left
+const cache = new Map(); // `${jobId}:${ttl}` -> { token, until }
+
+export const enc = (p) => p.split("/").map(encodeURIComponent).join("/");
+
+/** A token for job `jobId`'s results, valid at least a minute more (renewed when needed). */
+export async function linkToken(jobId, ttlS = 600) {
+  const key = `${jobId}:${ttlS}`;
+  const held = cache.get(key);
+  if (held && held.until - Date.now() > MARGIN_MS) return held;
+  const r = await post(`/web/jobs/${jobId}/download-token`, { ttl_s: ttlS });
+  // the local clock from now, not the server's `expires`: clocks may differ
+  const fresh = { token: r.token, until: Date.now() + r.ttl_s * 1000 };
+  cache.set(key, fresh);
+  return fresh;
+}
+
+/** The URL of a result file (or "results.zip") under a token. */
+export const linkURL = (token, path, absolute = false) =>
+  `${absolute ? location.origin : ""}/dl/${token}/${path === "results.zip" ? path : enc(path)}`;
+
+export const isFresh = (held) => held.until - Date.now() > MARGIN_MS;
+
+/**
+ * Make `a` (with data-path) a plain download link of job `jobId` from token `held`; a click
+ * on a link whose token is (nearly) spent gets a fresh one first, then follows it.
+ */
+export function streamLink(a, jobId, held) {
+  let current = held;
+  a.href = linkURL(current.token, a.dataset.path);
+  a.addEventListener("click", (e) => {
+    if (isFresh(current)) return; // the browser follows (and streams) the href
+    e.preventDefault();
+    linkToken(jobId).then((t) => {
+      current = t;
+      a.href = linkURL(t.token, a.dataset.path);
+      a.click();
+    });
+  });
+}
+
+/** Start the download of job `jobId`'s results.zip through a plain link (one token request). */
+export async function downloadZip(jobId) {
+  const { token } = await linkToken(jobId);
+  const a = document.createElement("a");
+  a.href = linkURL(token, "results.zip");
+  a.download = `${jobId}-results.zip`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+}

@@ -1,0 +1,232 @@
+"""Download links without a header (``scopeflow.service.web.downloads``), in process.
+
+A token for one job's results: files with Range and HEAD, the zip, Zarr-like folders; refused
+when expired, forged, for another job, outside the results, or asked for by a non-owner.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from scopeflow.service.app import API_PREFIX, create_app
+from scopeflow.service.auth import create_user
+from scopeflow.service.db import make_engine, session_factory
+from scopeflow.service.settings import ServiceSettings
+from scopeflow.service.web.downloads import DownloadSigner
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
+BIG = bytes(range(256)) * 4096  # 1 MiB
+
+
+class Clock:
+    """A settable clock for the signer."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, ServiceSettings, Clock]]:
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(EXAMPLE, data / "templates.yaml")
+    settings = ServiceSettings(data_dir=data, db_url=db_url)
+    app = create_app(settings)
+    clock = Clock()
+    app.state.download_signer = DownloadSigner(clock=clock)
+    with session_factory(make_engine(settings.database_url))() as s:
+        for name in ("alice", "bob"):
+            create_user(s, name, f"{name}-password")
+        s.commit()
+    with TestClient(app) as client:
+        yield client, settings, clock
+
+
+def _login(client: TestClient, name: str) -> dict[str, str]:
+    r = client.post(f"{API_PREFIX}/auth/login", json={"name": name, "password": f"{name}-password"})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def _job_with_results(client: TestClient, settings: ServiceSettings, owner: str) -> str:
+    auth = _login(client, owner)
+    body = {"template": "toy", "name": "t", "params": {"units": 1}}
+    r = client.post(f"{API_PREFIX}/jobs", json=body, headers=auth)
+    assert r.status_code == 201, r.text
+    job_id: str = r.json()["id"]
+    run = settings.jobs_dir / owner / job_id / "run"
+    (run / "outputs" / "fused.ome.zarr" / "0" / "0").mkdir(parents=True)
+    (run / "outputs" / "big.bin").write_bytes(BIG)
+    (run / "outputs" / "qc.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 10)
+    (run / "outputs" / "fused.ome.zarr" / "zarr.json").write_text('{"zarr_format": 3}')
+    (run / "outputs" / "fused.ome.zarr" / ".zattrs").write_text("{}")
+    (run / "outputs" / "fused.ome.zarr" / "0" / "0" / "0").write_bytes(b"chunk")
+    (run / "summary.json").write_text(json.dumps({"status": "succeeded", "owner": owner}))
+    (run / "events.jsonl").write_text("{}\n")  # in the run, but not a result
+    (settings.jobs_dir / owner / job_id / "input").mkdir(parents=True, exist_ok=True)
+    (settings.jobs_dir / owner / job_id / "input" / "secret.tif").write_bytes(b"input")
+    return job_id
+
+
+def _token(client: TestClient, job_id: str, auth: dict[str, str], **body: Any) -> str:
+    url = f"{API_PREFIX}/web/jobs/{job_id}/download-token"
+    r = client.post(url, headers=auth, json=body or None)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["base"] == f"/dl/{answer['token']}"
+    token: str = answer["token"]
+    return token
+
+
+def test_a_token_serves_files_ranges_head_zarr_and_the_zip(
+    env: tuple[TestClient, ServiceSettings, Clock],
+) -> None:
+    client, settings, _ = env
+    job_id = _job_with_results(client, settings, "alice")
+    tok = _token(client, job_id, _login(client, "alice"))
+    client.headers.clear()  # no bearer header from here on
+
+    r = client.get(f"/dl/{tok}/outputs/big.bin")
+    assert r.status_code == 200 and r.content == BIG
+    assert r.headers["accept-ranges"] == "bytes" and r.headers["content-length"] == str(len(BIG))
+    r = client.get(f"/dl/{tok}/outputs/big.bin", headers={"Range": "bytes=1000-1999"})
+    assert r.status_code == 206 and r.content == BIG[1000:2000]
+    assert r.headers["content-range"] == f"bytes 1000-1999/{len(BIG)}"
+    r = client.get(f"/dl/{tok}/outputs/big.bin", headers={"Range": "bytes=-10"})
+    assert r.status_code == 206 and r.content == BIG[-10:]
+    r = client.get(f"/dl/{tok}/outputs/big.bin", headers={"Range": f"bytes={len(BIG)}-"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(BIG)}"
+    r = client.head(f"/dl/{tok}/outputs/big.bin")
+    assert r.status_code == 200 and r.headers["content-length"] == str(len(BIG)) and not r.content
+
+    r = client.get(f"/dl/{tok}/outputs/qc.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    # a Zarr reader's requests: the metadata and chunk files, and a 404 for a missing key
+    assert client.get(f"/dl/{tok}/outputs/fused.ome.zarr/zarr.json").json() == {"zarr_format": 3}
+    assert client.get(f"/dl/{tok}/outputs/fused.ome.zarr/.zattrs").json() == {}
+    assert client.get(f"/dl/{tok}/outputs/fused.ome.zarr/0/0/0").content == b"chunk"
+    assert client.get(f"/dl/{tok}/outputs/fused.ome.zarr/0/.zarray").status_code == 404
+    assert client.get(f"/dl/{tok}/summary.json").json()["owner"] == "alice"
+
+    r = client.get(f"/dl/{tok}/results.zip")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert f'filename="{job_id}-results.zip"' in r.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        assert "outputs/big.bin" in zf.namelist() and zf.read("outputs/big.bin") == BIG
+
+
+def test_an_expired_token_is_refused(env: tuple[TestClient, ServiceSettings, Clock]) -> None:
+    client, settings, clock = env
+    job_id = _job_with_results(client, settings, "alice")
+    auth = _login(client, "alice")
+    tok = _token(client, job_id, auth)
+    short = _token(client, job_id, auth, ttl_s=5)
+    clock.now += 599
+    assert client.get(f"/dl/{tok}/summary.json").status_code == 200
+    assert client.get(f"/dl/{short}/summary.json").status_code == 401
+    clock.now += 2
+    assert client.get(f"/dl/{tok}/summary.json").status_code == 401
+    assert client.get(f"/dl/{tok}/results.zip").status_code == 401
+    long = _token(client, job_id, auth, ttl_s=3600)
+    clock.now += 3000
+    assert client.get(f"/dl/{long}/summary.json").status_code == 200
+    url = f"{API_PREFIX}/web/jobs/{job_id}/download-token"
+    assert client.post(url, headers=auth, json={"ttl_s": 10**9}).status_code == 422
+
+
+def test_a_token_is_for_its_own_job_and_its_results_only(
+    env: tuple[TestClient, ServiceSettings, Clock],
+) -> None:
+    client, settings, _ = env
+    mine = _job_with_results(client, settings, "alice")
+    other = _job_with_results(client, settings, "bob")
+    alice, bob = _login(client, "alice"), _login(client, "bob")
+    tok = _token(client, mine, alice)
+    # the owner only asks for tokens (someone else's job, or none: 404; no bearer: 401)
+    assert (
+        client.post(f"{API_PREFIX}/web/jobs/{other}/download-token", headers=alice).status_code
+        == 404
+    )
+    assert (
+        client.post(f"{API_PREFIX}/web/jobs/{mine}/download-token", headers=bob).status_code == 404
+    )
+    assert (
+        client.post(f"{API_PREFIX}/web/jobs/{'0' * 32}/download-token", headers=alice).status_code
+        == 404
+    )
+    assert client.post(f"{API_PREFIX}/web/jobs/{mine}/download-token").status_code == 401
+
+    _, expires, sig = tok.split(".")
+    forged = [
+        f"{other}.{expires}.{sig}",  # another job under this signature
+        f"{mine}.{int(expires) + 10**6}.{sig}",  # a later expiry
+        f"{mine}.{expires}.{sig[:-2]}AA",
+        f"{mine}.{expires}",
+        "garbage",
+        f"{other}.{expires}.{sig}.x",
+    ]
+    for bad in forged:
+        for url in (f"/dl/{bad}/summary.json", f"/dl/{bad}/results.zip"):
+            assert client.get(url).status_code == 404, (bad, url)
+    # a token signed under another secret (e.g. before a restart) is refused too
+    stranger, _ = DownloadSigner().issue(mine, 1)
+    assert client.get(f"/dl/{stranger}/summary.json").status_code == 404
+
+    # inside the job: results only (not the run's other files, not its inputs), no traversal
+    for path in ("events.jsonl", "input/secret.tif", "../input/secret.tif", "outputs"):
+        assert client.get(f"/dl/{tok}/{path}").status_code == 404, path
+    for path in ("outputs/../../input/secret.tif", "outputs/%2e%2e/%2e%2e/input/secret.tif"):
+        assert client.get(f"/dl/{tok}/{path}").status_code in (400, 404), path
+    for path in (f"..%2f..%2f..%2fbob%2f{other}%2frun%2fsummary.json", "%2fetc%2fpasswd"):
+        assert client.get(f"/dl/{tok}/{path}").status_code in (400, 404), path
+    assert client.get(f"/dl/{tok}/summary.json").json()["owner"] == "alice"
+
+    # a deleted job's links stop working
+    assert client.delete(f"{API_PREFIX}/jobs/{mine}", headers=alice).status_code in (200, 204)
+    assert client.get(f"/dl/{tok}/summary.json").status_code == 404
+
+
+def test_the_token_route_is_documented_and_the_links_are_not(
+    env: tuple[TestClient, ServiceSettings, Clock],
+) -> None:
+    client, _, _ = env
+    paths = client.app.openapi()["paths"]  # type: ignore[attr-defined]
+    assert f"{API_PREFIX}/web/jobs/{{job_id}}/download-token" in paths
+    assert not [p for p in paths if p.startswith("/dl/")]
+
+
+def test_an_unfinished_upload_can_be_discarded(
+    env: tuple[TestClient, ServiceSettings, Clock],
+) -> None:
+    client, settings, _ = env
+    alice, bob = _login(client, "alice"), _login(client, "bob")
+    r = client.post(f"{API_PREFIX}/jobs", json={"template": "toy", "name": "u"}, headers=alice)
+    base = f"{API_PREFIX}/jobs/{r.json()['id']}"
+    decl = {"path": "a/b.tif", "size": 10, "sha256": "0" * 64}
+    assert client.post(f"{base}/files", json=decl, headers=alice).status_code == 200
+    assert client.put(f"{base}/files/a/b.tif?offset=0", content=b"12345", headers=alice).is_success
+    assert client.get(base, headers=alice).json()["state"] == "uploading"
+    assert client.delete(f"{base}/files/a/b.tif", headers=bob).status_code == 404
+    assert client.delete(f"{base}/files/a/b.tif").status_code == 401
+    assert client.delete(f"{base}/files/../x", headers=alice).status_code in (400, 404)
+    r = client.delete(f"{base}/files/a/b.tif", headers=alice)
+    assert r.status_code == 200 and r.json() == {"path": "a/b.tif", "discarded": True}
+    assert client.get(f"{base}/files", headers=alice).json() == {"files": [], "uploads": []}
+    assert client.get(base, headers=alice).json()["state"] == "ready"
+    assert client.delete(f"{base}/files/a/b.tif", headers=alice).status_code == 404
+    assert not list((settings.jobs_dir / "alice").rglob("*.part"))
+    # the discarded file can be declared again from zero
+    r = client.post(f"{base}/files", json=decl, headers=alice)
+    assert r.status_code == 200 and r.json()["offset"] == 0

@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from scopeflow.client import APIError, Client, TransferProgress
+from scopeflow.client._client import TransferError
 
 __all__ = ["jobs_app", "login_cmd"]
 
@@ -53,15 +54,31 @@ def _client(url: str | None, token: str | None) -> Client:
     path = _credentials_path()
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
-    url = url or saved.get("url")
-    token = token or saved.get("token")
+    saved_url = saved.get("url")
+    if not token:
+        # the saved token belongs to the saved service: never send it to another one
+        if url and not (saved_url and _same_url(url, saved_url)):
+            if saved.get("token"):
+                err.print(
+                    f"[red]no token for {url}:[/red] the saved login is for {saved_url}; "
+                    f"run `scopeflow login {url}` or give --token"
+                )
+                raise typer.Exit(2)
+        else:
+            token = saved.get("token")
+    url = url or saved_url
     if not url or not token:
         err.print("[red]not logged in:[/red] run `scopeflow login URL` (or give --url/--token)")
         raise typer.Exit(2)
     return Client(url, token)
 
 
-def _fail(exc: APIError) -> typer.Exit:
+def _same_url(a: str, b: str) -> bool:
+    """Whether two service URLs name the same service (a trailing ``/`` aside)."""
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def _fail(exc: APIError | TransferError) -> typer.Exit:
     err.print(f"[red]{exc}[/red]")
     return typer.Exit(1)
 
@@ -80,6 +97,7 @@ def login_cmd(
     path = _credentials_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode on open: make it private first
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"url": url, "token": client.token, "user": name}, fh)
     out.print(f"logged in to {url} as {name} (token in {path})")
@@ -171,7 +189,7 @@ def upload_cmd(
 
             try:
                 c.upload(job_id, local, remote, progress=show)
-            except APIError as exc:
+            except (APIError, TransferError) as exc:
                 raise _fail(exc) from None
 
 
@@ -333,6 +351,6 @@ def download_cmd(
                 c.download_zip(job_id, target, progress=show)
             else:
                 c.download(job_id, file, target, progress=show)
-        except APIError as exc:
+        except (APIError, TransferError) as exc:
             raise _fail(exc) from None
     out.print(f"saved {target}")

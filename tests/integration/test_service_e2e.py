@@ -267,3 +267,33 @@ def test_many_concurrent_clients_get_answers(server: Server) -> None:
 
     codes = [code for codes in asyncio.run(all_of_them()) for code in codes]
     assert codes == [200] * 240
+
+
+def test_stalled_uploads_do_not_starve_other_requests(server: Server) -> None:
+    """60 chunk uploads that never send their body, then another request: it is answered.
+
+    Regression (review): each stalled request held a database connection while its body was
+    awaited, and the owner check blocked the event loop once the pool was empty, so the whole
+    API hung (health and every other route).
+    """
+    c = Client(server.url)
+    token = c.login("alice", "pw")
+    job = c.create_job("toy", "stalled")["id"]
+    c._json("POST", f"/jobs/{job}/files", json={"path": "f", "size": 10, "sha256": "0" * 64})
+    socks = []
+    try:
+        for _ in range(60):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            s.sendall(
+                f"PUT /api/v1/jobs/{job}/files/f?offset=0 HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Length: 10\r\n\r\n".encode()
+            )
+            socks.append(s)
+        time.sleep(1.0)
+        me = httpx.get(
+            f"{server.url}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=20
+        )
+        assert me.status_code == 200, me.text  # a hung API raises a timeout instead
+    finally:
+        for s in socks:
+            s.close()

@@ -169,3 +169,116 @@ def test_the_batch_script_takes_resources_and_account_and_refuses_odd_values(
     assert isinstance(make_scheduler("local"), LocalScheduler)
     with pytest.raises(KeyError, match="slurm"):
         make_scheduler("pbs")
+
+
+# -- the exit record decides; a late cancel changes nothing ---------------------------------------
+
+
+def _record(job_dir: Path, code: int, *, cancelled: bool, marker: bool) -> None:
+    folder = job_dir / "scheduler"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "exit.json").write_text(
+        json.dumps({"exit_code": code, "started": "", "finished": "", "cancelled": cancelled})
+    )
+    if marker:
+        (folder / "cancel").touch()
+
+
+@pytest.mark.parametrize(
+    ("code", "cancelled", "marker", "state"),
+    [
+        (0, False, True, SchedulerState.SUCCEEDED),  # cancel asked after the job ended
+        (3, False, True, SchedulerState.FAILED),
+        (0, True, True, SchedulerState.CANCELLED),  # the wrapper saw the cancel in time
+        (1, True, False, SchedulerState.CANCELLED),
+        (-15, False, True, SchedulerState.CANCELLED),  # killed by a signal, and a cancel exists
+        (143, False, True, SchedulerState.CANCELLED),
+        (-9, False, False, SchedulerState.FAILED),  # killed, nobody cancelled
+        (0, False, False, SchedulerState.SUCCEEDED),
+    ],
+)
+def test_the_exit_record_decides_whether_a_job_was_cancelled(
+    tmp_path: Path, code: int, cancelled: bool, marker: bool, state: SchedulerState
+) -> None:
+    from scopeflow.service.schedulers.base import status_from_exit_record
+
+    _record(tmp_path, code, cancelled=cancelled, marker=marker)
+    status = status_from_exit_record(tmp_path)
+    assert status is not None
+    assert (status.state, status.exit_code) == (state, code)
+
+
+def test_a_cancel_after_a_local_job_succeeded_keeps_it_succeeded(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "print('done')")
+    sid = LocalScheduler().submit(spec)
+    assert _wait(LocalScheduler, sid, spec.job_dir, FINAL, 60) == SchedulerState.SUCCEEDED
+    LocalScheduler(grace_s=1).cancel(sid, spec.job_dir)  # the user clicked too late
+    assert (spec.job_dir / "scheduler" / "cancel").exists()
+    status = LocalScheduler().status(sid, spec.job_dir)
+    assert (status.state, status.exit_code) == (SchedulerState.SUCCEEDED, 0)
+
+
+# -- jobs never see the service's secrets --------------------------------------------------------
+
+
+def test_jobs_do_not_inherit_the_database_url(
+    adapter: Callable[[], Scheduler], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's environment holds SCOPEFLOW_DB_URL (with a password): jobs run user data."""
+    monkeypatch.setenv("SCOPEFLOW_DB_URL", "postgresql://scopeflow:hunter2@db/scopeflow")
+    monkeypatch.setenv("SCOPEFLOW_DB_PASSWORD", "hunter2")
+    monkeypatch.setenv("SCOPEFLOW_HARMLESS_MARK", "kept")
+    spec = _spec(
+        tmp_path,
+        "import json, os; print(json.dumps({k: v for k, v in os.environ.items()"
+        " if k.startswith('SCOPEFLOW_')}))",
+    )
+    spec = JobSpec(
+        name=spec.name,
+        argv=spec.argv,
+        job_dir=spec.job_dir,
+        resources=spec.resources,
+        env={"SCOPEFLOW_JOB_MARK": "set"},
+    )
+    sid = adapter().submit(spec)
+    assert _wait(adapter, sid, spec.job_dir, FINAL, 120) == SchedulerState.SUCCEEDED
+    out = (spec.job_dir / "scheduler" / "stdout.log").read_text()
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert "hunter2" not in out
+    assert "SCOPEFLOW_DB_URL" not in seen and "SCOPEFLOW_DB_PASSWORD" not in seen
+    assert seen["SCOPEFLOW_HARMLESS_MARK"] == "kept"
+    assert seen["SCOPEFLOW_JOB_MARK"] == "set"
+    script = spec.job_dir / "scheduler" / "job.sbatch"  # Slurm only
+    assert not script.exists() or "hunter2" not in script.read_text()
+
+
+def test_job_environment_leaves_out_secrets() -> None:
+    from scopeflow.service.schedulers.base import job_environment
+
+    base = {"PATH": "/bin", "SCOPEFLOW_DB_URL": "x", "scopeflow_db_url": "y", "HOME": "/h"}
+    assert job_environment({"A": "1"}, base=base) == {"PATH": "/bin", "HOME": "/h", "A": "1"}
+
+
+# -- paths that cannot stand in an #SBATCH line --------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["job_dir", "cwd"])
+@pytest.mark.parametrize(
+    "bad", ["John Smith\ntouch /tmp/pwned #", "with space", "tab\there", "cr\rx", "nul\x00x"]
+)
+def test_the_batch_script_refuses_paths_with_whitespace_or_control_characters(
+    tmp_path: Path, where: str, bad: str
+) -> None:
+    from scopeflow.core.errors import ConfigError
+
+    odd = tmp_path / bad / "job"
+    spec = JobSpec(
+        name="x",
+        argv=["true"],
+        job_dir=odd if where == "job_dir" else tmp_path,
+        cwd=odd if where == "cwd" else None,
+    )
+    with pytest.raises(ConfigError, match=where):
+        render_script(spec, "/usr/bin/python3")
+    fine = JobSpec(name="x", argv=["true"], job_dir=tmp_path / "ä-ok_1.x" / "job")
+    assert "#SBATCH --chdir=" in render_script(fine, "/usr/bin/python3")

@@ -8,6 +8,6 @@
 >>> c.download_zip(job["id"], "results.zip")                       # doctest: +SKIP
 """
 
-from scopeflow.client._client import APIError, Client, TransferProgress
+from scopeflow.client._client import APIError, Client, TransferError, TransferProgress
 
-__all__ = ["APIError", "Client", "TransferProgress"]
+__all__ = ["APIError", "Client", "TransferError", "TransferProgress"]

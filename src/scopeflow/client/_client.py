@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +14,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["APIError", "Client", "TransferProgress"]
+__all__ = ["APIError", "Client", "TransferError", "TransferProgress"]
 
 API = "/api/v1"
 CHUNK = 8 * 2**20
@@ -42,6 +45,18 @@ class APIError(RuntimeError):
         else:
             text = str(detail)
         super().__init__(f"HTTP {status}: {text}")
+
+
+class TransferError(RuntimeError):
+    """A transfer cannot go on.
+
+    The local file changed while it was uploaded, or a download broke off.
+    """
+
+
+def _q(name: str) -> str:
+    """``name`` for a URL path: every character that means something in a URL escaped."""
+    return urllib.parse.quote(name, safe="/")
 
 
 @dataclass
@@ -169,42 +184,42 @@ class Client:
 
     def job(self, job_id: str) -> dict[str, Any]:
         """One job."""
-        out: dict[str, Any] = self._json("GET", f"/jobs/{job_id}")
+        out: dict[str, Any] = self._json("GET", f"/jobs/{_q(job_id)}")
         return out
 
     def start(self, job_id: str) -> dict[str, Any]:
         """Queue the job."""
-        out: dict[str, Any] = self._json("POST", f"/jobs/{job_id}/start")
+        out: dict[str, Any] = self._json("POST", f"/jobs/{_q(job_id)}/start")
         return out
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel the job."""
-        out: dict[str, Any] = self._json("POST", f"/jobs/{job_id}/cancel")
+        out: dict[str, Any] = self._json("POST", f"/jobs/{_q(job_id)}/cancel")
         return out
 
     def restart(self, job_id: str) -> dict[str, Any]:
         """Queue a finished job again (only unfinished units rerun)."""
-        out: dict[str, Any] = self._json("POST", f"/jobs/{job_id}/restart")
+        out: dict[str, Any] = self._json("POST", f"/jobs/{_q(job_id)}/restart")
         return out
 
     def delete(self, job_id: str) -> None:
         """Delete the job and its files."""
-        self._json("DELETE", f"/jobs/{job_id}")
+        self._json("DELETE", f"/jobs/{_q(job_id)}")
 
     def progress(self, job_id: str) -> dict[str, Any]:
         """Per step x unit states."""
-        out: dict[str, Any] = self._json("GET", f"/jobs/{job_id}/progress")
+        out: dict[str, Any] = self._json("GET", f"/jobs/{_q(job_id)}/progress")
         return out
 
     def summary(self, job_id: str) -> dict[str, Any]:
         """The run's summary.json."""
-        out: dict[str, Any] = self._json("GET", f"/jobs/{job_id}/summary")
+        out: dict[str, Any] = self._json("GET", f"/jobs/{_q(job_id)}/summary")
         return out
 
     def logs(self, job_id: str, *, offset: int = 0, **which: str) -> dict[str, Any]:
         """Log text from ``offset``: ``step`` + ``unit``, or ``stream`` (stdout / stderr)."""
         out: dict[str, Any] = self._json(
-            "GET", f"/jobs/{job_id}/logs", params={"offset": offset, **which}
+            "GET", f"/jobs/{_q(job_id)}/logs", params={"offset": offset, **which}
         )
         return out
 
@@ -266,18 +281,26 @@ class Client:
         name = remote or path.name
         size = path.stat().st_size
         decl = {"path": name, "size": size, "sha256": _sha256(path)}
-        offset = int(self._json("POST", f"/jobs/{job_id}/files", json=decl)["offset"])
+        offset = int(self._json("POST", f"/jobs/{_q(job_id)}/files", json=decl)["offset"])
         state = TransferProgress(name, offset, size, time.monotonic(), resumed_from=offset)
         if progress is not None:
             progress(state)
         with path.open("rb") as fh:
             fh.seek(offset)
             while offset < size:
-                data = fh.read(chunk)
+                want = min(chunk, size - offset)
+                data = fh.read(want)
+                if len(data) < want:  # the file shrank since it was declared
+                    with contextlib.suppress(APIError, httpx.HTTPError):
+                        self.discard(job_id, name)
+                    raise TransferError(
+                        f"{path} changed while uploading: {offset + len(data)} bytes readable, "
+                        f"{size} declared (the upload was discarded; upload it again)"
+                    )
                 try:
                     answer = self._json(
                         "PUT",
-                        f"/jobs/{job_id}/files/{name}",
+                        f"/jobs/{_q(job_id)}/files/{_q(name)}",
                         params={"offset": offset},
                         content=data,
                     )
@@ -291,12 +314,17 @@ class Client:
                 state.done = offset
                 if progress is not None:
                     progress(state)
-        out: dict[str, Any] = self._json("POST", f"/jobs/{job_id}/files/{name}/finish")
+        out: dict[str, Any] = self._json("POST", f"/jobs/{_q(job_id)}/files/{_q(name)}/finish")
+        return out
+
+    def discard(self, job_id: str, remote: str) -> dict[str, Any]:
+        """Discard an unfinished upload: the bytes the service holds for it go."""
+        out: dict[str, Any] = self._json("DELETE", f"/jobs/{_q(job_id)}/files/{_q(remote)}")
         return out
 
     def results(self, job_id: str) -> list[dict[str, Any]]:
         """The job's result files."""
-        out: list[dict[str, Any]] = self._json("GET", f"/jobs/{job_id}/results")
+        out: list[dict[str, Any]] = self._json("GET", f"/jobs/{_q(job_id)}/results")
         return out
 
     def download(
@@ -307,35 +335,85 @@ class Client:
         *,
         progress: Progress | None = None,
     ) -> Path:
-        """Download one result file; a partial ``dest`` is continued with an HTTP Range."""
-        return self._fetch(f"/jobs/{job_id}/results/{remote}", Path(dest), progress, True)
+        """Download one result file to ``dest``, resuming an interrupted download.
+
+        The bytes go to ``dest.part`` (the file's ``ETag`` to ``dest.part.etag``) and are renamed
+        to ``dest`` when complete. A later call continues the part with an HTTP ``Range`` and
+        ``If-Range``: only while the result is still the file the part came from; otherwise the
+        service sends the whole file again. An existing ``dest`` is replaced, never appended to.
+        """
+        url = f"/jobs/{_q(job_id)}/results/{_q(remote)}"
+        return self._fetch(url, Path(dest), progress, True)
 
     def download_zip(
         self, job_id: str, dest: str | Path, *, progress: Progress | None = None
     ) -> Path:
-        """Download every result (and the summary) as one zip."""
-        return self._fetch(f"/jobs/{job_id}/results.zip", Path(dest), progress, False)
+        """Download every result (and the summary) as one zip (through ``dest.part``)."""
+        return self._fetch(f"/jobs/{_q(job_id)}/results.zip", Path(dest), progress, False)
 
     def _fetch(self, url: str, dest: Path, progress: Progress | None, resume: bool) -> Path:
-        have = dest.stat().st_size if resume and dest.exists() else 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        part = dest.with_name(dest.name + ".part")
+        tag_file = dest.with_name(dest.name + ".part.etag")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if resume and part.is_file() and tag_file.is_file():
+            have, etag = part.stat().st_size, tag_file.read_text(encoding="utf-8").strip()
+        else:  # nothing to resume from safely
+            have, etag = 0, ""
+        for _attempt in range(3):
+            restart = self._fetch_once(url, dest, have=have, etag=etag, progress=progress)
+            if not restart:
+                part.replace(dest)
+                tag_file.unlink(missing_ok=True)
+                return dest
+            have, etag = 0, ""  # the part does not fit the file: from scratch
+        raise TransferError(f"cannot download {url}: the service keeps answering with ranges")
+
+    def _fetch_once(
+        self, url: str, dest: Path, *, have: int, etag: str, progress: Progress | None
+    ) -> bool:
+        """One GET into ``dest.part``; True when it must start over (the part does not fit)."""
+        part = dest.with_name(dest.name + ".part")
+        tag_file = dest.with_name(dest.name + ".part.etag")
+        headers = {"Range": f"bytes={have}-", "If-Range": etag} if have and etag else {}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         with self._http.stream("GET", url, headers=headers) as r:
-            if r.status_code == 416:  # nothing left to fetch
-                return dest
+            if r.status_code == 416:  # the part is not a prefix of the file (any more)
+                return True
             if r.status_code >= 400:
                 r.read()
-                raise APIError(r.status_code, r.text)
+                try:
+                    body = r.json()
+                except ValueError:
+                    body = {"detail": r.text}
+                raise APIError(r.status_code, body.get("detail"), body)
             append = r.status_code == 206
-            total = int(r.headers.get("content-length", 0)) + (have if append else 0)
-            state = TransferProgress(str(dest), have if append else 0, total, time.monotonic())
-            state.resumed_from = state.done
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with dest.open("ab" if append else "wb") as fh:
+            if append:
+                m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", r.headers.get("content-range", ""))
+                if m is None or int(m.group(1)) != have:
+                    return True
+                total = int(m.group(3)) if m.group(3) != "*" else 0
+            else:
+                total = int(r.headers.get("content-length", 0))
+                have = 0
+            tag = r.headers.get("etag", "")
+            if tag and not tag.startswith("W/"):  # a strong ETag: the part may be resumed later
+                tag_file.write_text(tag, encoding="utf-8")
+            else:
+                tag_file.unlink(missing_ok=True)
+            expected = int(r.headers["content-length"]) if "content-length" in r.headers else None
+            state = TransferProgress(str(dest), have, total, time.monotonic())
+            state.resumed_from = have
+            got = 0
+            with part.open("ab" if append else "wb") as fh:
                 for block in r.iter_bytes(CHUNK):
                     fh.write(block)
+                    got += len(block)
                     state.done += len(block)
                     if progress is not None:
                         progress(state)
-        return dest
+            if expected is not None and got != expected:
+                raise TransferError(
+                    f"download of {url} broke off after {have + got} bytes (run it again to resume)"
+                )
+        return False

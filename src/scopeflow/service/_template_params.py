@@ -12,6 +12,7 @@ import inspect
 import re
 import types
 import typing
+import unicodedata
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -246,6 +247,24 @@ def _adapter(model: type[BaseModel], path: str) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
 
 
+def unsafe_value(text: str) -> str | None:
+    """Why a user's string could lead outside the input when a pattern makes it a path, or ``None``.
+
+    The rules of :func:`~scopeflow.service.files.safe_relpath` that matter inside a longer name:
+    no leading ``/``, no backslash, no control character, no ``..`` component. (Empty strings,
+    ``.`` and ``//`` are harmless in the middle of a name and are left to the pipeline.)
+    """
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
+        return "control character (NUL, newline …) or unpaired surrogate"
+    if "\\" in text:
+        return "backslash"
+    if text.startswith("/"):
+        return "leading '/' (an absolute path)"
+    if ".." in text.split("/"):
+        return "'..' path component"
+    return None
+
+
 def check_leaf(
     model: type[BaseModel], path: str, value: Any, *, key: str, confine: bool
 ) -> list[tuple[str, str]]:
@@ -263,7 +282,8 @@ def check_leaf(
         Shown in the problems instead of ``path``.
     confine
         Require path-like strings (``format: path`` fields, names ending in ``path``,
-        ``pattern``, ``file``, ``dir``, ``folder``) to be relative paths without ``..``.
+        ``pattern``, ``file``, ``dir``, ``folder``) to be relative paths without ``..``, and
+        every other string to pass :func:`unsafe_value` (a fixed pattern may make it a path).
     """
     if field_at(model, path) is None:
         return [(key, "not a field of the pipeline configuration")]
@@ -281,8 +301,9 @@ def check_leaf(
                     problems.append(
                         (where, f"must be a relative path inside the input: {exc.problem}")
                     )
-            elif ".." in text.split("/"):  # e.g. a channel name that a pattern turns into a path
-                problems.append((where, "'..' is not allowed in parameter values"))
+            elif (problem := unsafe_value(text)) is not None:
+                # e.g. a channel name that a fixed pattern ("{channel}.tif") turns into a path
+                problems.append((where, f"not allowed in parameter values: {problem}"))
     if any(b.get("format") == "path" for b in _branches(schema)):
         # path fields may have to exist: that is checked with the files, in build_config
         allows_null = any(b.get("type") == "null" for b in _branches(schema))

@@ -8,6 +8,7 @@ database does not leak usable tokens. Login sessions expire; API keys may not.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import datetime, timedelta
 from functools import cache
@@ -37,6 +38,9 @@ MAX_TOKEN_LENGTH = 256
 """Longer strings are not tokens (ours are 43 characters); they are refused without hashing."""
 
 _LAST_USED_RESOLUTION = timedelta(minutes=1)  # write last_used_at at most this often per token
+
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""Acceptable login names (used as folder names: never ``.``, ``..``, ``/`` or hidden)."""
 
 _hasher = PasswordHasher()
 
@@ -80,7 +84,8 @@ def create_user(
     session
         Database session.
     name
-        Login name: 1 to 64 characters, no surrounding whitespace.
+        Login name: 1 to 64 ASCII letters, digits, ``_``, ``.`` or ``-``, starting with a
+        letter or digit (it becomes the name of the user's folder).
     password
         The password (not empty); only its hash is stored.
     is_admin
@@ -95,8 +100,11 @@ def create_user(
     ValueError
         The name or the password is not acceptable.
     """
-    if not name or name != name.strip() or len(name) > 64:
-        raise ValueError(f"a user name has 1 to 64 characters, no surrounding spaces: {name!r}")
+    if not isinstance(name, str) or not _USER_NAME.fullmatch(name):
+        raise ValueError(
+            "a user name has 1 to 64 characters: ASCII letters, digits, '_', '.' and '-', "
+            f"starting with a letter or digit (it names the user's folder): {name!r}"
+        )
     if not password:
         raise ValueError("the password must not be empty")
     if session.scalar(select(User.id).where(User.name == name)) is not None:

@@ -34,6 +34,7 @@ import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -49,6 +50,8 @@ __all__ = [
     "UploadExistsError",
     "UploadOffsetError",
     "UploadStore",
+    "quota_lock",
+    "regular_files",
     "resolve_in",
     "safe_relpath",
     "used_bytes",
@@ -61,7 +64,13 @@ MAX_PATH_BYTES = 4096
 UPLOADS_DIR = ".uploads"
 """Folder of a job (next to its input tree) holding upload records and parts."""
 
+QUOTA_LOCK = ".quota.lock"
+"""Lock file in a user's folder, held while checking and declaring against the quota."""
+
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_ENGINE_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+"""Names of the engine's half-written files (:func:`scopeflow.core.fileio.atomic_write_bytes`:
+``tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")``), renamed into place when complete."""
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -114,11 +123,23 @@ class QuotaExceededError(UploadError):
 
 
 class UploadExistsError(ScopeflowError, FileExistsError):
-    """The target file exists already (and ``overwrite`` was not asked for)."""
+    """The target exists already, or the name clashes with the input tree.
 
-    def __init__(self, path: str | PurePosixPath) -> None:
+    A file of that name (and ``overwrite`` was not asked for), a folder of that name, or one of
+    the name's folders existing as a file.
+
+    Parameters
+    ----------
+    path
+        The file's relative path.
+    problem
+        What clashes; default "file exists already".
+    """
+
+    def __init__(self, path: str | PurePosixPath, problem: str | None = None) -> None:
         self.path = str(path)
-        message = f"file exists already: {self.path}"
+        self.problem = problem or "file exists already"
+        message = f"{self.problem}: {self.path}"
         super().__init__(message)
         self.args = (message,)
 
@@ -205,10 +226,20 @@ def resolve_in(root: Path, rel: str | PurePosixPath) -> Path:
     return current
 
 
-def regular_files(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
+def regular_files(root: Path, *, skip_temp: bool = True) -> Iterator[tuple[Path, os.stat_result]]:
     """Every regular file under ``root`` with its ``lstat``, symbolic links not followed.
 
-    A missing ``root`` (or a folder that vanishes while walking) yields nothing.
+    A missing ``root`` (or a folder or file that vanishes while walking, such as an engine's
+    temporary file renamed into place) yields nothing for it.
+
+    Parameters
+    ----------
+    root
+        The folder to walk.
+    skip_temp
+        Leave out the engine's half-written temporary files (``.NAME.XXXXXXXX.tmp``, see
+        :func:`scopeflow.core.fileio.atomic_write_bytes`). Pass ``False`` to count them
+        (they use disk space).
     """
     stack = [Path(root)]
     while stack:
@@ -218,10 +249,18 @@ def regular_files(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
         except (FileNotFoundError, NotADirectoryError):
             continue
         for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                yield Path(entry.path), entry.stat(follow_symlinks=False)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                if skip_temp and _ENGINE_TEMP.match(entry.name):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # renamed or deleted since scandir saw it
+                continue
+            yield Path(entry.path), st
 
 
 def used_bytes(user_root: Path) -> int:
@@ -235,7 +274,7 @@ def used_bytes(user_root: Path) -> int:
         The folder of all of one user's jobs (or of one job).
     """
     total = 0
-    for path, st in regular_files(user_root):
+    for path, st in regular_files(user_root, skip_temp=False):
         total += st.st_size
         if path.parent.name == UPLOADS_DIR and path.name.endswith(".json"):
             total += _pending_bytes(path)
@@ -248,9 +287,35 @@ def _pending_bytes(record: Path) -> int:
         size = int(json.loads(record.read_text(encoding="utf-8"))["size"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
-    part = record.with_suffix(".part")
-    held = part.stat().st_size if part.exists() else 0
+    try:
+        held = record.with_suffix(".part").stat().st_size
+    except FileNotFoundError:
+        held = 0
     return max(0, size - held)
+
+
+@contextmanager
+def quota_lock(user_root: Path) -> Iterator[None]:
+    """Hold a user's quota lock: wrap :func:`used_bytes` and :meth:`UploadStore.begin` in it.
+
+    Two declarations that check the quota at the same time could otherwise both see room for
+    their file and together go past it. The lock is an exclusive :func:`fcntl.flock` on
+    ``user_root/.quota.lock`` (the folder is created when missing), so it holds across threads
+    and processes; it is released when the block ends.
+
+    Parameters
+    ----------
+    user_root
+        The folder of all of one user's jobs.
+    """
+    user_root = Path(user_root)
+    user_root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(user_root / QUOTA_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 # -- incremental digests -----------------------------------------------------------------------
@@ -333,6 +398,24 @@ class UploadStore:
     def _part_path(self, rel: PurePosixPath) -> Path:
         return self.state_dir / f"{self._key(rel)}.part"
 
+    def _check_clash(self, rel: PurePosixPath, target: Path) -> None:
+        """Refuse a name whose target is a folder, or one of whose folders is not a folder.
+
+        Raises
+        ------
+        UploadExistsError
+            E.g. ``a/b`` when ``a`` is a file, or ``d`` when ``d/x`` was uploaded before.
+        """
+        base = self.input_dir.resolve()
+        folder = base
+        for part in rel.parts[:-1]:
+            folder = folder / part
+            if folder.exists() and not folder.is_dir():
+                where = folder.relative_to(base).as_posix()
+                raise UploadExistsError(rel, f"{where!r} is a file, not a folder")
+        if target.is_dir():
+            raise UploadExistsError(rel, "a folder of that name exists")
+
     def _record(self, rel: PurePosixPath) -> dict[str, Any]:
         try:
             record: dict[str, Any] = json.loads(self._record_path(rel).read_text(encoding="utf-8"))
@@ -384,10 +467,9 @@ class UploadStore:
             raise UploadError(rel, "sha256 must be 64 hexadecimal digits")
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise UploadError(rel, f"size must be a whole number >= 0, got {size!r}")
+        self._check_clash(rel, target)
         if target.exists() and not overwrite:
             raise UploadExistsError(rel)
-        if target.is_dir():
-            raise UploadError(rel, "a folder of that name exists")
         record_path, part = self._record_path(rel), self._part_path(rel)
         if record_path.exists():
             old = self._record(rel)
@@ -483,8 +565,15 @@ class UploadStore:
                 raise DigestMismatchError(rel, record["sha256"], got)
             os.fsync(f.fileno())
             target = resolve_in(self.input_dir, rel)  # again: the tree may have changed
-            target.parent.mkdir(parents=True, exist_ok=True)
-            part.replace(target)
+            self._check_clash(rel, target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                part.replace(target)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+                # the tree changed between the check and the rename; the upload stays
+                raise UploadExistsError(
+                    rel, f"the name clashes with the input tree ({exc.strerror})"
+                ) from None
         _DIGESTS.drop(part)
         self._record_path(rel).unlink(missing_ok=True)
         return target

@@ -12,6 +12,7 @@ symlinks …).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -19,10 +20,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from scopeflow.core.errors import InvalidTransitionError
 from scopeflow.service.db import Job, Upload, set_state
 from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, owned_job
-from scopeflow.service.files import UploadStore, resolve_in, safe_relpath, used_bytes
+from scopeflow.service.files import (
+    UploadStore,
+    quota_lock,
+    resolve_in,
+    safe_relpath,
+    used_bytes,
+)
 from scopeflow.service.states import JobState
 from scopeflow.service.transfers import iter_file, iter_zip, list_results, parse_range
 
@@ -30,6 +40,21 @@ __all__ = ["router"]
 
 router = APIRouter()
 MAX_CHUNK = 64 * 2**20
+#: Chunk bodies buffered at once (the others wait): bounds the memory uploads can take.
+MAX_CONCURRENT_CHUNKS = 8
+#: Seconds a chunk's body may take to arrive.
+BODY_TIMEOUT_S = 300.0
+
+
+def _chunk_slots(request: Request) -> asyncio.Semaphore:
+    """The app's semaphore of chunk bodies (made on first use, on the app's event loop)."""
+    state = request.app.state
+    if getattr(state, "chunk_slots", None) is None:
+        state.chunk_slots = asyncio.Semaphore(MAX_CONCURRENT_CHUNKS)
+    slots: asyncio.Semaphore = state.chunk_slots
+    return slots
+
+
 _UPLOADABLE = (JobState.CREATED, JobState.UPLOADING, JobState.READY)
 
 
@@ -60,23 +85,53 @@ def declare_file(
     _uploadable(job)
     rel = str(safe_relpath(body.path))
     user_root = svc.settings.jobs_dir / user.name
-    offset = _store(svc, job).begin(
-        rel,
-        body.size,
-        body.sha256.lower(),
-        quota=svc.settings.quota_bytes,
-        used=used_bytes(user_root),
-        overwrite=True,
-    )
-    row = session.scalar(select(Upload).where(Upload.job_id == job.id, Upload.path == rel))
-    if row is None:
-        row = Upload(job_id=job.id, path=rel, size=body.size, sha256=body.sha256.lower())
-        session.add(row)
-    row.size, row.sha256, row.received, row.complete = body.size, body.sha256.lower(), offset, False
-    if job.state is not JobState.UPLOADING:
-        set_state(session, job, JobState.UPLOADING)
-    session.commit()
+    with quota_lock(user_root):  # the check and the reservation are one step
+        offset = _store(svc, job).begin(
+            rel,
+            body.size,
+            body.sha256.lower(),
+            quota=svc.settings.quota_bytes,
+            used=used_bytes(user_root),
+            overwrite=True,
+        )
+    _record_upload(session, job, rel, size=body.size, sha256=body.sha256.lower(), received=offset)
+    _move(session, job, JobState.UPLOADING)
     return {"path": rel, "offset": offset, "size": body.size}
+
+
+def _record_upload(session: Session, job: Job, rel: str, **fields: Any) -> None:
+    """Create or update the job's upload row (two declares at once: the second updates)."""
+    for _ in range(2):
+        row = session.scalar(select(Upload).where(Upload.job_id == job.id, Upload.path == rel))
+        if row is None:
+            row = Upload(job_id=job.id, path=rel, size=fields["size"], sha256=fields["sha256"])
+            session.add(row)
+        row.size, row.sha256 = fields["size"], fields["sha256"]
+        row.received, row.complete = fields["received"], False
+        try:
+            session.commit()
+            return
+        except IntegrityError:  # the same path declared by a concurrent request
+            session.rollback()
+    raise HTTPException(status.HTTP_409_CONFLICT, f"{rel!r} is being declared concurrently")
+
+
+def _move(session: Session, job: Job, new: JobState, *, only_from: JobState | None = None) -> None:
+    """Move the job to ``new`` unless it is there already.
+
+    A concurrent change that got there first (two uploads finishing at once) is not an error.
+    """
+    session.refresh(job)
+    if job.state is new or (only_from is not None and job.state is not only_from):
+        return
+    try:
+        set_state(session, job, new)
+        session.commit()
+    except InvalidTransitionError:
+        session.rollback()
+        session.refresh(job)
+        if job.state is not new and job.state not in _UPLOADABLE:
+            raise
 
 
 @router.get("/jobs/{job_id}/files")
@@ -112,20 +167,44 @@ async def upload_chunk(
     svc: Svc,
     offset: int = Query(ge=0),
 ) -> dict[str, Any]:
-    """Append the request body at ``offset`` (409 with the expected offset otherwise)."""
-    job = owned_job(session, user, job_id)
-    _uploadable(job)
+    """Append the request body at ``offset`` (409 with the expected offset otherwise).
+
+    The database is only used for the owner check, in the thread pool, and its connection is
+    given back before the body is read: a slow or stalled client holds no connection. At most
+    :data:`MAX_CONCURRENT_CHUNKS` bodies are buffered at once, each read within
+    :data:`BODY_TIMEOUT_S`.
+    """
+
+    def check() -> UploadStore:
+        job = owned_job(session, user, job_id)
+        _uploadable(job)
+        store = _store(svc, job)
+        session.close()
+        return store
+
+    store = await run_in_threadpool(check)
     rel = str(safe_relpath(path))
-    declared = int(request.headers.get("content-length") or 0)
+    try:
+        declared = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "bad Content-Length") from None
     if declared > MAX_CHUNK:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"chunks up to {MAX_CHUNK}")
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > MAX_CHUNK:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "chunk too large")
-    store = _store(svc, job)
-    new = await run_in_threadpool(store.append, rel, offset, bytes(body))
+    async with _chunk_slots(request):
+        body = bytearray()
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                async for part in request.stream():
+                    body += part
+                    if len(body) > MAX_CHUNK:
+                        raise HTTPException(
+                            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "chunk too large"
+                        )
+        except TimeoutError:
+            raise HTTPException(
+                status.HTTP_408_REQUEST_TIMEOUT, f"the chunk took over {BODY_TIMEOUT_S} s"
+            ) from None
+        new = await run_in_threadpool(store.append, rel, offset, bytes(body))
     return {"path": rel, "offset": new}
 
 
@@ -142,9 +221,9 @@ def finish_file(
     row = session.scalar(select(Upload).where(Upload.job_id == job.id, Upload.path == rel))
     if row is not None:
         row.complete, row.received = True, row.size
-    if not store.status() and job.state is JobState.UPLOADING:
-        set_state(session, job, JobState.READY)
-    session.commit()
+    session.commit()  # the file is in place: record it before anything can go wrong
+    if not store.status():
+        _move(session, job, JobState.READY, only_from=JobState.UPLOADING)
     return {"path": rel, "size": final.stat().st_size}
 
 
@@ -163,9 +242,9 @@ def discard_upload(
     row = session.scalar(select(Upload).where(Upload.job_id == job.id, Upload.path == rel))
     if row is not None and not row.complete:
         session.delete(row)
-    if not store.status() and job.state is JobState.UPLOADING:
-        set_state(session, job, JobState.READY)
     session.commit()
+    if not store.status():
+        _move(session, job, JobState.READY, only_from=JobState.UPLOADING)
     return {"path": rel, "discarded": True}
 
 
@@ -180,10 +259,12 @@ def results(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> lis
 def results_zip(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> StreamingResponse:
     """Every result file (and the summary) as one streamed zip."""
     job = owned_job(session, user, job_id)
+    run_dir, name = svc.files(job).run_dir, job.id
+    session.close()  # no database connection is held while the zip streams
     return StreamingResponse(
-        iter_zip(svc.files(job).run_dir),
+        iter_zip(run_dir),
         media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{job.id}-results.zip"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}-results.zip"'},
     )
 
 
@@ -191,20 +272,30 @@ def results_zip(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) ->
 def result_file(
     job_id: str, path: str, request: Request, user: CurrentUser, session: DbSession, svc: Svc
 ) -> StreamingResponse:
-    """One result file, with HTTP Range (206) support."""
+    """One result file, with HTTP Range (206) and ``If-Range`` support.
+
+    The ``ETag`` (size and modification time) lets a client resume a download only when the
+    file is still the one it started: with an ``If-Range`` that does not match, the whole file
+    comes back (200).
+    """
     job = owned_job(session, user, job_id)
     run_dir = svc.files(job).run_dir
+    session.close()  # no database connection is held while the file streams
     listed = {r["path"] for r in list_results(run_dir)}
     rel = str(safe_relpath(path))
     if rel not in listed:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no result {rel!r}")
     target = resolve_in(run_dir, rel)
-    size = target.stat().st_size
-    rng = parse_range(request.headers.get("range"), size)
-    headers = {"Accept-Ranges": "bytes"}
+    st = target.stat()
+    size = st.st_size
+    etag = f'"{size:x}-{st.st_mtime_ns:x}"'
+    if_range = request.headers.get("if-range")
+    wanted = request.headers.get("range") if if_range in (None, etag) else None
+    rng = parse_range(wanted, size)
+    headers = {"Accept-Ranges": "bytes", "ETag": etag}
     if rng is None:
         headers["Content-Length"] = str(size)
-        return StreamingResponse(iter_file(target), headers=headers)
+        return StreamingResponse(iter_file(target, 0, size - 1), headers=headers)
     headers |= {"Content-Range": rng.content_range(size), "Content-Length": str(rng.length)}
     return StreamingResponse(
         iter_file(target, rng.start, rng.end),

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from scopeflow.service.db import Job, set_state
-from scopeflow.service.deps import CurrentUser, DbSession, Svc, owned_job
+from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, owned_job
 from scopeflow.service.files import UploadStore
 from scopeflow.service.progress import read_log, run_progress
 from scopeflow.service.states import JobState, can_delete, can_restart
@@ -25,6 +25,8 @@ from scopeflow.service.states import JobState, can_delete, can_restart
 __all__ = ["job_json", "router"]
 
 router = APIRouter()
+#: A step or unit name: letters, digits, ``_ . -``, not only dots.
+_NAME = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
 _SUBMITTABLE = (JobState.CREATED, JobState.UPLOADING, JobState.READY)
 
 
@@ -105,7 +107,13 @@ def list_jobs(
     until: datetime | None = None,
     limit: int = Query(200, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
-    """The caller's jobs, newest first, filtered by state, template and creation date."""
+    """The caller's jobs, newest first, filtered by state, template and creation date.
+
+    Dates without a time zone are taken as UTC.
+    """
+    since, until = (
+        None if t is None else t if t.tzinfo else t.replace(tzinfo=UTC) for t in (since, until)
+    )
     q = select(Job).where(Job.owner_id == user.id)
     if state is not None:
         q = q.where(Job.state == state)
@@ -129,12 +137,31 @@ def get_job(job_id: str, user: CurrentUser, session: DbSession) -> dict[str, Any
 def delete_job(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> None:
     """Delete a job and its files (409 while it is queued or running)."""
     job = owned_job(session, user, job_id)
-    if not can_delete(job.state):
-        raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}: cancel it first")
+    if not can_delete(job.state) or job.claimed_by is not None:
+        what = "the worker still holds it" if can_delete(job.state) else f"job is {job.state}"
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{what}: cancel it first or retry")
     root = svc.files(job).root
-    session.delete(job)
+    # compare-and-set: nobody may have started or claimed it since it was read
+    gone = session.execute(
+        delete(Job)
+        .where(Job.id == job.id, Job.state == job.state, Job.claimed_by.is_(None))
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(gone, "rowcount", 0) != 1:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, "the job changed meanwhile: retry")
     session.commit()
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _check_runnable(svc: Service, job: Job) -> None:
+    """No unfinished upload (409), and the full configuration builds (422)."""
+    files = svc.files(job)
+    store = UploadStore(files.input_dir, state_dir=files.uploads_dir)
+    pending = [u["path"] for u in store.status()]
+    if pending:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"unfinished uploads: {pending}")
+    svc.templates.get(job.template).build_config(job.params, files.input_dir)  # 422
 
 
 @router.post("/jobs/{job_id}/start")
@@ -143,12 +170,7 @@ def start_job(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> d
     job = owned_job(session, user, job_id)
     if job.state not in _SUBMITTABLE:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}, not startable")
-    files = svc.files(job)
-    store = UploadStore(files.input_dir, state_dir=files.uploads_dir)
-    pending = [u["path"] for u in store.status()]
-    if pending:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"unfinished uploads: {pending}")
-    svc.templates.get(job.template).build_config(job.params, files.input_dir)  # 422
+    _check_runnable(svc, job)
     if job.state is not JobState.READY:
         set_state(session, job, JobState.READY)
     set_state(session, job, JobState.QUEUED)
@@ -162,6 +184,7 @@ def restart_job(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) ->
     job = owned_job(session, user, job_id)
     if not can_restart(job.state):
         raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}, not restartable")
+    _check_runnable(svc, job)  # e.g. cancelled before it ever started: the start checks apply
     svc.files(job).cancel_marker.unlink(missing_ok=True)
     set_state(session, job, JobState.QUEUED, claimed_by=None, claimed_at=None)
     session.commit()
@@ -198,8 +221,8 @@ def job_logs(
     user: CurrentUser,
     session: DbSession,
     svc: Svc,
-    step: str | None = Query(None, pattern=r"^[A-Za-z0-9_.-]{1,100}$"),
-    unit: str | None = Query(None, pattern=r"^[A-Za-z0-9_.-]{1,200}$"),
+    step: str | None = Query(None, max_length=100, pattern=_NAME),
+    unit: str | None = Query(None, max_length=200, pattern=_NAME),
     stream: Literal["stdout", "stderr"] = "stderr",
     offset: int = Query(0, ge=0),
     limit: int = Query(1 << 20, ge=1, le=1 << 24),
@@ -213,7 +236,10 @@ def job_logs(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "give both step and unit")
     else:
         path = files.scheduler_dir / f"{stream}.log"
-    return read_log(path, offset, limit)
+    try:
+        return read_log(path, offset, limit)
+    except OSError:  # a folder where a log was expected, …: there is no such log
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such log") from None
 
 
 @router.get("/jobs/{job_id}/summary")
@@ -223,5 +249,8 @@ def job_summary(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) ->
     path = svc.files(job).run_dir / "summary.json"
     if not path.exists():
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no summary yet")
-    summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no readable summary yet") from None
     return summary

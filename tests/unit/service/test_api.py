@@ -283,3 +283,56 @@ def test_admin_routes_are_for_admins_only(api: tuple[TestClient, ServiceSettings
     assert [(j["id"], j["owner"]) for j in jobs] == [(job["id"], "alice")]
     # an admin does not reach another user's job through the user routes
     assert client.get(f"{API_PREFIX}/jobs/{job['id']}", headers=root).status_code == 404
+
+
+def test_review_fixes_dates_logs_summary_restart_delete(
+    api: tuple[TestClient, ServiceSettings],
+) -> None:
+    """Naive dates are UTC; odd log/summary requests are 4xx; restart keeps start's checks."""
+    client, settings = api
+    auth = _login(client, "alice")
+    job = _job(client, auth)
+    url = f"{API_PREFIX}/jobs/{job['id']}"
+    assert (
+        client.get(f"{API_PREFIX}/jobs?since=2024-01-01T00:00:00", headers=auth).status_code == 200
+    )
+    assert client.get(f"{url}/logs?step=..&unit=x", headers=auth).status_code == 422
+    run = settings.jobs_dir / "alice" / job["id"] / "run"
+    (run / "logs" / "s" / "u.log").mkdir(parents=True)  # a folder where a log is expected
+    assert client.get(f"{url}/logs?step=s&unit=u", headers=auth).status_code == 404
+    (run / "summary.json").write_text("{torn")
+    assert client.get(f"{url}/summary", headers=auth).status_code == 404
+    # cancelled before it ever ran, with an upload still open: restart refuses like start
+    files = f"{url}/files"
+    client.post(files, json={"path": "a.bin", "size": 3, "sha256": "1" * 64}, headers=auth)
+    assert client.post(f"{url}/cancel", headers=auth).json()["state"] == "cancelled"
+    r = client.post(f"{url}/restart", headers=auth)
+    assert r.status_code == 409 and "unfinished uploads" in r.text
+    # a job the worker still holds is not deleted under it
+    with session_factory(make_engine(settings.database_url))() as s:
+        from scopeflow.service.db import Job
+
+        row = s.get(Job, job["id"])
+        assert row is not None
+        row.claimed_by = "worker-1"
+        s.commit()
+    assert client.delete(url, headers=auth).status_code == 409
+
+
+def test_result_downloads_resume_only_the_same_file(
+    api: tuple[TestClient, ServiceSettings],
+) -> None:
+    """ETag + If-Range: a range of a file that changed comes back whole (200)."""
+    client, settings = api
+    auth = _login(client, "alice")
+    job = _job(client, auth)
+    out = settings.jobs_dir / "alice" / job["id"] / "run" / "outputs"
+    out.mkdir(parents=True)
+    (out / "t.csv").write_text("0123456789")
+    url = f"{API_PREFIX}/jobs/{job['id']}/results/outputs/t.csv"
+    full = client.get(url, headers=auth)
+    etag = full.headers["etag"]
+    part = client.get(url, headers={**auth, "Range": "bytes=4-", "If-Range": etag})
+    assert part.status_code == 206 and part.content == b"456789"
+    stale = client.get(url, headers={**auth, "Range": "bytes=4-", "If-Range": '"0-0"'})
+    assert stale.status_code == 200 and stale.content == b"0123456789"

@@ -56,6 +56,38 @@ def test_create_user_refuses(session: Session) -> None:
     for bad in ("", " bob", "x" * 65):
         with pytest.raises(ValueError, match="user name"):
             create_user(session, bad, "pw")
+    with pytest.raises(ValueError, match="user name"):
+        create_user(session, None, "pw")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ".",
+        "..",
+        "...",
+        ".hidden",
+        "-rf",
+        "_x",
+        "a/b",
+        "../alice",
+        "a\\b",
+        "a b",
+        "bob\n",
+        "a\x00",
+        "ä",
+        "x" * 65,
+        "alice/",
+    ],
+)
+def test_user_names_are_safe_folder_names(session: Session, bad: str) -> None:
+    with pytest.raises(ValueError, match="user name has 1 to 64 characters"):
+        create_user(session, bad, "pw")
+
+
+@pytest.mark.parametrize("good", ["a", "alice", "A.b-c_d", "0", "x" * 64, "j.doe-2"])
+def test_good_user_names(session: Session, good: str) -> None:
+    assert create_user(session, good, "pw").name == good
     with pytest.raises(ValueError, match="password"):
         create_user(session, "bob", "")
 

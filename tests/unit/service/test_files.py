@@ -17,6 +17,8 @@ from scopeflow.service.files import (
     UploadExistsError,
     UploadOffsetError,
     UploadStore,
+    quota_lock,
+    regular_files,
     resolve_in,
     safe_relpath,
     used_bytes,
@@ -287,3 +289,150 @@ def test_concurrent_appends_at_one_offset(store: UploadStore) -> None:
         t.join()
     assert outcomes == [len(data), len(data)]
     assert store.finish("a.bin").read_bytes() == data
+
+
+# -- names that clash with the input tree -------------------------------------------------------
+
+
+def _upload(store: UploadStore, name: str, data: bytes, *, finish: bool = True) -> None:
+    store.begin(name, len(data), sha(data))
+    store.append(name, 0, data)
+    if finish:
+        store.finish(name)
+
+
+def test_a_file_where_a_folder_is_needed_is_a_clash(store: UploadStore) -> None:
+    _upload(store, "a", b"x")
+    with pytest.raises(UploadExistsError, match="'a' is a file") as exc:
+        store.begin("a/b", 1, sha(b"y"))
+    assert isinstance(exc.value, FileExistsError)
+    with pytest.raises(UploadExistsError, match="'a' is a file"):
+        store.begin("a/b/c", 1, sha(b"y"), overwrite=True)
+
+
+def test_a_folder_where_a_file_is_needed_is_a_clash(store: UploadStore) -> None:
+    _upload(store, "d/b", b"y")
+    for overwrite in (False, True):
+        with pytest.raises(UploadExistsError, match="a folder of that name exists"):
+            store.begin("d", 1, sha(b"x"), overwrite=overwrite)
+
+
+def test_finish_refuses_a_clash_that_arose_after_begin(store: UploadStore) -> None:
+    # both declared first; whichever finishes second clashes with the first
+    _upload(store, "d/b", b"y", finish=False)
+    _upload(store, "d", b"x", finish=False)
+    store.finish("d/b")
+    with pytest.raises(UploadExistsError, match="a folder of that name exists"):
+        store.finish("d")
+    assert store.offset("d") == 1  # the upload stays, to be discarded
+    store.abort("d")
+    # the other way round: a file where a folder is needed
+    _upload(store, "e/f", b"y", finish=False)
+    _upload(store, "e", b"x", finish=False)
+    store.finish("e")
+    with pytest.raises(UploadExistsError, match="'e' is a file"):
+        store.finish("e/f")
+    assert (store.input_dir / "e").read_bytes() == b"x"
+
+
+def test_finish_turns_a_racing_tree_change_into_a_clash(
+    store: UploadStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _upload(store, "g/h", b"y", finish=False)
+    monkeypatch.setattr(UploadStore, "_check_clash", lambda self, rel, target: None)
+    (store.input_dir / "g").write_bytes(b"file")
+    with pytest.raises(UploadExistsError, match="clashes with the input tree"):
+        store.finish("g/h")
+
+
+# -- walking a tree that changes ---------------------------------------------------------------
+
+
+def test_regular_files_skips_files_that_vanish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine renames its temporary files: one seen by scandir may be gone at stat."""
+    (tmp_path / "gone").write_bytes(b"x")
+    (tmp_path / "kept").write_bytes(b"yy")
+    real_scandir = os.scandir
+
+    def scandir(folder: object) -> object:
+        entries = list(real_scandir(folder))  # type: ignore[call-overload]
+        (tmp_path / "gone").unlink(missing_ok=True)
+        return iter(entries)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [p.name for p, _ in regular_files(tmp_path)] == ["kept"]
+    assert used_bytes(tmp_path) == 2
+
+
+def test_regular_files_leaves_out_the_engines_temporary_files(tmp_path: Path) -> None:
+    from scopeflow.core.fileio import atomic_write_bytes
+
+    atomic_write_bytes(tmp_path / "done.json", b"{}")
+    (tmp_path / ".done.json.k2j3_x9q.tmp").write_bytes(b"half")  # as mkstemp names them
+    (tmp_path / ".hidden").write_bytes(b"h")
+    (tmp_path / "x.tmp").write_bytes(b"t")
+    names = sorted(p.name for p, _ in regular_files(tmp_path))
+    assert names == [".hidden", "done.json", "x.tmp"]
+    # they still use disk space
+    assert used_bytes(tmp_path) == 2 + 4 + 1 + 1
+
+
+# -- the quota lock ----------------------------------------------------------------------------
+
+
+def test_quota_lock_makes_check_and_declaration_one_step(tmp_path: Path) -> None:
+    """Many declarations at once: with the lock, their total never passes the quota."""
+    import threading
+
+    user = tmp_path / "user"
+    stores = [UploadStore(user / f"job{i}" / "input") for i in range(8)]
+    barrier = threading.Barrier(len(stores))
+    accepted: list[int] = []
+
+    def declare(i: int) -> None:
+        barrier.wait()
+        try:
+            with quota_lock(user):
+                used = used_bytes(user)
+                time_to_race = 0.02  # a gap between check and write, as on a busy server
+                import time
+
+                time.sleep(time_to_race)
+                stores[i].begin("a.bin", 400, sha(b"a" * 400), quota=1000, used=used)
+        except QuotaExceededError:
+            return
+        accepted.append(i)
+
+    threads = [threading.Thread(target=declare, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(accepted) == 2
+    assert used_bytes(user) - _json_sizes(user) == 800
+    assert (user / ".quota.lock").exists()
+
+
+def test_quota_lock_excludes_other_processes(tmp_path: Path) -> None:
+    import multiprocessing
+    import time
+
+    user = tmp_path / "new" / "user"  # created when missing
+    ctx = multiprocessing.get_context("spawn")
+    started = ctx.Event()
+    with quota_lock(user):
+        child = ctx.Process(target=_take_lock, args=(str(user), started))
+        child.start()
+        assert started.wait(30)
+        time.sleep(0.3)
+        assert child.is_alive()  # waiting for the lock
+    child.join(30)
+    assert child.exitcode == 0
+
+
+def _take_lock(user: str, started: object) -> None:
+    started.set()  # type: ignore[attr-defined]
+    with quota_lock(Path(user)):
+        pass

@@ -423,3 +423,46 @@ def test_check_params_needs_mappings(registry: TemplateRegistry) -> None:
 def test_template_is_checked_when_made_directly() -> None:
     with pytest.raises(ValueError, match="'unitz' is not a field of the toy configuration"):
         Template(**toy(user_parameters=["unitz"]))
+
+
+def cyto_by_name() -> Template:
+    """A template whose fixed pattern turns a user's channel names into file names."""
+    return Template.model_validate(
+        {
+            "name": "cyto-by-name",
+            "pipeline": "cyto",
+            "fixed": {
+                "input": {"format": "tiff", "layout": "channel_stacks", "pattern": "{channel}.tif"},
+                "segment.mode": "ifc",
+            },
+            "user_parameters": ["channels", "segment.channel"],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("/tmp/other-users-data", "leading '/'"),
+        ("../other", "'..' path component"),
+        ("a/../../b", "'..' path component"),
+        ("a\\..\\b", "backslash"),
+        ("bf\nx", "control character"),
+        ("bf\x00", "control character"),
+    ],
+)
+def test_user_strings_that_a_pattern_makes_paths_stay_inside_the_input(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    template = cyto_by_name()
+    params = {"channels": ["bf", value], "segment": {"channel": "bf"}}
+    with pytest.raises(ConfigError) as exc:
+        template.check_params(params)
+    assert problem in problems_of(exc)["channels[1]"]
+    with pytest.raises(ConfigError):
+        template.build_config(params, tmp_path)
+
+
+def test_ordinary_names_pass_the_value_rules(tmp_path: Path) -> None:
+    params = {"channels": ["bf", "sub/dapi", "a..b", "GFP-1_x.y"], "segment": {"channel": "bf"}}
+    assert cyto_by_name().check_params(params)["channels"] == params["channels"]

@@ -9,7 +9,12 @@ A job's files live under its *scheduler directory* (``JobSpec.job_dir / "schedul
 ``stdout.log``, ``stderr.log``
     The command's output (the service serves them as the scheduler's logs).
 ``cancel``
-    Present once a cancel was asked for, so a killed command reads as cancelled.
+    Present once a cancel was asked for. The wrapper copies it into the record's ``cancelled``
+    when the command ends; a marker that appears later (a cancel racing a job that had already
+    ended) changes nothing, except for a command that died of a signal.
+
+Jobs never inherit the service's secrets (:data:`SECRET_ENV`, e.g. the database URL with its
+password): adapters start them with :func:`job_environment`.
 
 Adapters keep no state in memory: a worker that restarts re-attaches to a job from its
 scheduler id and directory alone.
@@ -18,20 +23,53 @@ scheduler id and directory alone.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
+    "SECRET_ENV",
     "JobSpec",
     "Scheduler",
     "SchedulerState",
     "SchedulerStatus",
+    "is_secret_env",
+    "job_environment",
     "read_exit_record",
     "scheduler_dir",
     "status_from_exit_record",
 ]
+
+
+SECRET_ENV: tuple[str, ...] = ("SCOPEFLOW_DB",)
+"""Prefixes of the service's environment variables a job must never see (``SCOPEFLOW_DB_URL``
+holds the database password); :func:`job_environment` leaves them out."""
+
+
+def is_secret_env(name: str) -> bool:
+    """Whether the environment variable ``name`` is one of :data:`SECRET_ENV`."""
+    return name.upper().startswith(SECRET_ENV)
+
+
+def job_environment(
+    extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment a job (or ``sbatch``, which exports it to the job) runs with.
+
+    Parameters
+    ----------
+    extra
+        Variables of the job (:attr:`JobSpec.env`), set on top.
+    base
+        The environment to start from; default :data:`os.environ`. Its :data:`SECRET_ENV`
+        variables are left out.
+    """
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not is_secret_env(k)}
+    env.update(extra or {})
+    return env
 
 
 class SchedulerState(StrEnum):
@@ -126,7 +164,12 @@ def status_from_exit_record(job_dir: Path) -> SchedulerStatus | None:
     if record is None:
         return None
     code = int(record.get("exit_code", -1))
-    if record.get("cancelled") or (scheduler_dir(job_dir) / "cancel").exists():
+    # The record's own flag says whether a cancel came before the command ended. A marker made
+    # later (a cancel racing the end) only counts for a command that a signal killed.
+    signalled = code < 0 or code > 128
+    if record.get("cancelled") is True or (
+        signalled and (scheduler_dir(job_dir) / "cancel").exists()
+    ):
         return SchedulerStatus(SchedulerState.CANCELLED, code, "cancelled")
     if code == 0:
         return SchedulerStatus(SchedulerState.SUCCEEDED, 0, "exit 0")

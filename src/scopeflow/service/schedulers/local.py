@@ -27,6 +27,7 @@ from scopeflow.service.schedulers.base import (
     JobSpec,
     SchedulerState,
     SchedulerStatus,
+    job_environment,
     scheduler_dir,
     status_from_exit_record,
 )
@@ -59,7 +60,7 @@ class LocalScheduler:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in ("exit.json", "cancel", "pid.json"):
             (folder / stale).unlink(missing_ok=True)
-        env = {**os.environ, **spec.env}
+        env = job_environment(spec.env)  # without the service's secrets
         with (
             (folder / "stdout.log").open("ab") as out,
             (folder / "stderr.log").open("ab") as err,

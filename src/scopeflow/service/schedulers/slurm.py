@@ -19,6 +19,7 @@ import re
 import shlex
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from scopeflow.service.schedulers.base import (
     JobSpec,
     SchedulerState,
     SchedulerStatus,
+    job_environment,
     scheduler_dir,
     status_from_exit_record,
 )
@@ -74,15 +76,30 @@ def _checked(key: str, value: Any) -> str:
     return text
 
 
+def _checked_path(key: str, path: Path) -> None:
+    """Refuse a path that cannot stand unquoted in an ``#SBATCH`` line.
+
+    ``#SBATCH`` values are not shell words and cannot be quoted: whitespace ends the value, and
+    a newline would start a new line of the script (a shell command).
+    """
+    text = str(path)
+    if any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in text):
+        raise ConfigError("slurm", [(key, f"{text!r} contains whitespace or control characters")])
+
+
 def render_script(spec: JobSpec, python: str) -> str:
     """The batch script of ``spec`` (see the module docstring for what may reach it).
 
     Raises
     ------
     ConfigError
-        A resource or account value with characters Slurm names do not have.
+        A resource or account value with characters Slurm names do not have, or a path (job
+        directory, working directory) with whitespace or control characters.
     """
     folder = scheduler_dir(spec.job_dir)
+    cwd = spec.cwd or spec.job_dir
+    for key, path in (("job_dir", spec.job_dir), ("cwd", cwd), ("scheduler_dir", folder)):
+        _checked_path(key, path)
     res, acc = spec.resources, spec.account
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.name)[:64] or "scopeflow"
     lines = [
@@ -90,7 +107,7 @@ def render_script(spec: JobSpec, python: str) -> str:
         f"#SBATCH --job-name={name}",
         f"#SBATCH --output={folder / 'stdout.log'}",
         f"#SBATCH --error={folder / 'stderr.log'}",
-        f"#SBATCH --chdir={spec.cwd or spec.job_dir}",
+        f"#SBATCH --chdir={cwd}",
         "#SBATCH --ntasks=1",
         f"#SBATCH --cpus-per-task={int(res.get('cores', 1))}",
     ]
@@ -152,6 +169,8 @@ class SlurmScheduler:
             text=True,
             timeout=self.timeout_s,
             check=False,
+            # sbatch exports the environment it runs in to the job: never the service's secrets
+            env=job_environment(),
         )
 
     def submit(self, spec: JobSpec) -> str:

@@ -1,0 +1,316 @@
+"""The Python client (``scopeflow.client``) against a real service on a free port.
+
+uvicorn serves the app in a thread of the test process: names with characters that mean
+something in a URL, a file that shrinks while it is uploaded, downloads through a ``.part``
+file resumed only with a matching ``If-Range``, and the CLI's use of the saved token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import typer
+import uvicorn
+from typer.testing import CliRunner
+
+from scopeflow.client import APIError, Client, TransferProgress
+from scopeflow.client._client import TransferError
+from scopeflow.service.app import create_app
+from scopeflow.service.auth import create_user
+from scopeflow.service.db import make_engine, session_factory
+from scopeflow.service.settings import ServiceSettings
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
+ODD_NAMES = ["a#b.txt", "q?x=1.txt", "p%41.txt", "sub dir/ä ö&+.txt", "semi;colon.txt"]
+
+
+@dataclass
+class Live:
+    url: str
+    settings: ServiceSettings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    data = tmp_path_factory.mktemp("service") / "data"
+    data.mkdir()
+    shutil.copy(EXAMPLE, data / "templates.yaml")
+    settings = ServiceSettings(data_dir=data, quota_bytes=10**9)
+    app = create_app(settings)
+    with session_factory(make_engine(settings.database_url))() as s:
+        create_user(s, "alice", "pw")
+        s.commit()
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield Live(f"http://127.0.0.1:{port}", settings)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture
+def client(live: Live) -> Iterator[Client]:
+    with Client(live.url) as c:
+        c.login("alice", "pw")
+        yield c
+
+
+def _job(c: Client) -> str:
+    job_id: str = c.create_job("toy", "t", {"units": 2})["id"]
+    return job_id
+
+
+def _run_dir(live: Live, job_id: str) -> Path:
+    return live.settings.jobs_dir / "alice" / job_id / "run"
+
+
+def _result(live: Live, job_id: str, name: str, data: bytes) -> Path:
+    path = _run_dir(live, job_id) / "outputs" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _etag(live: Live, c: Client, job_id: str, name: str) -> str:
+    r = httpx.get(
+        f"{live.url}/api/v1/jobs/{job_id}/results/outputs/{name}",
+        headers={"Authorization": f"Bearer {c.token}"},
+    )
+    assert r.status_code == 200, r.text
+    return r.headers["etag"]
+
+
+# -- names in URLs -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_names_with_url_characters_are_uploaded_and_downloaded_as_they_are(
+    live: Live, client: Client, tmp_path: Path, name: str
+) -> None:
+    job_id = _job(client)
+    local = tmp_path / "local.bin"
+    local.write_bytes(b"content of " + name.encode())
+    assert client.upload(job_id, local, name) == {"path": name, "size": local.stat().st_size}
+    input_dir = live.settings.jobs_dir / "alice" / job_id / "input"
+    assert (input_dir / name).read_bytes() == local.read_bytes()
+    assert [f["path"] for f in client._json("GET", f"/jobs/{job_id}/files")["files"]] == [name]
+
+    _result(live, job_id, name, b"result " + name.encode())
+    dest = tmp_path / "down" / "r.bin"
+    assert client.download(job_id, f"outputs/{name}", dest) == dest
+    assert dest.read_bytes() == b"result " + name.encode()
+
+
+# -- a file that changes while it is uploaded ----------------------------------------------------
+
+
+def test_a_file_that_shrinks_during_upload_is_refused_and_discarded(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = _job(client)
+    local = tmp_path / "img.tif"
+    local.write_bytes(b"x" * 100)
+    puts = 0
+    request = Client._request
+
+    def counting(self: Client, method: str, path: str, **kw: Any) -> httpx.Response:
+        nonlocal puts
+        if method == "PUT":
+            puts += 1
+            assert puts < 20, "the client keeps sending (an endless loop)"
+        return request(self, method, path, **kw)
+
+    monkeypatch.setattr(Client, "_request", counting)
+
+    def shrink(state: TransferProgress) -> None:  # rewritten after the declaration
+        if state.done == 0:
+            local.write_bytes(b"x" * 40)
+
+    with pytest.raises(TransferError, match="changed while uploading"):
+        client.upload(job_id, local, "img.tif", progress=shrink, chunk=30)
+    files = client._json("GET", f"/jobs/{job_id}/files")
+    assert files == {"files": [], "uploads": []}  # discarded on the service too
+    # the file as it is now uploads fine
+    assert client.upload(job_id, local, "img.tif")["size"] == 40
+
+
+def test_discard(client: Client) -> None:
+    job_id = _job(client)
+    client._json(
+        "POST", f"/jobs/{job_id}/files", json={"path": "a#1.bin", "size": 5, "sha256": "0" * 64}
+    )
+    assert client.discard(job_id, "a#1.bin") == {"path": "a#1.bin", "discarded": True}
+    assert client._json("GET", f"/jobs/{job_id}/files")["uploads"] == []
+    with pytest.raises(APIError) as exc:
+        client.discard(job_id, "a#1.bin")
+    assert exc.value.status == 404
+
+
+# -- downloads through a part file ---------------------------------------------------------------
+
+
+BIG = bytes(range(256)) * 1024
+
+
+def test_an_unrelated_existing_file_is_replaced_not_appended_to(
+    live: Live, client: Client, tmp_path: Path
+) -> None:
+    job_id = _job(client)
+    _result(live, job_id, "big.bin", BIG)
+    dest = tmp_path / "big.bin"
+    dest.write_bytes(b"an older, unrelated file")
+    seen: list[TransferProgress] = []
+    client.download(job_id, "outputs/big.bin", dest, progress=seen.append)
+    assert dest.read_bytes() == BIG
+    assert seen[-1].resumed_from == 0 and seen[-1].done == seen[-1].total == len(BIG)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]  # no part left
+
+
+def test_a_part_is_resumed_while_the_file_is_unchanged(
+    live: Live, client: Client, tmp_path: Path
+) -> None:
+    job_id = _job(client)
+    _result(live, job_id, "big.bin", BIG)
+    dest = tmp_path / "big.bin"
+    (tmp_path / "big.bin.part").write_bytes(BIG[:1000])
+    (tmp_path / "big.bin.part.etag").write_text(_etag(live, client, job_id, "big.bin"))
+    seen: list[TransferProgress] = []
+    client.download(job_id, "outputs/big.bin", dest, progress=seen.append)
+    assert dest.read_bytes() == BIG
+    assert seen[-1].resumed_from == 1000 and seen[-1].total == len(BIG)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]
+
+
+def test_a_part_of_a_changed_file_is_dropped(live: Live, client: Client, tmp_path: Path) -> None:
+    job_id = _job(client)
+    path = _result(live, job_id, "big.bin", BIG)
+    old_tag = _etag(live, client, job_id, "big.bin")
+    new = BIG[::-1] + b"longer"
+    path.write_bytes(new)  # the job ran again: same name, other bytes
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    dest = tmp_path / "big.bin"
+    (tmp_path / "big.bin.part").write_bytes(BIG[:1000])
+    (tmp_path / "big.bin.part.etag").write_text(old_tag)
+    seen: list[TransferProgress] = []
+    client.download(job_id, "outputs/big.bin", dest, progress=seen.append)
+    assert dest.read_bytes() == new
+    assert seen[-1].resumed_from == 0
+
+
+@pytest.mark.parametrize("part", [b"x" * 1000, BIG + b"more than the file"])
+def test_a_part_without_an_etag_or_past_the_end_starts_over(
+    live: Live, client: Client, tmp_path: Path, part: bytes
+) -> None:
+    job_id = _job(client)
+    _result(live, job_id, "big.bin", BIG)
+    dest = tmp_path / "big.bin"
+    (tmp_path / "big.bin.part").write_bytes(part)
+    if len(part) > len(BIG):  # a matching ETag, but a range the file does not have: 416
+        (tmp_path / "big.bin.part.etag").write_text(_etag(live, client, job_id, "big.bin"))
+    client.download(job_id, "outputs/big.bin", dest)
+    assert dest.read_bytes() == BIG
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]
+
+
+def test_a_broken_off_download_keeps_its_part_for_a_resume(
+    live: Live, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = _job(client)
+    _result(live, job_id, "big.bin", BIG)
+    dest = tmp_path / "big.bin"
+    dest.write_bytes(b"previous")
+    real = httpx.Response.iter_bytes
+
+    def broken(self: httpx.Response, chunk_size: int | None = None) -> Iterator[bytes]:
+        for block in real(self, 4096):
+            yield block
+            raise httpx.RemoteProtocolError("connection dropped")
+
+    monkeypatch.setattr(httpx.Response, "iter_bytes", broken)
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.download(job_id, "outputs/big.bin", dest)
+    monkeypatch.undo()
+    assert dest.read_bytes() == b"previous"  # untouched until the download is complete
+    assert (tmp_path / "big.bin.part").read_bytes() == BIG[:4096]
+    seen: list[TransferProgress] = []
+    client.download(job_id, "outputs/big.bin", dest, progress=seen.append)
+    assert dest.read_bytes() == BIG
+    assert seen[-1].resumed_from == 4096
+
+
+def test_the_zip_goes_through_a_part_file(live: Live, client: Client, tmp_path: Path) -> None:
+    import zipfile
+
+    job_id = _job(client)
+    _result(live, job_id, "a.txt", b"a")
+    dest = tmp_path / "r.zip"
+    dest.write_bytes(b"junk")
+    (tmp_path / "r.zip.part").write_bytes(b"stale part")
+    client.download_zip(job_id, dest)
+    assert zipfile.ZipFile(dest).namelist() == ["outputs/a.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zip"]
+
+
+# -- the CLI's saved login -----------------------------------------------------------------------
+
+
+def test_the_saved_token_goes_only_to_the_saved_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scopeflow import cli_jobs
+
+    monkeypatch.setenv("SCOPEFLOW_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "credentials.json").write_text(
+        json.dumps({"url": "http://saved:8000", "token": "SAVED", "user": "alice"})
+    )
+    with cli_jobs._client(None, None) as c:
+        assert (c.url, c.token) == ("http://saved:8000", "SAVED")
+    with cli_jobs._client("http://saved:8000/", None) as c:
+        assert c.token == "SAVED"
+    with cli_jobs._client("http://evil:8000", "MINE") as c:
+        assert (c.url, c.token) == ("http://evil:8000", "MINE")
+    with pytest.raises(typer.Exit):
+        cli_jobs._client("http://evil:8000", None)
+
+
+def test_login_makes_an_existing_credentials_file_private(
+    live: Live, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scopeflow.cli import app
+
+    monkeypatch.setenv("SCOPEFLOW_CONFIG_DIR", str(tmp_path))
+    creds = tmp_path / "credentials.json"
+    creds.write_text("{}")
+    creds.chmod(0o644)
+    result = CliRunner().invoke(
+        app, ["login", live.url, "--name", "alice", "--password", "pw"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert creds.stat().st_mode & 0o777 == 0o600
+    assert json.loads(creds.read_text())["url"] == live.url

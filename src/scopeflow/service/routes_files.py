@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -29,12 +28,12 @@ from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, owned_j
 from scopeflow.service.files import (
     UploadStore,
     quota_lock,
-    resolve_in,
     safe_relpath,
     used_bytes,
 )
+from scopeflow.service.results import result_file_response, results_zip_response
 from scopeflow.service.states import JobState
-from scopeflow.service.transfers import iter_file, iter_zip, list_results, parse_range
+from scopeflow.service.transfers import list_results
 
 __all__ = ["router"]
 
@@ -256,22 +255,20 @@ def results(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> lis
 
 
 @router.get("/jobs/{job_id}/results.zip")
-def results_zip(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> StreamingResponse:
+def results_zip(
+    job_id: str, request: Request, user: CurrentUser, session: DbSession, svc: Svc
+) -> Response:
     """Every result file (and the summary) as one streamed zip."""
     job = owned_job(session, user, job_id)
     run_dir, name = svc.files(job).run_dir, job.id
     session.close()  # no database connection is held while the zip streams
-    return StreamingResponse(
-        iter_zip(run_dir),
-        media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{name}-results.zip"'},
-    )
+    return results_zip_response(run_dir, name, request)
 
 
 @router.get("/jobs/{job_id}/results/{path:path}")
 def result_file(
     job_id: str, path: str, request: Request, user: CurrentUser, session: DbSession, svc: Svc
-) -> StreamingResponse:
+) -> Response:
     """One result file, with HTTP Range (206) and ``If-Range`` support.
 
     The ``ETag`` (size and modification time) lets a client resume a download only when the
@@ -281,24 +278,4 @@ def result_file(
     job = owned_job(session, user, job_id)
     run_dir = svc.files(job).run_dir
     session.close()  # no database connection is held while the file streams
-    listed = {r["path"] for r in list_results(run_dir)}
-    rel = str(safe_relpath(path))
-    if rel not in listed:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no result {rel!r}")
-    target = resolve_in(run_dir, rel)
-    st = target.stat()
-    size = st.st_size
-    etag = f'"{size:x}-{st.st_mtime_ns:x}"'
-    if_range = request.headers.get("if-range")
-    wanted = request.headers.get("range") if if_range in (None, etag) else None
-    rng = parse_range(wanted, size)
-    headers = {"Accept-Ranges": "bytes", "ETag": etag}
-    if rng is None:
-        headers["Content-Length"] = str(size)
-        return StreamingResponse(iter_file(target, 0, size - 1), headers=headers)
-    headers |= {"Content-Range": rng.content_range(size), "Content-Length": str(rng.length)}
-    return StreamingResponse(
-        iter_file(target, rng.start, rng.end),
-        status_code=status.HTTP_206_PARTIAL_CONTENT,
-        headers=headers,
-    )
+    return result_file_response(run_dir, path, request)

@@ -26,23 +26,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import mimetypes
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from scopeflow.service.db import Job
 from scopeflow.service.deps import CurrentUser, DbSession, Svc, owned_job
-from scopeflow.service.files import resolve_in, safe_relpath
-from scopeflow.service.transfers import iter_file, iter_zip, list_results, parse_range
+from scopeflow.service.results import result_file_response, results_zip_response
 
 __all__ = ["DEFAULT_TTL_S", "MAX_TTL_S", "DownloadSigner", "router", "signer_of"]
 
@@ -150,36 +146,15 @@ _HEADERS = {"Cache-Control": "private, max-age=60", "Referrer-Policy": "no-refer
 def dl_zip(token: str, request: Request, session: DbSession, svc: Svc) -> Response:
     """Every result file of the token's job as one streamed zip."""
     job = _job_of_token(request, session, token)
-    headers = _HEADERS | {"Content-Disposition": f'attachment; filename="{job.id}-results.zip"'}
-    if request.method == "HEAD":
-        return Response(media_type="application/zip", headers=headers)
-    run_dir = svc.files(job).run_dir
-    return StreamingResponse(iter_zip(run_dir), media_type="application/zip", headers=headers)
+    run_dir, name = svc.files(job).run_dir, job.id
+    session.close()  # no database connection is held while the zip streams
+    return results_zip_response(run_dir, name, request, _HEADERS)
 
 
 @router.api_route("/dl/{token}/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
 def dl_file(token: str, path: str, request: Request, session: DbSession, svc: Svc) -> Response:
-    """One result file of the token's job, with HTTP Range (206) support."""
+    """One result file of the token's job, with HTTP Range (206) and If-Range support."""
     job = _job_of_token(request, session, token)
     run_dir = svc.files(job).run_dir
-    rel = str(safe_relpath(path))  # BadPathError -> 400
-    if rel not in {r["path"] for r in list_results(run_dir)}:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no result {rel!r}")
-    target = resolve_in(run_dir, rel)
-    return _file_response(target, request)
-
-
-def _file_response(target: Path, request: Request) -> Response:
-    size = target.stat().st_size
-    media = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-    headers = _HEADERS | {"Accept-Ranges": "bytes"}
-    rng = parse_range(request.headers.get("range"), size)  # RangeNotSatisfiableError -> 416
-    code = status.HTTP_200_OK if rng is None else status.HTTP_206_PARTIAL_CONTENT
-    if rng is None:
-        headers["Content-Length"] = str(size)
-    else:
-        headers |= {"Content-Range": rng.content_range(size), "Content-Length": str(rng.length)}
-    if request.method == "HEAD":
-        return Response(status_code=code, media_type=media, headers=headers)
-    body = iter_file(target) if rng is None else iter_file(target, rng.start, rng.end)
-    return StreamingResponse(body, status_code=code, media_type=media, headers=headers)
+    session.close()  # no database connection is held while the file streams
+    return result_file_response(run_dir, path, request, _HEADERS)

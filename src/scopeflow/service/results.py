@@ -1,0 +1,70 @@
+"""HTTP answers for a run's result files: one file with Range / If-Range, or all of them as a zip.
+
+Shared by the bearer-authenticated job routes (``/api/v1/jobs/{id}/results…``) and the signed
+download links of the web UI (``/dl/<token>/…``): the lookup (only files that
+:func:`~scopeflow.service.transfers.list_results` lists, names through
+:func:`~scopeflow.service.files.safe_relpath`), the ``ETag`` (size and modification time), the
+ranges and the streaming are the same for both.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+from fastapi import HTTPException, Request, Response, status
+from fastapi.responses import StreamingResponse
+
+from scopeflow.service.files import resolve_in, safe_relpath
+from scopeflow.service.transfers import iter_file, iter_zip, list_results, parse_range
+
+__all__ = ["result_file_response", "results_zip_response"]
+
+
+def result_file_response(
+    run_dir: Path, path: str, request: Request, headers: dict[str, str] | None = None
+) -> Response:
+    """One result file of ``run_dir``: 200, or 206 for a ``Range`` (416 when unsatisfiable).
+
+    A ``Range`` counts only when an ``If-Range`` is absent or equals the file's ``ETag``, so a
+    client resumes only the file it started; otherwise the whole file comes back. ``HEAD``
+    gets the headers alone.
+
+    Raises
+    ------
+    HTTPException
+        404 when ``path`` is not one of the run's results.
+    """
+    rel = str(safe_relpath(path))  # BadPathError -> 400
+    if rel not in {r["path"] for r in list_results(run_dir)}:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no result {rel!r}")
+    target = resolve_in(run_dir, rel)
+    st = target.stat()
+    size = st.st_size
+    etag = f'"{size:x}-{st.st_mtime_ns:x}"'
+    if_range = request.headers.get("if-range")
+    wanted = request.headers.get("range") if if_range in (None, etag) else None
+    rng = parse_range(wanted, size)  # RangeNotSatisfiableError -> 416
+    out = (headers or {}) | {"Accept-Ranges": "bytes", "ETag": etag}
+    start, end = (0, size - 1) if rng is None else (rng.start, rng.end)
+    if rng is None:
+        out["Content-Length"] = str(size)
+    else:
+        out |= {"Content-Range": rng.content_range(size), "Content-Length": str(rng.length)}
+    code = status.HTTP_200_OK if rng is None else status.HTTP_206_PARTIAL_CONTENT
+    media = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    if request.method == "HEAD":
+        return Response(status_code=code, media_type=media, headers=out)
+    return StreamingResponse(
+        iter_file(target, start, end), status_code=code, media_type=media, headers=out
+    )
+
+
+def results_zip_response(
+    run_dir: Path, name: str, request: Request, headers: dict[str, str] | None = None
+) -> Response:
+    """Every result file of ``run_dir`` (and the summary) streamed as ``NAME-results.zip``."""
+    out = (headers or {}) | {"Content-Disposition": f'attachment; filename="{name}-results.zip"'}
+    if request.method == "HEAD":
+        return Response(media_type="application/zip", headers=out)
+    return StreamingResponse(iter_zip(run_dir), media_type="application/zip", headers=out)

@@ -35,21 +35,19 @@ class PairMatch:
     candidates : (m, 2) int array
         Descriptor matches ``(index in a, index in b)``.
     ransac : RansacResult
-        RANSAC over the candidates (``inliers`` indexes ``candidates``).
+        RANSAC over the candidates, after the residual trim: ``inliers`` (indexing
+        ``candidates``), ``model`` and ``error`` are those of the trimmed set.
     """
 
     candidates: NDArray[np.intp]
     ransac: RansacResult
 
-    trimmed: NDArray[np.bool_] | None = None
-
     @property
     def inliers(self) -> NDArray[np.intp]:
-        """``(k, 2)`` index pairs accepted by RANSAC and the residual trim (empty if no model)."""
+        """``(k, 2)`` index pairs of the accepted matches (empty if no model)."""
         if self.ransac.model is None:
             return np.zeros((0, 2), dtype=np.intp)
-        keep = self.ransac.inliers if self.trimmed is None else self.trimmed
-        return self.candidates[keep]
+        return self.candidates[self.ransac.inliers]
 
 
 @dataclass(frozen=True)
@@ -110,31 +108,34 @@ def match_pair(
         regularize=o.regularize,
         seed=seed,
     )
-    trimmed = None
     if result.model is not None and o.trim > 0:
-        trimmed = _trim(p, q, result, model=o.model, regularize=o.regularize, factor=o.trim)
-    return PairMatch(cand, result, trimmed)
+        result = _trim(p, q, result, model=o.model, regularize=o.regularize, factor=o.trim)
+    return PairMatch(cand, result)
 
 
 def _trim(
     p: F64, q: F64, result: RansacResult, *, model: str, regularize: float, factor: float
-) -> NDArray[np.bool_]:
-    """Inliers whose residual is at most ``factor`` times the median (refitted until stable).
+) -> RansacResult:
+    """RANSAC's result with only inliers whose residual is at most ``factor`` times the median.
 
     RANSAC's epsilon (5 px) is wide enough to let in a neighbouring bead's match a few pixels
     off; a handful of those bias the least-squares fits. The residuals of true matches are
     localisation noise (~0.1 px), so a bound relative to their median removes the others.
+    Starts from RANSAC's model and refits until the set is stable; the model and error
+    returned are those of the kept set.
     """
-    keep = result.inliers.copy()
+    assert result.model is not None
+    keep, fitted = result.inliers, result.model
     for _ in range(10):
-        fitted = fit_model(model, p[keep], q[keep], regularize=regularize)
         dist = np.linalg.norm(apply_model(fitted, p) - q, axis=1)
         bound = factor * float(np.median(dist[keep]))
         again = result.inliers & (dist <= max(bound, 1e-9))
         if np.array_equal(again, keep) or again.sum() < 3:
             break
         keep = again
-    return keep
+        fitted = fit_model(model, p[keep], q[keep], regularize=regularize)
+    error = float(np.linalg.norm(apply_model(fitted, p[keep]) - q[keep], axis=1).mean())
+    return RansacResult(fitted, keep, error)
 
 
 def register_points(

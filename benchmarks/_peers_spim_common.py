@@ -23,7 +23,7 @@ from benchmarks._data import (  # noqa: E402
 from scopeflow.core import affine as _affine  # noqa: E402
 from scopeflow.ops.spim.fusion import (  # noqa: E402
     FusionGrid,
-    view_bounds,
+    union_bounds,
 )
 from scopeflow.ops.spim.models import apply_model  # noqa: E402
 from scopeflow.testing import SpimTruth, beads_in_view_index  # noqa: E402
@@ -69,10 +69,7 @@ def _setup(shape: tuple[int, int, int]) -> Setup:
         truth = spim_dataset(shape=shape)
         vols, pts = spim_views_and_beads(truth)
         est = registered_models(truth, pts)
-        los, his = zip(
-            *[view_bounds(v.shape, m) for v, m in zip(vols, est, strict=True)], strict=True
-        )
-        grid = FusionGrid.from_bounds(np.min(los, axis=0), np.max(his, axis=0), 1.0)
+        grid = FusionGrid.from_bounds(*union_bounds([v.shape for v in vols], est), 1.0)
         _SETUPS[shape] = Setup(truth, vols, pts, est, grid)
     return _SETUPS[shape]
 

@@ -30,7 +30,7 @@ from benchmarks._data import (  # noqa: E402
     spim_dataset,
     spim_views_and_beads,
 )
-from scopeflow.ops.spim.fusion import FusionGrid, fuse, view_bounds  # noqa: E402
+from scopeflow.ops.spim.fusion import FusionGrid, fuse, union_bounds  # noqa: E402
 from scopeflow.testing import registration_errors  # noqa: E402
 
 
@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (vols, pts), t_detect = _timed(lambda: spim_views_and_beads(truth))
     est, t_register = _timed(lambda: registered_models(truth, pts))
     e = registration_errors(truth, est)
-    los, his = zip(*[view_bounds(v.shape, m) for v, m in zip(vols, est, strict=True)], strict=True)
-    grid = FusionGrid.from_bounds(np.min(los, axis=0), np.max(his, axis=0), 1.0)
+    grid = FusionGrid.from_bounds(*union_bounds([v.shape for v in vols], est), 1.0)
     nvox = int(np.prod(grid.shape))
     fuse(vols, est, grid, dtype="float32")  # warm-up: the kernel's compilation or cache load
     _, t_fuse = _timed(lambda: fuse(vols, est, grid, dtype="float32"))

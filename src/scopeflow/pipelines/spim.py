@@ -55,7 +55,7 @@ from scopeflow.ops.spim.fusion import (
     fuse,
     psf_to_grid,
     resample_to_grid,
-    view_bounds,
+    union_bounds,
 )
 from scopeflow.steps import spim as steps
 
@@ -346,14 +346,13 @@ def register_timelapse(ctx: UnitContext) -> dict[str, Any]:
 
 
 def _grid(cfg: SpimConfig, sd: SpimData) -> FusionGrid:
-    los, his = [], []
+    shapes, models = [], []
     for t, v in sd.views():
         size = sd.setups[v].size
         assert size is not None
-        lo, hi = view_bounds((size[2], size[1], size[0]), sd.view_model(t, v))
-        los.append(lo)
-        his.append(hi)
-    lo, hi = cfg.fusion.bounding_box(np.min(los, axis=0), np.max(his, axis=0))
+        shapes.append((size[2], size[1], size[0]))
+        models.append(sd.view_model(t, v))
+    lo, hi = cfg.fusion.bounding_box(*union_bounds(shapes, models))
     return FusionGrid.from_bounds(lo, hi, spacing=cfg.voxel_size.x * cfg.fusion.downsample)
 
 
@@ -366,12 +365,15 @@ def fuse_timepoint(ctx: UnitContext) -> dict[str, Any]:
     resaved = ctx.run_dir / ctx.upstream["resave"]["xml"]
     grid = FusionGrid.from_dict(ctx.upstream["prepare_output"]["grid"])
     psfs = None
+    read: dict[int, np.ndarray] = {}  # the bead views the PSFs were taken from, read once
     if cfg.fusion_switch == "deconvolution":
-        psfs = _psfs(ctx, cfg, sd, resaved, grid)
+        psfs = _psfs(ctx, cfg, sd, resaved, grid, read=read)
     channels: dict[int, np.ndarray] = {}
     for c in range(len(cfg.channels)):
         keys = cfg.view_keys(channel=c)
-        views = _views_of(resaved, t, [k.setup for k in keys])
+        missing = [k.setup for k in keys if k.setup not in read]
+        read.update(zip(missing, _views_of(resaved, t, missing), strict=True))
+        views = [read.pop(k.setup) for k in keys]
         models = [sd.view_model(t, k.setup) for k in keys]
         if psfs is not None:
             channels[c] = _deconvolve(cfg, views, models, grid, [psfs[k.angle] for k in keys])
@@ -408,12 +410,19 @@ def fuse_timepoint(ctx: UnitContext) -> dict[str, Any]:
 
 
 def _psfs(
-    ctx: UnitContext, cfg: SpimConfig, sd: SpimData, resaved: Path, grid: FusionGrid
+    ctx: UnitContext,
+    cfg: SpimConfig,
+    sd: SpimData,
+    resaved: Path,
+    grid: FusionGrid,
+    *,
+    read: dict[int, np.ndarray],
 ) -> list[np.ndarray]:
     """One PSF per angle on the grid: from the angle's bead view, or the configured file.
 
     Every channel and illumination of an angle uses its PSF (beads usually show in one
-    channel only).
+    channel only). The bead views read here are left in ``read`` (setup → view) for the
+    fusion of their channel.
     """
     t = _t(ctx)
     dc = cfg.deconvolution
@@ -428,6 +437,7 @@ def _psfs(
         return [psf_to_grid(given, m, grid.spacing, size) for m in models]
     beads = _load_beads(ctx.run_dir / ctx.upstream["detect_beads"]["beads"], cfg.n_views)
     views = _views_of(resaved, t, [k.setup for k in keys])
+    read.update(zip([k.setup for k in keys], views, strict=True))
     return [
         extract_psf(vol, m, _affine.apply(m, b), grid.spacing, size)
         for vol, m, b in zip(views, models, beads, strict=True)

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from scopeflow.core.config import StrictModel
 from scopeflow.core.errors import FormatError, InputNotFoundError
-from scopeflow.io import open_image
+from scopeflow.io import open_image, read_tiff
 from scopeflow.ops.spim.bead_bias import intensity_gradient_shift
 from scopeflow.ops.spim.beads import detect_beads
 from scopeflow.ops.spim.ransac import ransac
@@ -222,8 +222,7 @@ def read_views(
                 raise InputNotFoundError(
                     path, f"angle {k.angle}, channel {name}, illumination {k.illumination}, t {t}"
                 )
-            with open_image(path, "tiff") as reader:
-                out.append(np.asarray(reader.to_dask(0).compute(scheduler="sync")).squeeze())
+            out.append(read_tiff(path)[0])  # damage checks included
             where.append(path)
     for k, vol, path in zip(keys, out, where, strict=True):
         if vol.ndim != 3:

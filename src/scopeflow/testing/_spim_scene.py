@@ -48,13 +48,6 @@ class Specimen:
     nuclei_brightness: NDArray[np.float64]  # (M,)
 
 
-def volume_centre(
-    shape: tuple[int, int, int], voxel_size: tuple[float, float, float]
-) -> NDArray[np.float64]:
-    """World centre of a nominal view volume of ``shape`` ``(z, y, x)``: ``S · (n - 1) / 2``."""
-    return _affine.volume_centre(shape, voxel_size)
-
-
 def nominal_affine(
     angle_deg: float, shape: tuple[int, int, int], voxel_size: tuple[float, float, float]
 ) -> NDArray[np.float64]:
@@ -75,7 +68,7 @@ def make_geometry(
     voxel_size: tuple[float, float, float],
 ) -> Geometry:
     """Draw the true view affines (setup 0 exact) and the drift of every time point."""
-    centre = volume_centre(shape, voxel_size)
+    centre = _affine.volume_centre(shape, voxel_size)
     angles = tuple(360.0 * v / views for v in range(views))
     nominal = np.array([nominal_affine(a, shape, voxel_size) for a in angles])
     true = nominal.copy()
@@ -99,7 +92,7 @@ def make_specimen(
     voxel_size: tuple[float, float, float],
 ) -> Specimen:
     """An ellipsoid centred in the volume, fitting every view, with nuclei below its surface."""
-    centre = volume_centre(shape, voxel_size)
+    centre = _affine.volume_centre(shape, voxel_size)
     ext = np.array([shape[2], shape[1], shape[0]], dtype=np.float64) * np.asarray(voxel_size)
     r_xz = min(ext[0], ext[2])
     semi = np.array([0.30 * r_xz, 0.36 * ext[1], 0.25 * r_xz])

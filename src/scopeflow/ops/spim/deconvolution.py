@@ -457,10 +457,9 @@ def fwhm(volume: ArrayLike, centre_zyx: Sequence[int], axis: int) -> float:
     Linear interpolation of the half-maximum crossings on both sides of the peak (background =
     the profile's minimum).
     """
-    vol = np.asarray(volume, dtype=np.float64)
     idx: list[Any] = list(centre_zyx)
     idx[axis] = slice(None)
-    prof = vol[tuple(idx)]
+    prof = np.asarray(np.asarray(volume)[tuple(idx)], dtype=np.float64)  # one line, not all
     c = int(centre_zyx[axis])
     base = float(prof.min())
     half = base + (float(prof[c]) - base) / 2.0

@@ -59,6 +59,8 @@ __all__ = [
     "grid_blocks",
     "psf_to_grid",
     "resample_to_grid",
+    "union_bounds",
+    "view_bounds",
 ]
 
 F32 = NDArray[np.float32]
@@ -110,6 +112,16 @@ def view_bounds(shape_zyx: Sequence[int], view_to_world: ArrayLike) -> tuple[F64
     corners = np.array([[i, j, k] for i in (0, x) for j in (0, y) for k in (0, z)], float)
     w = _affine.apply(view_to_world, corners)
     return w.min(axis=0), w.max(axis=0)
+
+
+def union_bounds(
+    shapes_zyx: Sequence[Sequence[int]], view_to_world: Sequence[ArrayLike]
+) -> tuple[F64, F64]:
+    """World box ``(lo, hi)`` (x, y, z) covering every view (see :func:`view_bounds`)."""
+    boxes = [view_bounds(s, m) for s, m in zip(shapes_zyx, view_to_world, strict=True)]
+    lo: F64 = np.min([b[0] for b in boxes], axis=0)
+    hi: F64 = np.max([b[1] for b in boxes], axis=0)
+    return lo, hi
 
 
 def content_weights(

@@ -10,9 +10,12 @@ import numpy as np
 import tifffile
 
 from scopeflow.core import affine as _affine
-from scopeflow.ops.spim.bead_bias import intensity_gradient_shift
-from scopeflow.ops.spim.beads import detect_beads
-from scopeflow.ops.spim.register import MatchOptions, register_points
+from scopeflow.steps.spim import (
+    DetectionParams,
+    RegistrationParams,
+    register_views,
+    timepoint_beads,
+)
 from scopeflow.testing import SpimTruth, make_cyto_dataset, make_spim_dataset
 
 DATA = Path(__file__).resolve().parent / ".data"
@@ -42,15 +45,12 @@ def spim_views_and_beads(truth: SpimTruth) -> tuple[list[Any], list[Any]]:
     """
     vols = [tifffile.imread(truth.path("tiff", 0, v)) for v in range(truth.n_views)]
     anisotropy = truth.voxel_size[2] / truth.voxel_size[0]
-    xyz = []
-    for vol in vols:
-        found = detect_beads(vol, anisotropy=anisotropy).xyz
-        xyz.append(found - intensity_gradient_shift(vol, found).shift)
+    xyz, _ = timepoint_beads(vols, DetectionParams(), anisotropy)
     pts = [_affine.apply(truth.nominal_affines[v], p) for v, p in enumerate(xyz)]
     return vols, pts
 
 
 def registered_models(truth: SpimTruth, pts: list[Any]) -> list[np.ndarray]:
-    """Each view's estimated pixel → world model from an affine bead registration."""
-    reg = register_points(pts, MatchOptions(model="affine"))
-    return [_affine.compose(reg.models[v], truth.nominal_affines[v]) for v in range(len(pts))]
+    """Each view's estimated pixel → world model, registered as the pipeline does (affine)."""
+    models, _ = register_views(pts, RegistrationParams())
+    return [_affine.compose(models[v], truth.nominal_affines[v]) for v in range(len(pts))]

@@ -226,6 +226,11 @@ def resolve_in(root: Path, rel: str | PurePosixPath) -> Path:
     return current
 
 
+def is_engine_temp(name: str) -> bool:
+    """Whether ``name`` is one of the engine's half-written files (renamed when complete)."""
+    return _ENGINE_TEMP.match(name) is not None
+
+
 def regular_files(root: Path, *, skip_temp: bool = True) -> Iterator[tuple[Path, os.stat_result]]:
     """Every regular file under ``root`` with its ``lstat``, symbolic links not followed.
 
@@ -255,7 +260,7 @@ def regular_files(root: Path, *, skip_temp: bool = True) -> Iterator[tuple[Path,
                     continue
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                if skip_temp and _ENGINE_TEMP.match(entry.name):
+                if skip_temp and is_engine_temp(entry.name):
                     continue
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # renamed or deleted since scandir saw it

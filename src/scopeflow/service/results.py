@@ -2,7 +2,8 @@
 
 Shared by the bearer-authenticated job routes (``/api/v1/jobs/{id}/results…``) and the signed
 download links of the web UI (``/dl/<token>/…``): the lookup (only files that
-:func:`~scopeflow.service.transfers.list_results` lists, names through
+:func:`~scopeflow.service.transfers.list_results` would list, checked one name at a time by
+:func:`~scopeflow.service.transfers.result_path`; names through
 :func:`~scopeflow.service.files.safe_relpath`), the ``ETag`` (size and modification time), the
 ranges and the streaming are the same for both.
 """
@@ -15,8 +16,8 @@ from pathlib import Path
 from fastapi import HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from scopeflow.service.files import resolve_in, safe_relpath
-from scopeflow.service.transfers import iter_file, iter_zip, list_results, parse_range
+from scopeflow.service.files import safe_relpath
+from scopeflow.service.transfers import iter_file, iter_zip, parse_range, result_path
 
 __all__ = ["result_file_response", "results_zip_response"]
 
@@ -36,9 +37,9 @@ def result_file_response(
         404 when ``path`` is not one of the run's results.
     """
     rel = str(safe_relpath(path))  # BadPathError -> 400
-    if rel not in {r["path"] for r in list_results(run_dir)}:
+    target = result_path(run_dir, rel)  # one name checked: no walk of the run per request
+    if target is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no result {rel!r}")
-    target = resolve_in(run_dir, rel)
     st = target.stat()
     size = st.st_size
     etag = f'"{size:x}-{st.st_mtime_ns:x}"'

@@ -16,11 +16,11 @@ import stat
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
-from scopeflow.core.errors import ScopeflowError
-from scopeflow.service.files import regular_files, resolve_in
+from scopeflow.core.errors import BadPathError, ScopeflowError
+from scopeflow.service.files import is_engine_temp, regular_files, resolve_in
 
 __all__ = [
     "CHUNK",
@@ -75,6 +75,26 @@ class ByteRange(NamedTuple):
     def content_range(self, size: int) -> str:
         """The ``Content-Range`` header of a 206 answer, e.g. ``bytes 0-99/1000``."""
         return f"bytes {self.start}-{self.end}/{size}"
+
+
+def result_path(run_dir: Path, rel: str) -> Path | None:
+    """The file of result ``rel`` (a :func:`list_results` path), or None if it is not one.
+
+    The same rule as :func:`list_results` for one name, without walking the run: ``summary.json``
+    or a regular file (not a symbolic link, not an engine's half-written file) under
+    ``outputs/``, inside the run directory.
+    """
+    parts = PurePosixPath(rel).parts
+    if rel != "summary.json" and (len(parts) < 2 or parts[0] != "outputs"):
+        return None
+    if is_engine_temp(parts[-1]):
+        return None
+    try:
+        target = resolve_in(Path(run_dir), rel)
+        st = target.lstat()
+    except (BadPathError, OSError):
+        return None
+    return target if stat.S_ISREG(st.st_mode) else None
 
 
 def list_results(run_dir: Path) -> list[dict[str, Any]]:

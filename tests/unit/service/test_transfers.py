@@ -19,6 +19,7 @@ from scopeflow.service.transfers import (
     iter_zip,
     list_results,
     parse_range,
+    result_path,
 )
 
 MiB = 1 << 20
@@ -53,6 +54,25 @@ def test_list_results(run_dir: Path) -> None:
     assert results[0]["size"] == 9 * MiB
     assert all(isinstance(r["mtime"], float) for r in results)
     assert list_results(run_dir.parent / "nothing") == []
+
+
+def test_result_path_agrees_with_the_listing(run_dir: Path) -> None:
+    """One name checked without a walk: exactly what list_results lists, nothing else."""
+    (run_dir / "outputs" / ".t.csv.abcd1234.tmp").write_text("half")  # engine temp file
+    for r in list_results(run_dir):
+        assert result_path(run_dir, r["path"]) == run_dir / r["path"]
+    for rel in [
+        "config.yaml",
+        "logs/x.log",
+        "outputs",
+        "outputs/previews",
+        "outputs/escape",
+        "outputs/escape_dir/secret.txt",
+        "outputs/.t.csv.abcd1234.tmp",
+        "outputs/missing.csv",
+        "outputs/../config.yaml",
+    ]:
+        assert result_path(run_dir, rel) is None, rel
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,9 @@ async def db_session(svc: Annotated[Service, Depends(service)]) -> AsyncIterator
         session.close()
 
 
-DbSession = Annotated[Session, Depends(db_session)]
+#: ``scope="function"``: closed when the route function returns, before a streamed body is
+#: sent, so no route holds a database connection while a client reads (or stalls).
+DbSession = Annotated[Session, Depends(db_session, scope="function")]
 Svc = Annotated[Service, Depends(service)]
 
 

@@ -261,7 +261,6 @@ def results_zip(
     """Every result file (and the summary) as one streamed zip."""
     job = owned_job(session, user, job_id)
     run_dir, name = svc.files(job).run_dir, job.id
-    session.close()  # no database connection is held while the zip streams
     return results_zip_response(run_dir, name, request)
 
 
@@ -277,5 +276,4 @@ def result_file(
     """
     job = owned_job(session, user, job_id)
     run_dir = svc.files(job).run_dir
-    session.close()  # no database connection is held while the file streams
     return result_file_response(run_dir, path, request)

@@ -336,3 +336,9 @@ def test_result_downloads_resume_only_the_same_file(
     assert part.status_code == 206 and part.content == b"456789"
     stale = client.get(url, headers={**auth, "Range": "bytes=4-", "If-Range": '"0-0"'})
     assert stale.status_code == 200 and stale.content == b"0123456789"
+    # while a body streams, the request holds no database connection
+    pool = client.fastapi_app.state.service.engine.pool  # type: ignore[attr-defined]
+    for u in (url, f"{API_PREFIX}/jobs/{job['id']}/results.zip"):
+        with client.stream("GET", u, headers=auth) as r:
+            assert r.status_code == 200 and pool.checkedout() == 0
+            r.read()

@@ -147,7 +147,6 @@ def dl_zip(token: str, request: Request, session: DbSession, svc: Svc) -> Respon
     """Every result file of the token's job as one streamed zip."""
     job = _job_of_token(request, session, token)
     run_dir, name = svc.files(job).run_dir, job.id
-    session.close()  # no database connection is held while the zip streams
     return results_zip_response(run_dir, name, request, _HEADERS)
 
 
@@ -156,5 +155,4 @@ def dl_file(token: str, path: str, request: Request, session: DbSession, svc: Sv
     """One result file of the token's job, with HTTP Range (206) and If-Range support."""
     job = _job_of_token(request, session, token)
     run_dir = svc.files(job).run_dir
-    session.close()  # no database connection is held while the file streams
     return result_file_response(run_dir, path, request, _HEADERS)

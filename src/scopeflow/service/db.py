@@ -17,14 +17,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Engine,
     ForeignKey,
     Index,
     MetaData,
     String,
     Text,
-    UniqueConstraint,
     create_engine,
     event,
     or_,
@@ -52,7 +50,6 @@ __all__ = [
     "Job",
     "Token",
     "TokenKind",
-    "Upload",
     "User",
     "claim_jobs",
     "make_engine",
@@ -159,34 +156,9 @@ class Job(Base):
     claimed_at: Mapped[datetime | None] = mapped_column()
 
     owner: Mapped[User] = relationship(back_populates="jobs")
-    uploads: Mapped[list[Upload]] = relationship(
-        back_populates="job", cascade="all, delete-orphan", passive_deletes=True
-    )
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, name={self.name!r}, state={self.state!r})"
-
-
-class Upload(Base):
-    """A file of a job's inputs, being uploaded in chunks (resumable) or complete."""
-
-    __tablename__ = "uploads"
-    __table_args__ = (UniqueConstraint("job_id", "path"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    path: Mapped[str] = mapped_column(String(1024))
-    size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
-    received: Mapped[int] = mapped_column(BigInteger, default=0)
-    complete: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-    job: Mapped[Job] = relationship(back_populates="uploads")
-
-    def __repr__(self) -> str:
-        return f"Upload(job_id={self.job_id!r}, path={self.path!r}, complete={self.complete!r})"
 
 
 # -- engines and sessions ----------------------------------------------------------------------

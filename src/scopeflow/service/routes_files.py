@@ -18,12 +18,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from scopeflow.core.errors import InvalidTransitionError
-from scopeflow.service.db import Job, Upload, set_state
+from scopeflow.service.db import Job, set_state
 from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, owned_job
 from scopeflow.service.files import (
     UploadStore,
@@ -93,26 +91,8 @@ def declare_file(
             used=used_bytes(user_root),
             overwrite=True,
         )
-    _record_upload(session, job, rel, size=body.size, sha256=body.sha256.lower(), received=offset)
     _move(session, job, JobState.UPLOADING)
     return {"path": rel, "offset": offset, "size": body.size}
-
-
-def _record_upload(session: Session, job: Job, rel: str, **fields: Any) -> None:
-    """Create or update the job's upload row (two declares at once: the second updates)."""
-    for _ in range(2):
-        row = session.scalar(select(Upload).where(Upload.job_id == job.id, Upload.path == rel))
-        if row is None:
-            row = Upload(job_id=job.id, path=rel, size=fields["size"], sha256=fields["sha256"])
-            session.add(row)
-        row.size, row.sha256 = fields["size"], fields["sha256"]
-        row.received, row.complete = fields["received"], False
-        try:
-            session.commit()
-            return
-        except IntegrityError:  # the same path declared by a concurrent request
-            session.rollback()
-    raise HTTPException(status.HTTP_409_CONFLICT, f"{rel!r} is being declared concurrently")
 
 
 def _move(session: Session, job: Job, new: JobState, *, only_from: JobState | None = None) -> None:
@@ -217,10 +197,6 @@ def finish_file(
     rel = str(safe_relpath(path))
     store = _store(svc, job)
     final = store.finish(rel)  # DigestMismatchError -> 422, the bytes discarded
-    row = session.scalar(select(Upload).where(Upload.job_id == job.id, Upload.path == rel))
-    if row is not None:
-        row.complete, row.received = True, row.size
-    session.commit()  # the file is in place: record it before anything can go wrong
     if not store.status():
         _move(session, job, JobState.READY, only_from=JobState.UPLOADING)
     return {"path": rel, "size": final.stat().st_size}
@@ -238,10 +214,6 @@ def discard_upload(
     if rel not in {u["path"] for u in store.status()}:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no unfinished upload {rel!r}")
     store.abort(rel)
-    row = session.scalar(select(Upload).where(Upload.job_id == job.id, Upload.path == rel))
-    if row is not None and not row.complete:
-        session.delete(row)
-    session.commit()
     if not store.status():
         _move(session, job, JobState.READY, only_from=JobState.UPLOADING)
     return {"path": rel, "discarded": True}

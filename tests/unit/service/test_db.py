@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 from scopeflow.core import InvalidTransitionError
 from scopeflow.service.db import (
     Job,
-    Upload,
     User,
     claim_jobs,
     make_engine,
@@ -49,7 +48,6 @@ def test_round_trip(engine: Engine) -> None:
     with make() as s:
         alice = _user(s)
         job = _job(s, alice, params={"n": 3, "nested": {"a": [1, 2]}, "s": "é"})
-        s.add(Upload(job_id=job.id, path="raw/a.tif", size=10, sha256="0" * 64))
         s.commit()
         job_id = job.id
     assert len(job_id) == 32
@@ -65,13 +63,6 @@ def test_round_trip(engine: Engine) -> None:
         assert job.created_at.tzinfo is not None
         assert job.created_at.utcoffset() == timedelta(0)
         assert abs(utcnow() - job.created_at) < timedelta(minutes=1)
-        [upload] = job.uploads
-        assert (upload.path, upload.size, upload.received, upload.complete) == (
-            "raw/a.tif",
-            10,
-            0,
-            False,
-        )
         assert s.scalar(text("SELECT state FROM jobs")) == "created"  # stored as the value
 
 
@@ -103,19 +94,6 @@ def test_unique_names_and_foreign_keys(session: Session) -> None:
         session.add(Job(owner_id=999, name="n", template="t", run_dir="r"))
         session.flush()
     session.rollback()
-
-
-def test_uploads_go_with_their_job(session: Session) -> None:
-    job = _job(session, _user(session))
-    session.add(Upload(job_id=job.id, path="a", size=1, sha256="0" * 64))
-    session.commit()
-    with pytest.raises(IntegrityError):
-        session.add(Upload(job_id=job.id, path="a", size=2, sha256="1" * 64))
-        session.flush()
-    session.rollback()
-    session.execute(text("DELETE FROM jobs"))  # the database cascades, not only the ORM
-    session.commit()
-    assert session.scalars(select(Upload)).all() == []
 
 
 def test_set_state_bookkeeping(session: Session) -> None:

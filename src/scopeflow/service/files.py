@@ -33,7 +33,7 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -437,7 +437,7 @@ class UploadStore:
         sha256: str,
         *,
         quota: int | None = None,
-        used: int | None = None,
+        used: int | Callable[[], int] | None = None,
         overwrite: bool = False,
     ) -> int:
         """Declare a file; return the bytes already held (0, or more when resuming).
@@ -456,8 +456,10 @@ class UploadStore:
         quota
             The user's quota in bytes; ``None`` for no limit.
         used
-            Bytes the user uses now; default :func:`used_bytes` of this job's folder. Pass
-            ``used_bytes(user_root)`` to count all of the user's jobs.
+            Bytes the user uses now, or a function that counts them (called only when a new
+            upload has to be checked against ``quota``, not when one resumes); default
+            :func:`used_bytes` of this job's folder. Pass ``lambda: used_bytes(user_root)``
+            to count all of the user's jobs.
         overwrite
             Replace an existing file of that name when the upload finishes.
 
@@ -482,7 +484,10 @@ class UploadStore:
                 return self.offset(path)
             self.abort(path)
         if quota is not None:
-            in_use = used_bytes(self.input_dir.parent) if used is None else used
+            if used is None:
+                in_use = used_bytes(self.input_dir.parent)
+            else:
+                in_use = used() if callable(used) else used
             if in_use + size > quota:
                 raise QuotaExceededError(rel, size, in_use, quota)
         part.write_bytes(b"")

@@ -88,7 +88,7 @@ def declare_file(
             body.size,
             body.sha256.lower(),
             quota=svc.settings.quota_bytes,
-            used=used_bytes(user_root),
+            used=lambda: used_bytes(user_root),  # walked only for a new upload
             overwrite=True,
         )
     _move(session, job, JobState.UPLOADING)

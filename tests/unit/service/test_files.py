@@ -258,6 +258,25 @@ def test_quota(tmp_path: Path) -> None:
     assert used_bytes(tmp_path / "missing") == 0
 
 
+def test_usage_is_counted_only_for_a_new_upload(tmp_path: Path) -> None:
+    """A resumed declaration does not walk the user's files; a new one does (a function)."""
+    store = UploadStore(tmp_path / "user" / "job" / "input")
+    data = b"r" * 300
+    calls: list[int] = []
+
+    def used() -> int:
+        calls.append(1)
+        return used_bytes(tmp_path / "user")
+
+    store.begin("a.bin", 300, sha(data), quota=1000, used=used)
+    store.append("a.bin", 0, data[:100])
+    assert store.begin("a.bin", 300, sha(data), quota=1000, used=used) == 100
+    assert len(calls) == 1
+    with pytest.raises(QuotaExceededError):
+        store.begin("b.bin", 900, sha(b"b" * 900), quota=1000, used=used)
+    assert len(calls) == 2
+
+
 def _json_sizes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*.json"))
 

@@ -258,11 +258,11 @@ def test_the_cancel_marker_stops_a_running_job(service: Service, worker: Worker)
         assert time.monotonic() < deadline, "the units did not start"
         time.sleep(0.2)
     files.request_cancel()  # what the API does for a submitted job
-    started = time.monotonic()
+    # the wait's limit (30 s) is below the 60 s the units sleep: a cancel that does not stop
+    # them times out here
     job, _ = service.wait(job_id, FINAL, tick=worker.tick, timeout=30)
 
     assert job.state is JobState.CANCELLED
-    assert time.monotonic() - started < 20  # not the 60 s the units sleep
     assert job.finished_at is not None and job.claimed_by is None
     record = json.loads((files.scheduler_dir / "exit.json").read_text())
     assert record["cancelled"] is True  # the engine stopped on SIGTERM, the wrapper recorded it

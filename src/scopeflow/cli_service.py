@@ -343,7 +343,7 @@ def server_cmd(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     # the API module is imported by name: it is the one place that knows FastAPI
-    api = importlib.import_module("scopeflow.service.app").create_app(settings)
+    api = importlib.import_module("scopeflow.service.app").create_app(settings, migrate=False)
 
     argv = [sys.executable, "-m", "scopeflow", "worker", "--data-dir", str(settings.data_dir)]
     if config is not None:

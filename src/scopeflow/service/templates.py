@@ -277,10 +277,7 @@ class Template(StrictModel):
         leaves = self.check_params(params)
         model = self.config_model
         base = Path(input_dir).absolute()
-        merged: dict[str, Any] = copy.deepcopy(self.fixed)
-        for source in (self._user_leaves(self.defaults)[0], leaves):
-            for path, value in source.items():
-                _set(merged, path, copy.deepcopy(value))
+        merged = self.merged_config(leaves)
         if ROOT_FIELD in model.model_fields:
             merged[ROOT_FIELD] = str(base)
         source_name = f"job configuration (template {self.name!r})"
@@ -292,6 +289,19 @@ class Template(StrictModel):
             raise ConfigError(source_name, [("", str(exc))]) from None
         result: dict[str, Any] = config.model_dump(mode="json")
         return result
+
+    def merged_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``fixed``, then ``defaults``, then the user's ``params`` merged, not validated.
+
+        A user parameter replaces its whole value (a section given as a parameter is not
+        merged into its default); parameters users may not set are left out. What
+        :meth:`build_config` validates, and what the web UI previews.
+        """
+        merged: dict[str, Any] = copy.deepcopy(self.fixed)
+        for source in (self._user_leaves(self.defaults)[0], self._user_leaves(params)[0]):
+            for path, value in source.items():
+                _set(merged, path, copy.deepcopy(value))
+        return merged
 
     def user_schema(self) -> dict[str, Any]:
         """JSON Schema of the user parameters (an object; nested objects for dotted paths).

@@ -466,3 +466,22 @@ def test_user_strings_that_a_pattern_makes_paths_stay_inside_the_input(
 def test_ordinary_names_pass_the_value_rules(tmp_path: Path) -> None:
     params = {"channels": ["bf", "sub/dapi", "a..b", "GFP-1_x.y"], "segment": {"channel": "bf"}}
     assert cyto_by_name().check_params(params)["channels"] == params["channels"]
+
+
+def test_merged_config_is_what_the_job_is_built_from(tmp_path: Path) -> None:
+    """A section given as a user parameter replaces its default (no merge into it), in the
+    preview's merge and in the built configuration alike."""
+    template = Template(
+        name="ex",
+        pipeline="example",
+        fixed={"input": "images"},
+        user_parameters=["segment"],
+        defaults={"segment": {"sigma": 3.0, "min_area": 99}},
+    )
+    assert template.merged_config({})["segment"] == {"sigma": 3.0, "min_area": 99}
+    merged = template.merged_config({"segment": {"sigma": 2.0}, "nonsense": 1})
+    assert merged == {"input": "images", "segment": {"sigma": 2.0}}
+    (tmp_path / "images").mkdir()
+    built = template.build_config({"segment": {"sigma": 2.0}}, tmp_path)
+    assert built["segment"]["sigma"] == 2.0
+    assert built["segment"]["min_area"] == 40  # the model's default, not the template's 99

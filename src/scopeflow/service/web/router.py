@@ -15,7 +15,6 @@ The JSON routes need the bearer token (:data:`scopeflow.service.deps.CurrentUser
 
 from __future__ import annotations
 
-import copy
 from importlib import resources
 from pathlib import PurePosixPath
 from typing import Any
@@ -58,27 +57,6 @@ class ParseBody(BaseModel):
     yaml: str = Field(max_length=1_000_000)
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
-    return base
-
-
-def _dotted(params: dict[str, Any]) -> dict[str, Any]:
-    """Nested or dotted params → nested (``{"a.b": 1}`` → ``{"a": {"b": 1}}``)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        parts = str(key).split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = _dotted(value) if isinstance(value, dict) else value
-    return out
-
-
 def merge_config(template: Template, params: dict[str, Any]) -> dict[str, Any]:
     """The configuration of a job before the service resolves its input paths.
 
@@ -95,8 +73,7 @@ def merge_config(template: Template, params: dict[str, Any]) -> dict[str, Any]:
         ``fixed``, then ``defaults``, then ``params`` merged (later wins); ``root`` is shown as
         ``<job input folder>`` where the pipeline has one.
     """
-    merged = _deep_merge(copy.deepcopy(template.fixed), _dotted(template.defaults))
-    merged = _deep_merge(merged, _dotted(params))
+    merged = template.merged_config(params)  # the same merge the job's config is built from
     if "root" in template.config_model.model_fields:
         merged = {"root": "<job input folder>", **merged}
     return merged

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -27,15 +27,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from scopeflow.client import APIError, Client, TransferProgress
-from scopeflow.client._client import TransferError
+from scopeflow.client import FINAL, APIError, TransferError, TransferProgress
+
+if TYPE_CHECKING:
+    from scopeflow.client import Client
 
 __all__ = ["jobs_app", "login_cmd"]
 
 jobs_app = typer.Typer(help="Jobs on a scopeflow service (see `scopeflow login`).")
 out = Console()
 err = Console(stderr=True)
-FINAL = {"succeeded", "failed", "cancelled"}
 COLOURS = {"done": "green", "running": "yellow", "failed": "red", "skipped": "blue"}
 
 UrlOpt = Annotated[str | None, typer.Option("--url", envvar="SCOPEFLOW_URL", help="Service URL.")]
@@ -70,6 +71,8 @@ def _client(url: str | None, token: str | None) -> Client:
     if not url or not token:
         err.print("[red]not logged in:[/red] run `scopeflow login URL` (or give --url/--token)")
         raise typer.Exit(2)
+    from scopeflow.client import Client  # httpx is loaded only by the commands that talk HTTP
+
     return Client(url, token)
 
 
@@ -89,6 +92,8 @@ def login_cmd(
     password: Annotated[str, typer.Option(prompt=True, hide_input=True, help="Password.")],
 ) -> None:
     """Log in to a service and keep the token for `scopeflow jobs`."""
+    from scopeflow.client import Client
+
     client = Client(url)
     try:
         client.login(name, password)

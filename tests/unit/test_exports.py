@@ -196,3 +196,19 @@ def test_lazy_io_names_match_its_all() -> None:
     assert sorted(io.__all__) == sorted(io._WHERE)
     for name in io.__all__:
         assert getattr(io, name) is not None
+
+
+def test_the_command_line_starts_without_the_http_and_web_stacks() -> None:
+    """`scopeflow run …` must not pay for httpx, FastAPI or SQLAlchemy at start-up."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, scopeflow.cli, scopeflow.client; "
+        "print(sorted(m for m in ('httpx', 'fastapi', 'sqlalchemy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from scopeflow import client
+
+    assert client.Client.__name__ == "Client"  # still there, loaded on first use

@@ -8,81 +8,28 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from scopeflow.client._types import (
+    FINAL,
+    APIError,
+    Progress,
+    TransferError,
+    TransferProgress,
+)
+
 __all__ = ["APIError", "Client", "TransferError", "TransferProgress"]
 
 API = "/api/v1"
 CHUNK = 8 * 2**20
-FINAL = {"succeeded", "failed", "cancelled"}
-
-
-class APIError(RuntimeError):
-    """The service answered with an error status.
-
-    Attributes
-    ----------
-    status : int
-        The HTTP status.
-    detail : Any
-        The service's ``detail`` (a message, or a list of ``{"loc", "msg"}`` for a 422).
-    body : dict
-        The whole JSON answer (e.g. ``expected_offset`` of a 409 upload).
-    """
-
-    def __init__(self, status: int, detail: Any, body: dict[str, Any] | None = None) -> None:
-        self.status = status
-        self.detail = detail
-        self.body = body or {}
-        if isinstance(detail, list):
-            text = "; ".join(
-                f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg')}" for d in detail
-            )
-        else:
-            text = str(detail)
-        super().__init__(f"HTTP {status}: {text}")
-
-
-class TransferError(RuntimeError):
-    """A transfer cannot go on.
-
-    The local file changed while it was uploaded, or a download broke off.
-    """
 
 
 def _q(name: str) -> str:
     """``name`` for a URL path: every character that means something in a URL escaped."""
     return urllib.parse.quote(name, safe="/")
-
-
-@dataclass
-class TransferProgress:
-    """What a transfer callback gets: bytes done of ``total``, since ``started`` (monotonic)."""
-
-    path: str
-    done: int
-    total: int
-    started: float
-    resumed_from: int = 0
-
-    @property
-    def rate(self) -> float:
-        """Bytes per second of this session's transfer."""
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        return (self.done - self.resumed_from) / elapsed
-
-    @property
-    def remaining_s(self) -> float | None:
-        """Estimated seconds left (None before there is a rate)."""
-        rate = self.rate
-        return None if rate <= 0 else (self.total - self.done) / rate
-
-
-Progress = Callable[[TransferProgress], None]
 
 
 def _sha256(path: Path) -> str:

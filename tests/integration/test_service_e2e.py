@@ -179,15 +179,20 @@ def test_upload_start_watch_download(any_server: Server, tmp_path: Path) -> None
     with zipfile.ZipFile(zpath) as z:
         assert z.testzip() is None and "summary.json" in z.namelist()
     # a result file in two parts: the second request continues with a Range
+    # (as an interrupted download leaves it: half of the file in dest.part, with its ETag)
     one = sorted(n for n in names if n.startswith("outputs/"))[0]
-    whole = httpx.get(
+    first = httpx.get(
         f"{server.url}/api/v1/jobs/{job['id']}/results/{one}",
         headers={"Authorization": f"Bearer {c.token}"},
-    ).content
-    part = tmp_path / "part"
-    part.write_bytes(whole[: len(whole) // 2])
-    c.download(job["id"], one, part)
-    assert part.read_bytes() == whole
+    )
+    whole = first.content
+    dest = tmp_path / "one.bin"
+    (tmp_path / "one.bin.part").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "one.bin.part.etag").write_text(first.headers["etag"])
+    seen: list[TransferProgress] = []
+    c.download(job["id"], one, dest, progress=seen.append)
+    assert dest.read_bytes() == whole
+    assert seen and seen[-1].resumed_from == len(whole) // 2  # only the rest was fetched
     with pytest.raises(APIError) as exc:
         c.start(job["id"])
     assert exc.value.status == 409

@@ -91,7 +91,8 @@ def current_user(request: Request, session: DbSession) -> User:
             "a valid bearer token is needed",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    session.commit()  # resolve_token may record last_used_at
+    if session.dirty:  # resolve_token recorded last_used_at (at most once a minute)
+        session.commit()
     return user
 
 

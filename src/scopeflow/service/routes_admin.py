@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload
 
 from scopeflow.service.db import Job, User
 from scopeflow.service.deps import CurrentUser, DbSession
@@ -35,16 +36,21 @@ router = APIRouter(prefix="/admin")
 @router.get("/users")
 def list_users(admin: Admin, session: DbSession) -> list[dict[str, Any]]:
     """Every user with role, group and number of jobs."""
-    users = session.scalars(select(User).order_by(User.name))
+    rows = session.execute(  # one query, not one per user loading all their jobs
+        select(User, func.count(Job.id))
+        .outerjoin(Job, Job.owner_id == User.id)
+        .group_by(User.id)
+        .order_by(User.name)
+    )
     return [
         {
             "name": u.name,
             "is_admin": u.is_admin,
             "group": u.group,
             "created_at": u.created_at.isoformat(),
-            "jobs": len(u.jobs),
+            "jobs": int(n),
         }
-        for u in users
+        for u, n in rows
     ]
 
 
@@ -56,7 +62,7 @@ def list_all_jobs(
     limit: int = Query(500, ge=1, le=5000),
 ) -> list[dict[str, Any]]:
     """Every user's jobs (newest first), each with its owner."""
-    q = select(Job)
+    q = select(Job).options(joinedload(Job.owner))  # the owners in the same query
     if state is not None:
         q = q.where(Job.state == state)
     jobs = session.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit))

@@ -26,6 +26,7 @@ from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, owned_j
 from scopeflow.service.files import (
     UploadStore,
     quota_lock,
+    regular_files,
     safe_relpath,
     used_bytes,
 )
@@ -118,11 +119,13 @@ def list_files(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> 
     """Finished input files and unfinished uploads."""
     job = owned_job(session, user, job_id)
     files = svc.files(job)
-    done = [
-        {"path": p.relative_to(files.input_dir).as_posix(), "size": p.stat().st_size}
-        for p in sorted(files.input_dir.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    ]
+    done = sorted(
+        (
+            {"path": p.relative_to(files.input_dir).as_posix(), "size": st.st_size}
+            for p, st in regular_files(files.input_dir)
+        ),
+        key=lambda f: str(f["path"]),
+    )
     return {"files": done, "uploads": _store(svc, job).status()}
 
 

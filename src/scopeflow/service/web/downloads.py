@@ -40,7 +40,14 @@ from scopeflow.service.db import Job
 from scopeflow.service.deps import CurrentUser, DbSession, Svc, owned_job
 from scopeflow.service.results import result_file_response, results_zip_response
 
-__all__ = ["DEFAULT_TTL_S", "MAX_TTL_S", "DownloadSigner", "router", "signer_of"]
+__all__ = [
+    "DEFAULT_TTL_S",
+    "MAX_TTL_S",
+    "DownloadSigner",
+    "install_signer",
+    "router",
+    "signer_of",
+]
 
 router = APIRouter()
 DEFAULT_TTL_S = 600
@@ -97,12 +104,18 @@ class DownloadSigner:
 
 
 def signer_of(request: Request) -> DownloadSigner:
-    """The app's signer (made on first use; a test may put its own in ``app.state``)."""
-    state = request.app.state
-    signer: DownloadSigner | None = getattr(state, "download_signer", None)
-    if signer is None:
-        signer = state.download_signer = DownloadSigner()
+    """The app's signer (made with the app by :func:`install_signer`; a test may swap it)."""
+    signer: DownloadSigner = request.app.state.download_signer
     return signer
+
+
+def install_signer(app: Any) -> None:
+    """Give the app its one signer when it is created.
+
+    Made lazily, two first requests at once could each make one, and the loser's links would
+    not verify.
+    """
+    app.state.download_signer = DownloadSigner()
 
 
 class TokenBody(BaseModel):

@@ -195,7 +195,7 @@ def templates_cmd(
     """List the command templates (the only things jobs can run), or install a new registry.
 
     ``--load`` validates every template against its pipeline first; nothing is replaced when
-    one is wrong. A running server reads the templates at start: restart it afterwards.
+    one is wrong. The API and the worker read the file again when it changes (no restart).
     """
     from rich.table import Table
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import yaml
 
-from scopeflow.core.errors import ScopeflowError
 from scopeflow.core.fileio import atomic_write_json, atomic_write_text
 from scopeflow.service.db import Job
 from scopeflow.service.jobfiles import JobFiles
@@ -28,7 +27,6 @@ from scopeflow.service.templates import TemplateRegistry, build_argv
 
 __all__ = [
     "Submission",
-    "TemplateCache",
     "job_spec",
     "read_submission",
     "stderr_size",
@@ -36,49 +34,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("scopeflow.service.worker")
-
-
-class TemplateCache:
-    """The template registry of a file, loaded again when the file changes.
-
-    A file that cannot be read or loaded is reported once (logged as an error); the registry
-    loaded before it, if any, stays in use.
-
-    Parameters
-    ----------
-    path
-        The registry file (``settings.templates_path``).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._registry: TemplateRegistry | None = None
-        self._stamp: tuple[int, int] | None = None
-        self._problem: str | None = None
-
-    def get(self) -> TemplateRegistry | None:
-        """The registry, or None while there is none that loads."""
-        try:
-            st = self.path.stat()
-        except OSError as exc:
-            self._report(f"no template registry at {self.path} ({exc.strerror}): no job is run")
-            return None
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            self._stamp = stamp
-            try:
-                self._registry = TemplateRegistry.load(self.path)
-            except ScopeflowError as exc:
-                self._report(f"cannot load the template registry: {exc}")
-            else:
-                self._problem = None
-                log.info("templates from %s: %s", self.path, ", ".join(self._registry.names()))
-        return self._registry
-
-    def _report(self, text: str) -> None:
-        if text != self._problem:
-            log.error("%s", text)
-            self._problem = text
 
 
 def job_spec(

@@ -38,7 +38,7 @@ from scopeflow.service.files import (
 )
 from scopeflow.service.migrate import upgrade
 from scopeflow.service.settings import ServiceSettings
-from scopeflow.service.templates import TemplateRegistry
+from scopeflow.service.templates import TemplateCache
 from scopeflow.service.transfers import RangeNotSatisfiableError
 from scopeflow.service.web import router as web_router
 from scopeflow.service.web.downloads import install_signer
@@ -85,8 +85,7 @@ def create_app(settings: ServiceSettings, *, migrate: bool = True) -> FastAPI:
         upgrade(settings.database_url)
     # more connections than the thread pool's 40 threads that run the sync routes
     engine = make_engine(settings.database_url, pool_size=20, max_overflow=30)
-    path = settings.templates_path
-    templates = TemplateRegistry.load(path) if path.exists() else TemplateRegistry()
+    templates = TemplateCache(settings.templates_path)  # reloaded when the file changes
     app = FastAPI(
         title="scopeflow",
         version=__version__,

@@ -19,7 +19,7 @@ from scopeflow.service.auth import resolve_token
 from scopeflow.service.db import Job, User
 from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.settings import ServiceSettings
-from scopeflow.service.templates import TemplateRegistry
+from scopeflow.service.templates import TemplateCache, TemplateRegistry
 
 __all__ = [
     "CurrentUser",
@@ -40,7 +40,12 @@ class Service:
     settings: ServiceSettings
     engine: Engine
     sessions: sessionmaker[Session]
-    templates: TemplateRegistry
+    template_cache: TemplateCache
+
+    @property
+    def templates(self) -> TemplateRegistry:
+        """The registry as the file says now (reloaded when it changes, as the worker's is)."""
+        return self.template_cache.get() or TemplateRegistry()
 
     def files(self, job: Job) -> JobFiles:
         """The directory of ``job``."""

@@ -17,6 +17,7 @@ values a user cannot change (``fixed``), the dotted paths of the values a user m
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from scopeflow.core.errors import (
     FormatError,
     InputNotFoundError,
     PipelineError,
+    ScopeflowError,
     UnknownNameError,
 )
 from scopeflow.service._template_params import (
@@ -43,6 +45,8 @@ from scopeflow.service._template_params import (
     nest,
     uncovered_required,
 )
+
+_log = logging.getLogger("scopeflow.service.templates")
 
 __all__ = ["Resources", "Template", "TemplateRegistry", "build_argv"]
 
@@ -509,3 +513,46 @@ def build_argv(
             argv += ["--account", account]
     argv.append("--no-progress")
     return argv
+
+
+class TemplateCache:
+    """The template registry of a file, loaded again when the file changes.
+
+    A file that cannot be read or loaded is reported once (logged as an error); the registry
+    loaded before it, if any, stays in use.
+
+    Parameters
+    ----------
+    path
+        The registry file (``settings.templates_path``).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._registry: TemplateRegistry | None = None
+        self._stamp: tuple[int, int] | None = None
+        self._problem: str | None = None
+
+    def get(self) -> TemplateRegistry | None:
+        """The registry, or None while there is none that loads."""
+        try:
+            st = self.path.stat()
+        except OSError as exc:
+            self._report(f"no template registry at {self.path} ({exc.strerror}): no job is run")
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._registry = TemplateRegistry.load(self.path)
+            except ScopeflowError as exc:
+                self._report(f"cannot load the template registry: {exc}")
+            else:
+                self._problem = None
+                _log.info("templates from %s: %s", self.path, ", ".join(self._registry.names()))
+        return self._registry
+
+    def _report(self, text: str) -> None:
+        if text != self._problem:
+            _log.error("%s", text)
+            self._problem = text

@@ -53,7 +53,6 @@ from scopeflow.service._worker_process import WorkerProcess
 from scopeflow.service._worker_status import apply_status
 from scopeflow.service._worker_submit import (
     Submission,
-    TemplateCache,
     job_spec,
     read_submission,
     stderr_size,
@@ -64,7 +63,7 @@ from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.schedulers import Scheduler, SchedulerState, SchedulerStatus, make_scheduler
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
-from scopeflow.service.templates import TemplateRegistry
+from scopeflow.service.templates import TemplateCache, TemplateRegistry
 
 __all__ = ["LOCAL_CANCEL_GRACE_S", "Worker", "WorkerProcess", "default_scheduler"]
 

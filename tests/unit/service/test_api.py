@@ -342,3 +342,29 @@ def test_result_downloads_resume_only_the_same_file(
         with client.stream("GET", u, headers=auth) as r:
             assert r.status_code == 200 and pool.checkedout() == 0
             r.read()
+
+
+def test_templates_installed_later_are_used_without_a_restart(
+    api: tuple[TestClient, ServiceSettings],
+) -> None:
+    """The API reads the registry as the file is now, as the worker does."""
+    client, settings = api
+    auth = _login(client, "alice")
+    registry = settings.data_dir / "templates.yaml"
+    registry.unlink()
+    assert client.get(f"{API_PREFIX}/templates", headers=auth).json() == []
+    assert (
+        client.post(
+            f"{API_PREFIX}/jobs", json={"template": "toy", "name": "x"}, headers=auth
+        ).status_code
+        == 422
+    )
+    shutil.copy(EXAMPLE, registry)
+    names = {t["name"] for t in client.get(f"{API_PREFIX}/templates", headers=auth).json()}
+    assert "toy" in names
+    assert (
+        client.post(
+            f"{API_PREFIX}/jobs", json={"template": "toy", "name": "x"}, headers=auth
+        ).status_code
+        == 201
+    )

@@ -576,3 +576,22 @@ def test_a_toy_job_runs_through_slurm(slurm: Any, tmp_path: Path) -> None:
         assert "slurm job" in "".join(
             p.read_text() for p in (files.run_dir / "logs" / "work").glob("*.log")
         )
+
+
+def test_the_worker_deletes_expired_tokens(sqlite_service: Service) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from scopeflow.service.auth import create_user, issue_token
+    from scopeflow.service.db import Token, utcnow
+
+    with sqlite_service.sessions() as s:
+        user = create_user(s, "tokens", "pw")
+        issue_token(s, user, ttl=timedelta(hours=1), now=utcnow() - timedelta(hours=2))
+        issue_token(s, user, ttl=timedelta(hours=1))
+        s.commit()
+    with Worker(sqlite_service.settings) as worker:
+        worker.tick()
+    with sqlite_service.sessions() as s:
+        assert s.scalar(select(func.count(Token.id))) == 1  # only the unexpired one is left

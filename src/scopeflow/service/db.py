@@ -54,7 +54,6 @@ __all__ = [
     "claim_jobs",
     "make_engine",
     "new_job_id",
-    "release_claim",
     "session_factory",
     "set_state",
     "utcnow",
@@ -384,24 +383,3 @@ def claim_jobs(
         return []
     query = select(Job).where(Job.id.in_(claimed)).order_by(Job.created_at, Job.id)
     return list(session.scalars(query.execution_options(populate_existing=True)))
-
-
-def release_claim(session: Session, job: Job, worker_id: str) -> bool:
-    """Give up ``worker_id``'s claim on ``job`` (flushed, not committed).
-
-    Returns
-    -------
-    bool
-        False when the job was not claimed by ``worker_id`` (nothing changed).
-    """
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.claimed_by == worker_id)
-        .values(claimed_by=None, claimed_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) != 1:
-        return False
-    set_committed_value(job, "claimed_by", None)
-    set_committed_value(job, "claimed_at", None)
-    return True

@@ -58,6 +58,7 @@ from scopeflow.service._worker_submit import (
     stderr_size,
     write_submission,
 )
+from scopeflow.service.auth import purge_expired_tokens
 from scopeflow.service.db import Job, claim_jobs, make_engine, session_factory, set_state, utcnow
 from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.schedulers import Scheduler, SchedulerState, SchedulerStatus, make_scheduler
@@ -68,6 +69,9 @@ from scopeflow.service.templates import TemplateCache, TemplateRegistry
 __all__ = ["LOCAL_CANCEL_GRACE_S", "Worker", "WorkerProcess", "default_scheduler"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two purges of expired tokens.
+PURGE_EVERY_S = 600.0
 
 LOCAL_CANCEL_GRACE_S = 5.0
 """Seconds the ``local`` adapter waits between SIGTERM and SIGKILL (the worker waits too)."""
@@ -130,6 +134,7 @@ class Worker:
         self._cancel_sent: set[tuple[str, str]] = set()
         self._unknown: dict[str, str] = {}
         self._last_heartbeat = float("-inf")
+        self._next_purge = float("-inf")
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -174,7 +179,7 @@ class Worker:
         log.info("worker %s stopped", self.worker_id)
 
     def tick(self) -> int:
-        """One round: submit, poll, sweep.
+        """One round: submit, poll, sweep (and, every ``PURGE_EVERY_S``, expired tokens).
 
         Returns
         -------
@@ -182,12 +187,25 @@ class Worker:
             How many jobs changed (were submitted or changed state).
         """
         changed = 0
-        for phase in (self._submit_queued, self._poll_active, self._sweep_claims):
+        phases = (self._submit_queued, self._poll_active, self._sweep_claims, self._purge_tokens)
+        for phase in phases:
             try:
                 changed += phase()
             except SQLAlchemyError as exc:
                 log.error("database error in %s: %s; trying again next round", phase.__name__, exc)
         return changed
+
+    def _purge_tokens(self) -> int:
+        """Delete expired login tokens (else the tokens table only grows); counts no job."""
+        if time.monotonic() < self._next_purge:
+            return 0
+        self._next_purge = time.monotonic() + PURGE_EVERY_S
+        with self._sessions() as session:
+            gone = purge_expired_tokens(session)
+            session.commit()
+        if gone:
+            log.info("deleted %d expired tokens", gone)
+        return 0
 
     # -- helpers -------------------------------------------------------------------------------
 

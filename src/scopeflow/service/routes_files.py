@@ -31,7 +31,7 @@ from scopeflow.service.files import (
     used_bytes,
 )
 from scopeflow.service.results import result_file_response, results_zip_response
-from scopeflow.service.states import JobState
+from scopeflow.service.states import BEFORE_START, JobState
 from scopeflow.service.transfers import list_results
 
 __all__ = ["router"]
@@ -53,9 +53,6 @@ def _chunk_slots(request: Request) -> asyncio.Semaphore:
     return slots
 
 
-_UPLOADABLE = (JobState.CREATED, JobState.UPLOADING, JobState.READY)
-
-
 class FileDeclaration(BaseModel):
     """Body of ``POST /jobs/{id}/files``."""
 
@@ -70,7 +67,7 @@ def _store(svc: Service, job: Job) -> UploadStore:
 
 
 def _uploadable(job: Job) -> None:
-    if job.state not in _UPLOADABLE:
+    if job.state not in BEFORE_START:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}: no uploads now")
 
 
@@ -110,7 +107,7 @@ def _move(session: Session, job: Job, new: JobState, *, only_from: JobState | No
     except InvalidTransitionError:
         session.rollback()
         session.refresh(job)
-        if job.state is not new and job.state not in _UPLOADABLE:
+        if job.state is not new and job.state not in BEFORE_START:
             raise
 
 

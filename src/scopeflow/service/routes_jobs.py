@@ -20,14 +20,13 @@ from scopeflow.service.db import Job, set_state
 from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, owned_job
 from scopeflow.service.files import UploadStore
 from scopeflow.service.progress import read_log, run_progress
-from scopeflow.service.states import JobState, can_delete, can_restart
+from scopeflow.service.states import BEFORE_START, JobState, can_delete, can_restart
 
 __all__ = ["job_json", "router"]
 
 router = APIRouter()
 #: A step or unit name: letters, digits, ``_ . -``, not only dots.
 _NAME = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
-_SUBMITTABLE = (JobState.CREATED, JobState.UPLOADING, JobState.READY)
 
 
 class JobCreate(BaseModel):
@@ -168,7 +167,7 @@ def _check_runnable(svc: Service, job: Job) -> None:
 def start_job(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> dict[str, Any]:
     """Queue a job whose uploads are complete; its full configuration is checked first (422)."""
     job = owned_job(session, user, job_id)
-    if job.state not in _SUBMITTABLE:
+    if job.state not in BEFORE_START:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}, not startable")
     _check_runnable(svc, job)
     if job.state is not JobState.READY:
@@ -195,7 +194,7 @@ def restart_job(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) ->
 def cancel_job(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> dict[str, Any]:
     """Cancel: at once if never submitted, else through the worker (state follows)."""
     job = owned_job(session, user, job_id)
-    if job.state in _SUBMITTABLE or (job.state is JobState.QUEUED and not job.scheduler_id):
+    if job.state in BEFORE_START or (job.state is JobState.QUEUED and not job.scheduler_id):
         if job.state is JobState.QUEUED:  # the worker may be submitting it right now
             svc.files(job).request_cancel()
         set_state(session, job, JobState.CANCELLED)

@@ -20,6 +20,9 @@ from types import MappingProxyType
 from scopeflow.core.errors import InvalidTransitionError
 
 __all__ = [
+    "ACTIVE",
+    "BEFORE_START",
+    "TERMINAL",
     "TRANSITIONS",
     "JobState",
     "allowed_transitions",
@@ -60,8 +63,12 @@ TRANSITIONS: Mapping[JobState, frozenset[JobState]] = MappingProxyType(
 )
 """Allowed transitions: ``TRANSITIONS[old]`` is the set of states a job in ``old`` may enter."""
 
-_TERMINAL = frozenset({_S.SUCCEEDED, _S.FAILED, _S.CANCELLED})
-_ACTIVE = frozenset({_S.QUEUED, _S.RUNNING})
+TERMINAL = frozenset({_S.SUCCEEDED, _S.FAILED, _S.CANCELLED})
+"""States that do not change any more (until a restart)."""
+ACTIVE = frozenset({_S.QUEUED, _S.RUNNING})
+"""States of a job handed to the worker (submitted, or about to be)."""
+BEFORE_START = frozenset({_S.CREATED, _S.UPLOADING, _S.READY})
+"""States in which files may be uploaded and the job started."""
 
 
 def allowed_transitions(state: JobState | str) -> frozenset[JobState]:
@@ -102,12 +109,12 @@ def check_transition(
 
 def is_terminal(state: JobState | str) -> bool:
     """Whether ``state`` is final until a restart (succeeded, failed or cancelled)."""
-    return JobState(state) in _TERMINAL
+    return JobState(state) in TERMINAL
 
 
 def can_delete(state: JobState | str) -> bool:
     """Whether a job in ``state`` may be deleted (not while queued or running)."""
-    return JobState(state) not in _ACTIVE
+    return JobState(state) not in ACTIVE
 
 
 def can_restart(state: JobState | str) -> bool:

@@ -63,7 +63,7 @@ from scopeflow.service.db import Job, claim_jobs, make_engine, session_factory, 
 from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.schedulers import Scheduler, SchedulerState, SchedulerStatus, make_scheduler
 from scopeflow.service.settings import ServiceSettings
-from scopeflow.service.states import JobState
+from scopeflow.service.states import ACTIVE, TERMINAL, JobState
 from scopeflow.service.templates import TemplateCache, TemplateRegistry
 
 __all__ = ["LOCAL_CANCEL_GRACE_S", "Worker", "WorkerProcess", "default_scheduler"]
@@ -76,9 +76,7 @@ PURGE_EVERY_S = 600.0
 LOCAL_CANCEL_GRACE_S = 5.0
 """Seconds the ``local`` adapter waits between SIGTERM and SIGKILL (the worker waits too)."""
 
-_ACTIVE = (JobState.QUEUED, JobState.RUNNING)
 _JobStep = Callable[[Session, Job], bool]
-_TERMINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 def default_scheduler(name: str) -> Scheduler:
@@ -329,7 +327,7 @@ class Worker:
                 session.scalars(
                     select(Job)
                     .options(joinedload(Job.owner))
-                    .where(Job.state.in_(_ACTIVE), Job.scheduler_id.is_not(None))
+                    .where(Job.state.in_(ACTIVE), Job.scheduler_id.is_not(None))
                     .order_by(Job.created_at, Job.id)
                 )
             )
@@ -345,7 +343,7 @@ class Worker:
         session.execute(
             update(Job)
             .where(
-                Job.state.in_(_ACTIVE), Job.scheduler_id.is_not(None), Job.claimed_by.is_not(None)
+                Job.state.in_(ACTIVE), Job.scheduler_id.is_not(None), Job.claimed_by.is_not(None)
             )
             .values(claimed_at=utcnow(), updated_at=Job.updated_at)
             .execution_options(synchronize_session=False)
@@ -385,7 +383,7 @@ class Worker:
         with self._sessions() as session:
             jobs = list(
                 session.scalars(
-                    select(Job).where(Job.state.in_(_TERMINAL), Job.claimed_by.is_not(None))
+                    select(Job).where(Job.state.in_(TERMINAL), Job.claimed_by.is_not(None))
                 )
             )
             session.commit()

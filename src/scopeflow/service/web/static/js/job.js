@@ -46,9 +46,11 @@ export async function jobView(main, id) {
   const unitLog = follower(id, logPre);
   const schedLog = follower(id, schedPre);
   let selected = null, shownResults = "", uploadShown = false;
+  let settled = null;  // state key of a finished job whose grid, logs and results are all shown
 
   const pick = (step, unit) => {
     selected = { step, unit };
+    settled = null;  // draw the grid once more with the new selection
     logTitle.textContent = `Unit log: ${step} / ${unit}`;
     unitLog.select({ step, unit }).catch((e) => { logPre.textContent = message(e); });
     refresh();
@@ -70,14 +72,16 @@ export async function jobView(main, id) {
   async function refresh() {
     job = await get(`/jobs/${id}`);
     drawHead();
+    const key = `${job.state}:${job.finished_at}:${job.attempts}`;
+    if (settled === key) return;  // finished and fully drawn: only watch for a restart
     const uploading = ["created", "uploading", "ready"].includes(job.state);
     if (uploading && !uploadShown) { uploadBox.replaceChildren(uploadPanel(id, refresh)); uploadShown = true; }
     if (!uploading && uploadShown) { uploadBox.replaceChildren(); uploadShown = false; }
     drawGrid(gridBox, await get(`/jobs/${id}/progress`), selected, pick);
     await unitLog.poll();
     await schedLog.poll();
-    const key = `${job.state}:${job.finished_at}:${job.attempts}`;
     if (FINAL.includes(job.state) && shownResults !== key) { shownResults = key; await showResults(resultsBox, job); }
+    if (FINAL.includes(job.state)) settled = key;  // the logs were read to their end above
   }
 
   main.append(head, uploadBox,

@@ -26,7 +26,7 @@ from scopeflow.core.errors import (
     ScopeflowError,
     UnknownNameError,
 )
-from scopeflow.service import routes_admin, routes_auth, routes_files, routes_jobs
+from scopeflow.service import routes_admin, routes_auth, routes_demo, routes_files, routes_jobs
 from scopeflow.service.db import make_engine, session_factory
 from scopeflow.service.deps import Service
 from scopeflow.service.files import (
@@ -101,7 +101,13 @@ def create_app(settings: ServiceSettings, *, migrate: bool = True) -> FastAPI:
         return JSONResponse(_error_body(exc), status_code=code, headers=headers)
 
     app.add_exception_handler(ScopeflowError, scopeflow_error)
-    routers = (routes_auth.router, routes_jobs.router, routes_files.router, routes_admin.router)
+    routers = (
+        routes_auth.router,
+        routes_jobs.router,
+        routes_files.router,
+        routes_demo.router,
+        routes_admin.router,
+    )
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(web_router)  # the web UI: /, /static/…, /api/v1/web/…

@@ -70,6 +70,9 @@ def list_templates(user: CurrentUser, session: DbSession, svc: Svc) -> list[dict
             "pipeline": t.pipeline,
             "resources": t.resources.model_dump(mode="json"),
             "schema": t.user_schema(),
+            "demo": None
+            if t.demo is None
+            else {"dataset": t.demo.dataset, "description": t.demo.description},
         }
         for t in svc.templates
     ]

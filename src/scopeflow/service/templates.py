@@ -45,6 +45,7 @@ from scopeflow.service._template_params import (
     nest,
     uncovered_required,
 )
+from scopeflow.service.demo_data import DEMO_PIPELINES, DemoData
 
 _log = logging.getLogger("scopeflow.service.templates")
 
@@ -123,6 +124,9 @@ class Template(StrictModel):
         description="values of user parameters when the user gives none; nested or dotted keys",
     )
     resources: Resources = Field(default_factory=Resources)
+    demo: DemoData | None = Field(
+        None, description="synthetic input data a job may use instead of an upload (optional)"
+    )
 
     @field_validator("fixed", "defaults", mode="after")
     @classmethod
@@ -180,6 +184,11 @@ class Template(StrictModel):
             yield from check_leaf(model, path, value, key=f"defaults.{path}", confine=True)
         for path in uncovered_required(model, {*fixed, *users}):
             yield ("user_parameters", f"required field {path!r} is neither fixed nor user-set")
+        if self.demo is not None and DEMO_PIPELINES[self.demo.dataset] != self.pipeline:
+            yield (
+                "demo.dataset",
+                f"{self.demo.dataset!r} data are not for the {self.pipeline} pipeline",
+            )
 
     # -- user parameters -----------------------------------------------------------------------
 

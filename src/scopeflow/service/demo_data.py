@@ -1,0 +1,128 @@
+"""Demo data of a template: synthetic inputs with known ground truth, instead of an upload.
+
+An administrator may give a template a ``demo:`` entry (see ``templates.example.yaml``); a user
+then asks ``POST /jobs/{id}/demo-data`` (the web wizard's *Use demo data*) and the service writes
+the data into the job's input folder with :mod:`scopeflow.testing`'s generators — the same data
+``scopeflow synth`` and ``scopeflow demo`` write. Only the generators named here can run, with
+sizes the administrator chose; a user chooses nothing but the job's parameters, from which the
+SPIM generator takes the number of views, time points, channels and illuminations and the voxel
+size, so the data fit the job.
+
+The data are made in a scratch folder inside the job's folder and moved into ``input/`` only
+when complete, so a failure leaves no partial input; the synthetic ``config.yaml`` is left out
+(the job's configuration comes from its template), the ground-truth files are kept.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from scopeflow.core.config import StrictModel
+from scopeflow.core.errors import ConfigError
+
+__all__ = ["DEMO_PIPELINES", "DemoData", "make_demo_data", "move_demo_data"]
+
+#: The pipeline each generator makes data for.
+DEMO_PIPELINES: dict[str, str] = {"cyto-ifc": "cyto", "cyto-confocal": "cyto", "spim": "spim"}
+
+
+class DemoData(StrictModel):
+    """A template's ``demo:`` entry: which synthetic data a job may use instead of an upload."""
+
+    dataset: Literal["cyto-ifc", "cyto-confocal", "spim"] = Field(
+        description="generator: 'cyto-ifc' (single-cell images, ifc/ch{c}.tif), 'cyto-confocal' "
+        "(fields of touching cells) or 'spim' (multiview time-lapse with beads, "
+        "tiff/t{t:03d}_v{v:02d}.tif)"
+    )
+    images: int = Field(
+        200, ge=1, le=20000, description="cyto: number of images (ifc) or fields (confocal)"
+    )
+    shape: tuple[int, int, int] = Field(
+        (64, 128, 128), description="spim: (z, y, x) voxels of each view, each 16 … 512"
+    )
+    seed: int = Field(0, ge=0, description="random seed: the same seed gives the same files")
+    description: str = Field("", description="one line shown to users next to the option")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DemoData:
+        if not all(16 <= s <= 512 for s in self.shape):
+            raise ConfigError("demo", [("shape", f"each size 16 … 512, got {self.shape}")])
+        return self
+
+
+def make_demo_data(demo: DemoData, config: dict[str, Any], scratch: Path) -> None:
+    """Write the demo data into ``scratch`` (a new folder; removed again on an error).
+
+    Parameters
+    ----------
+    demo
+        The template's entry.
+    config
+        The job's merged configuration (:meth:`Template.merged_config` of its parameters): the
+        SPIM generator follows its ``angles``, ``ntimepoints``, ``channels``, ``illuminations``
+        and ``voxel_size``.
+    scratch
+        A folder that does not exist yet, on the file system of the job's input folder.
+
+    Raises
+    ------
+    ConfigError
+        The job's parameters do not allow the data (e.g. no ``angles``).
+    FileExistsError
+        ``scratch`` exists (demo data of this job are being made).
+    """
+    from scopeflow.testing import make_cyto_dataset, make_spim_dataset
+
+    scratch.mkdir()
+    try:
+        if demo.dataset == "spim":
+            make_spim_dataset(scratch, write_czi=False, seed=demo.seed, **_spim_args(demo, config))
+        else:
+            kind = demo.dataset.removeprefix("cyto-")
+            make_cyto_dataset(scratch, kind=kind, n=demo.images, seed=demo.seed)
+        (scratch / "config.yaml").unlink(missing_ok=True)  # the template makes the job's config
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def move_demo_data(scratch: Path, input_dir: Path) -> list[str]:
+    """Move the files made by :func:`make_demo_data` into ``input_dir``; their relative paths.
+
+    Files of the same names are replaced; ``scratch`` is removed.
+    """
+    moved = []
+    try:
+        for path in sorted(p for p in scratch.rglob("*") if p.is_file()):
+            rel = path.relative_to(scratch)
+            target = input_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(target)
+            moved.append(rel.as_posix())
+        return moved
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _spim_args(demo: DemoData, config: dict[str, Any]) -> dict[str, Any]:
+    """The SPIM generator's sizes from the job's configuration."""
+    voxel = config.get("voxel_size") or {}
+    try:
+        return {
+            "views": len(config["angles"]),
+            "timepoints": int(config["ntimepoints"]),
+            "channels": len(config.get("channels") or [0]),
+            "illuminations": len(config.get("illuminations") or [0]),
+            "shape": demo.shape,
+            "voxel_size": tuple(
+                float(voxel.get(a, d)) for a, d in zip("xyz", (1, 1, 2), strict=True)
+            ),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            "demo data", [("angles/ntimepoints", f"the job's parameters do not allow them: {exc}")]
+        ) from None

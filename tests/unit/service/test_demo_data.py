@@ -1,0 +1,182 @@
+"""Demo data instead of an upload (``POST /jobs/{id}/demo-data``), in process, real database."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from scopeflow.service.app import API_PREFIX, create_app
+from scopeflow.service.auth import create_user
+from scopeflow.service.db import make_engine, session_factory
+from scopeflow.service.settings import ServiceSettings
+from scopeflow.service.templates import Template
+from scopeflow.testing import make_cyto_dataset
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
+API = API_PREFIX
+
+
+def _settings(db_url: str, tmp_path: Path, **kw: Any) -> ServiceSettings:
+    """The example templates with smaller demo data (20 IFC images; 32 x 64 x 64 views)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    registry = yaml.safe_load(EXAMPLE.read_text())
+    for t in registry["templates"]:
+        if t["name"] == "cyto-ifc":
+            t["demo"]["images"] = 20
+        if t["name"] == "spim-fusion":
+            t["demo"]["shape"] = [32, 64, 64]
+    (data / "templates.yaml").write_text(yaml.safe_dump(registry))
+    return ServiceSettings(data_dir=data, db_url=db_url, **kw)
+
+
+@pytest.fixture
+def api(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, ServiceSettings]]:
+    settings = _settings(db_url, tmp_path)
+    with TestClient(_app(settings)) as client:
+        yield client, settings
+
+
+def _app(settings: ServiceSettings) -> Any:
+    app = create_app(settings)
+    with session_factory(make_engine(settings.database_url))() as s:
+        for name in ("alice", "bob"):
+            create_user(s, name, f"{name}-password")
+        s.commit()
+    return app
+
+
+def _login(client: TestClient, name: str) -> dict[str, str]:
+    r = client.post(f"{API}/auth/login", json={"name": name, "password": f"{name}-password"})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def _job(client: TestClient, auth: dict[str, str], template: str, **params: Any) -> str:
+    r = client.post(
+        f"{API}/jobs", headers=auth, json={"template": template, "name": "demo", "params": params}
+    )
+    assert r.status_code == 201, r.text
+    job_id: str = r.json()["id"]
+    return job_id
+
+
+def _inputs(settings: ServiceSettings, user: str, job_id: str) -> Path:
+    return settings.jobs_dir / user / job_id / "input"
+
+
+def test_templates_list_their_demo_data(api: tuple[TestClient, ServiceSettings]) -> None:
+    client, _ = api
+    listed = {
+        t["name"]: t["demo"]
+        for t in client.get(f"{API}/templates", headers=_login(client, "alice")).json()
+    }
+    assert listed["cyto-ifc"]["dataset"] == "cyto-ifc"
+    assert "synthetic" in listed["cyto-ifc"]["description"]
+    assert listed["spim-fusion"]["dataset"] == "spim"
+    assert listed["toy"] is None
+
+
+def test_ifc_demo_data_are_the_generators_files_and_the_job_can_start(
+    api: tuple[TestClient, ServiceSettings], tmp_path: Path
+) -> None:
+    client, settings = api
+    alice = _login(client, "alice")
+    job_id = _job(client, alice, "cyto-ifc")
+    r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "ready"
+    inputs = _inputs(settings, "alice", job_id)
+    expected = tmp_path / "expected"
+    make_cyto_dataset(expected, kind="ifc", n=20, seed=0)
+    assert r.json()["files"] == sum(1 for p in expected.rglob("*") if p.is_file()) - 1
+    for c in range(6):  # the same bytes as the generator's, so its truth applies
+        assert filecmp.cmp(inputs / f"ifc/ch{c}.tif", expected / f"ifc/ch{c}.tif", shallow=False)
+    assert filecmp.cmp(inputs / "truth.csv", expected / "truth.csv", shallow=False)
+    assert not (inputs / "config.yaml").exists()  # the job's config comes from its template
+    assert not (inputs.parent / ".demo").exists()
+    assert client.get(f"{API}/jobs/{job_id}", headers=alice).json()["state"] == "ready"
+    listed = client.get(f"{API}/jobs/{job_id}/files", headers=alice).json()
+    assert {"ifc/ch0.tif", "truth.csv"} <= {f["path"] for f in listed["files"]}
+    r = client.post(f"{API}/jobs/{job_id}/start", headers=alice)  # the config validates
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "queued"
+
+
+def test_spim_demo_data_follow_the_jobs_parameters(api: tuple[TestClient, ServiceSettings]) -> None:
+    client, settings = api
+    alice = _login(client, "alice")
+    job_id = _job(client, alice, "spim-fusion", ntimepoints=2, angles=[0.0, 120.0, 240.0])
+    r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
+    assert r.status_code == 200, r.text
+    inputs = _inputs(settings, "alice", job_id)
+    tiffs = sorted(p.name for p in (inputs / "tiff").iterdir())
+    assert tiffs == [f"t{t:03d}_v{v:02d}.tif" for t in range(2) for v in range(3)]
+    truth = json.loads((inputs / "truth.json").read_text())
+    assert len(truth["views"]) == 3
+    assert client.post(f"{API}/jobs/{job_id}/start", headers=alice).status_code == 200
+
+
+def test_demo_data_refused_without_writing_anything(
+    api: tuple[TestClient, ServiceSettings],
+) -> None:
+    client, settings = api
+    alice, bob = _login(client, "alice"), _login(client, "bob")
+    job_id = _job(client, alice, "cyto-ifc")
+    # another user's job: not found, nothing written
+    assert client.post(f"{API}/jobs/{job_id}/demo-data", headers=bob).status_code == 404
+    assert client.post(f"{API}/jobs/{job_id}/demo-data").status_code == 401
+    # a job that has an upload under way
+    r = client.post(
+        f"{API}/jobs/{job_id}/files",
+        headers=alice,
+        json={"path": "ifc/ch0.tif", "size": 10, "sha256": "0" * 64},
+    )
+    assert r.status_code == 200, r.text
+    r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
+    assert r.status_code == 409
+    assert "uploading" in r.json()["detail"]
+    assert list(_inputs(settings, "alice", job_id).rglob("*")) == []
+    # a template without demo data
+    toy = _job(client, alice, "toy")
+    r = client.post(f"{API}/jobs/{toy}/demo-data", headers=alice)
+    assert r.status_code == 409
+    assert "no demo data" in r.json()["detail"]
+    # twice: the second finds the job ready
+    job2 = _job(client, alice, "cyto-ifc")
+    assert client.post(f"{API}/jobs/{job2}/demo-data", headers=alice).status_code == 200
+    r = client.post(f"{API}/jobs/{job2}/demo-data", headers=alice)
+    assert r.status_code == 409
+    assert "ready" in r.json()["detail"]
+
+
+def test_demo_data_count_against_the_quota(db_url: str, tmp_path: Path) -> None:
+    settings = _settings(db_url, tmp_path, quota_bytes=100_000)
+    with TestClient(_app(settings)) as client:
+        alice = _login(client, "alice")
+        job_id = _job(client, alice, "cyto-ifc")
+        r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
+        assert r.status_code == 413, r.text
+        assert "quota" in r.json()["detail"]
+        job_dir = settings.jobs_dir / "alice" / job_id
+        assert list((job_dir / "input").rglob("*")) == []
+        assert not (job_dir / ".demo").exists()
+        assert client.get(f"{API}/jobs/{job_id}", headers=alice).json()["state"] == "created"
+
+
+def test_a_template_demo_must_suit_its_pipeline() -> None:
+    registry = yaml.safe_load(EXAMPLE.read_text())
+    ifc = next(t for t in registry["templates"] if t["name"] == "cyto-ifc")
+    ifc["demo"] = {"dataset": "spim"}
+    with pytest.raises(ValueError, match="not for the cyto pipeline"):
+        Template.model_validate(ifc)
+    ifc["demo"] = {"dataset": "cyto-ifc", "shape": [8, 64, 64]}
+    with pytest.raises(ValueError, match="shape"):
+        Template.model_validate(ifc)

@@ -315,3 +315,111 @@ def _drive_ifc(
 def _token(page: Any) -> str:
     token: str = page.evaluate("sessionStorage.getItem('scopeflow.token')")
     return token
+
+
+@contextlib.contextmanager
+def _browser_page(chromium: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """A 1280x800 page of a new headless Chromium and Playwright's ``expect``.
+
+    A failure leaves ``tmp_path/failure.png``; an uncaught error of the page's scripts fails
+    the test.
+    """
+    from playwright.sync_api import expect, sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(15_000)
+        expect.set_options(timeout=15_000)
+        try:
+            yield page, expect
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert not errors, errors
+
+
+def _axe_violations(page: Any) -> list[str]:
+    """axe-core's WCAG 2.x A/AA violations of the page as it is now: ``rule: nodes``."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    options = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
+    results = Axe().run(page, options={**options, "resultTypes": ["violations"]})
+    return [
+        f"{v['id']} ({v['impact']}): " + ", ".join(str(n["target"]) for n in v["nodes"])
+        for v in results.response["violations"]
+    ]
+
+
+def _tab_to(page: Any, selector: str, presses: int = 25) -> None:
+    """Press Tab until the element ``selector`` has the focus (fails when it never gets it)."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{selector} is not reachable with the Tab key")
+
+
+def test_web_ui_demo_data_yaml_job_keyboard_and_axe(
+    chromium: str, web_server: Server, tmp_path: Path
+) -> None:
+    """Log in with the keyboard; the wizard creates a job from an edited config.yaml with the
+    template's demo data (no upload), which runs to previews; axe-core finds no WCAG 2.1 A/AA
+    violation on the login page, the jobs table, the wizard, the job page and the results."""
+    url = web_server.url
+    checked: dict[str, list[str]] = {}
+    with _browser_page(chromium, tmp_path) as (page, expect):
+        page.goto(url + "/#/login")
+        expect(page.get_by_label("User name")).to_be_visible()
+        checked["login"] = _axe_violations(page)
+        _tab_to(page, "#login-name")
+        page.keyboard.type("alice")
+        _tab_to(page, "#login-password")
+        page.keyboard.type("pw")
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+        checked["jobs"] = _axe_violations(page)
+
+        page.get_by_role("link", name="New job").first.click()
+        page.get_by_label("Template", exact=True).select_option("cyto-ifc")
+        page.get_by_label("Job name *").fill("demo run")
+        demo = page.get_by_label("Use demo data instead of uploading files")
+        expect(page.locator("#demo-help")).to_contain_text("200 synthetic cells")
+        yaml_box = page.locator("#config-yaml")
+        expect(yaml_box).to_have_value(_containing("pixel_size: 0.33"))
+        checked["wizard"] = _axe_violations(page)
+        # the job is made from the edited text, not applied to the form first
+        yaml_box.fill(yaml_box.input_value().replace("pixel_size: 0.33", "pixel_size: 0.5"))
+        _tab_to(page, "#use-demo")
+        page.keyboard.press("Space")
+        expect(demo).to_be_checked()
+        _tab_to(page, "#create-job")
+        page.keyboard.press("Enter")
+        expect(page.locator("h1 .state")).to_have_text("ready")
+        job_id = page.evaluate("location.hash").removeprefix("#/job/")
+        expect(page.locator("#input-files")).to_contain_text("ifc/ch5.tif")
+        job = page.evaluate(
+            "async id => (await fetch(`/api/v1/jobs/${id}`, {headers: {Authorization:"
+            " `Bearer ${sessionStorage.getItem('scopeflow.token')}`}})).json()",
+            job_id,
+        )
+        assert job["params"]["pixel_size"] == 0.5, job["params"]
+        checked["job ready"] = _axe_violations(page)
+
+        page.get_by_role("button", name="Start job demo run").click()
+        expect(page.locator("h1 .state")).to_have_text("succeeded", timeout=90_000)
+        expect(page.locator("#previews img").first).to_be_attached()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#previews img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
+        # a unit's log from the keyboard: a grid cell is a button
+        _tab_to(page, "#grid button.cell", presses=60)
+        page.keyboard.press("Enter")
+        expect(page.locator("#log-title")).not_to_be_empty()
+        checked["results"] = _axe_violations(page)
+    assert all(not v for v in checked.values()), checked

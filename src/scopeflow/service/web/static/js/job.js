@@ -39,9 +39,9 @@ export async function jobView(main, id) {
   const uploadBox = el("div");
   const gridBox = el("div#grid-box");
   const logTitle = el("h3#log-title", { text: "Unit log: click a cell of the grid" });
-  const logPre = el("pre.log#unit-log", { tabindex: "0", "aria-labelledby": "log-title" });
+  const logPre = el("pre.log#unit-log", { tabindex: "0", role: "log", "aria-labelledby": "log-title" });
   const schedPick = el("select#sched-stream", {}, el("option", { value: "stderr", text: "stderr" }), el("option", { value: "stdout", text: "stdout" }));
-  const schedPre = el("pre.log#sched-log", { tabindex: "0", "aria-label": "Scheduler output" });
+  const schedPre = el("pre.log#sched-log", { tabindex: "0", role: "log", "aria-label": "Scheduler output" });
   const resultsBox = el("div#results-box");
   const unitLog = follower(id, logPre);
   const schedLog = follower(id, schedPre);

@@ -297,9 +297,9 @@ class Template(StrictModel):
         try:
             config = model.model_validate(merged, context={"base_dir": base})
         except ValidationError as exc:
-            raise ConfigError(source_name, config_problems(exc)) from None
+            raise ConfigError(source_name, _relative(config_problems(exc), base)) from None
         except (InputNotFoundError, FormatError) as exc:
-            raise ConfigError(source_name, [("", str(exc))]) from None
+            raise ConfigError(source_name, _relative([("", str(exc))], base)) from None
         result: dict[str, Any] = config.model_dump(mode="json")
         return result
 
@@ -466,6 +466,18 @@ class TemplateRegistry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
+
+
+def _relative(problems: list[tuple[str, str]], base: Path) -> list[tuple[str, str]]:
+    """``problems`` with paths inside the job's input folder relative to it.
+
+    The messages go to the user: they name the uploaded files, not where the service keeps them.
+    """
+    prefix = str(base)
+    return [
+        (key, msg.replace(prefix + "/", "").replace(prefix, "the job's input folder"))
+        for key, msg in problems
+    ]
 
 
 def build_argv(

@@ -264,8 +264,11 @@ def test_build_config_resolves_paths_in_the_input_dir(
     registry: TemplateRegistry, tmp_path: Path
 ) -> None:
     example = registry.get("example-segment")
-    with pytest.raises(ConfigError, match="path does not exist"):
+    with pytest.raises(ConfigError, match="path does not exist") as exc:
         example.build_config({}, tmp_path)  # not uploaded yet
+    # the user is told the name of the missing upload, not where the service keeps files
+    assert problems_of(exc) == {"input": "path does not exist: images"}
+    assert str(tmp_path) not in str(exc.value)
     example.check_params({"truth": "truth.csv"})  # fine before the upload
     (tmp_path / "images").mkdir()
     (tmp_path / "truth.csv").write_text("image_id,centroid_x,centroid_y\n", encoding="utf-8")

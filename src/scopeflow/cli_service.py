@@ -179,6 +179,55 @@ def create_api_key_cmd(
     typer.echo(key)
 
 
+@admin_app.command("api-keys")
+def api_keys_cmd(
+    user: Annotated[
+        str | None, typer.Option(help="Only this user's keys.", show_default=False)
+    ] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    db: DbOption = None,
+) -> None:
+    """List API keys: id, user, label, created, expires, last used (never the keys)."""
+    from sqlalchemy import select
+
+    from scopeflow.service.auth import api_key_json, api_keys
+    from scopeflow.service.db import User
+
+    settings = load_settings(config, data_dir, db)
+    with _migrated_session(settings) as session:
+        owner = None
+        if user is not None:
+            owner = session.scalar(select(User).where(User.name == user))
+            if owner is None:
+                raise typer.BadParameter(f"no user named {user!r}", param_hint="--user")
+        rows = [api_key_json(k) for k in api_keys(session, owner)]
+    if not rows:
+        out.print("no API keys")
+        return
+    cols = ("id", "user", "name", "created_at", "expires_at", "last_used_at")
+    typer.echo("\t".join(cols))
+    for row in rows:
+        typer.echo("\t".join("-" if row[c] is None else str(row[c]) for c in cols))
+
+
+@admin_app.command("revoke-api-key")
+def revoke_api_key_cmd(
+    key_id: Annotated[int, typer.Argument(help="The key's id (see 'scopeflow admin api-keys').")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    db: DbOption = None,
+) -> None:
+    """Revoke an API key now: requests with it get 401 from then on."""
+    from scopeflow.service.auth import revoke_api_key
+
+    settings = load_settings(config, data_dir, db)
+    with _migrated_session(settings) as session:
+        if not revoke_api_key(session, key_id):
+            raise typer.BadParameter(f"no API key with id {key_id}", param_hint="KEY_ID")
+    out.print(f"revoked API key {key_id}")
+
+
 @admin_app.command("templates")
 def templates_cmd(
     load: Annotated[

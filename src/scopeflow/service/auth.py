@@ -23,6 +23,8 @@ from scopeflow.service.db import Token, TokenKind, User, utcnow
 
 __all__ = [
     "MAX_TOKEN_LENGTH",
+    "api_key_json",
+    "api_keys",
     "authenticate",
     "create_user",
     "hash_password",
@@ -31,6 +33,7 @@ __all__ = [
     "purge_expired_tokens",
     "resolve_token",
     "revoke",
+    "revoke_api_key",
     "verify_password",
 ]
 
@@ -245,3 +248,43 @@ def purge_expired_tokens(session: Session, now: datetime | None = None) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0))
+
+
+def api_keys(session: Session, user: User | None = None) -> list[Token]:
+    """The API keys of ``user`` (of every user when None), oldest first."""
+    q = select(Token).where(Token.kind == TokenKind.API_KEY)
+    if user is not None:
+        q = q.where(Token.user_id == user.id)
+    return list(session.scalars(q.order_by(Token.created_at, Token.id)))
+
+
+def revoke_api_key(session: Session, key_id: int, user: User | None = None) -> bool:
+    """Delete the API key ``key_id`` (of ``user`` only, unless None); whether it existed.
+
+    Flushed, not committed. Login sessions are not API keys: their ids are not found here.
+    """
+    q = select(Token).where(Token.id == key_id, Token.kind == TokenKind.API_KEY)
+    if user is not None:
+        q = q.where(Token.user_id == user.id)
+    record = session.scalar(q)
+    if record is None:
+        return False
+    session.delete(record)
+    session.flush()
+    return True
+
+
+def api_key_json(key: Token) -> dict[str, object]:
+    """What is shown of an API key: never the key itself (only its hash is kept)."""
+
+    def ts(value: datetime | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return {
+        "id": key.id,
+        "user": key.user.name,
+        "name": key.name,
+        "created_at": ts(key.created_at),
+        "expires_at": ts(key.expires_at),
+        "last_used_at": ts(key.last_used_at),
+    }

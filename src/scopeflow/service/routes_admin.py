@@ -1,4 +1,4 @@
-"""Routes for administrators only (403 for everyone else): users and every user's jobs."""
+"""Routes for administrators only (403 for everyone else): users, every user's jobs and API keys."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
+from scopeflow.service.auth import api_key_json, api_keys, revoke_api_key
 from scopeflow.service.db import Job, User
 from scopeflow.service.deps import CurrentUser, DbSession
 from scopeflow.service.routes_jobs import job_json
@@ -67,3 +68,24 @@ def list_all_jobs(
         q = q.where(Job.state == state)
     jobs = session.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit))
     return [{**job_json(j), "owner": j.owner.name} for j in jobs]
+
+
+@router.get("/api-keys")
+def list_all_api_keys(
+    admin: Admin, session: DbSession, user: str | None = None
+) -> list[dict[str, Any]]:
+    """Every user's API keys (or one user's: ``?user=NAME``), never the keys themselves."""
+    owner = None
+    if user is not None:
+        owner = session.scalar(select(User).where(User.name == user))
+        if owner is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user!r}")
+    return [api_key_json(k) for k in api_keys(session, owner)]
+
+
+@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_any_api_key(key_id: int, admin: Admin, session: DbSession) -> None:
+    """Revoke any user's API key (404 when there is none with this id)."""
+    if not revoke_api_key(session, key_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no API key {key_id}")
+    session.commit()

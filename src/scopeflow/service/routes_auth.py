@@ -1,4 +1,8 @@
-"""Routes without a job: health, login, logout, the caller."""
+"""Routes without a job: health, login, logout, the caller, the caller's API keys.
+
+Logins are limited on failures (:mod:`scopeflow.service.throttle`); a user makes, lists and
+revokes their own API keys (at most :data:`MAX_API_KEY_DAYS` days each).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,24 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from scopeflow import __version__
-from scopeflow.service.auth import authenticate, issue_token, revoke
-from scopeflow.service.db import utcnow
+from scopeflow.service.auth import (
+    api_key_json,
+    api_keys,
+    authenticate,
+    issue_token,
+    revoke,
+    revoke_api_key,
+)
+from scopeflow.service.db import TokenKind, utcnow
 from scopeflow.service.deps import CurrentUser, DbSession, Svc
+from scopeflow.service.throttle import LoginThrottle
 
 __all__ = ["router"]
 
 router = APIRouter()
+#: The longest lifetime of an API key a user makes for themselves (administrators may make
+#: keys that do not expire: ``scopeflow admin create-api-key``).
+MAX_API_KEY_DAYS = 365
 
 
 class Login(BaseModel):
@@ -31,12 +46,43 @@ def health() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
+class ApiKeyCreate(BaseModel):
+    """Body of ``POST /auth/api-keys``."""
+
+    name: str = Field(min_length=1, max_length=128, description="what the key is for")
+    days: int = Field(90, ge=1, le=MAX_API_KEY_DAYS, description="days until the key expires")
+
+
+def login_throttle(request: Request) -> LoginThrottle:
+    """The app's limit on failed logins (made on first use)."""
+    state = request.app.state
+    if getattr(state, "login_throttle", None) is None:
+        state.login_throttle = LoginThrottle()
+    throttle: LoginThrottle = state.login_throttle
+    return throttle
+
+
 @router.post("/auth/login")
-def login(body: Login, session: DbSession, svc: Svc) -> dict[str, Any]:
-    """A session token for a user name and password (401 otherwise, the same for both)."""
+def login(body: Login, request: Request, session: DbSession, svc: Svc) -> dict[str, Any]:
+    """A session token for a user name and password (401 otherwise, the same for both).
+
+    After too many failures (see :mod:`scopeflow.service.throttle`) a 429 with
+    ``Retry-After``, before the password is checked.
+    """
+    throttle = login_throttle(request)
+    address = request.client.host if request.client else ""
+    wait = throttle.retry_after(body.name, address)
+    if wait:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many failed logins; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
     user = authenticate(session, body.name, body.password)
     if user is None:
+        throttle.failed(body.name, address)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong user name or password")
+    throttle.succeeded(body.name, address)
     ttl = timedelta(seconds=svc.settings.token_ttl_s)
     token = issue_token(session, user, ttl=ttl)
     session.commit()
@@ -54,3 +100,26 @@ def logout(request: Request, user: CurrentUser, session: DbSession) -> None:
 def me(user: CurrentUser) -> dict[str, Any]:
     """The caller."""
     return {"name": user.name, "is_admin": user.is_admin, "group": user.group}
+
+
+@router.post("/auth/api-keys", status_code=status.HTTP_201_CREATED)
+def create_api_key(body: ApiKeyCreate, user: CurrentUser, session: DbSession) -> dict[str, Any]:
+    """A new API key of the caller (for scripts); the key is in this answer only."""
+    key = issue_token(session, user, TokenKind.API_KEY, timedelta(days=body.days), name=body.name)
+    session.commit()
+    record = api_keys(session, user)[-1]
+    return {**api_key_json(record), "key": key}
+
+
+@router.get("/auth/api-keys")
+def list_api_keys(user: CurrentUser, session: DbSession) -> list[dict[str, Any]]:
+    """The caller's API keys (never the keys themselves)."""
+    return [api_key_json(k) for k in api_keys(session, user)]
+
+
+@router.delete("/auth/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_api_key(key_id: int, user: CurrentUser, session: DbSession) -> None:
+    """Revoke one of the caller's API keys (404 for another user's key or a login)."""
+    if not revoke_api_key(session, key_id, user):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no API key {key_id}")
+    session.commit()

@@ -111,6 +111,44 @@ def test_create_api_key(data_dir: Path) -> None:
     assert "no user named 'nobody'" in result.output
 
 
+def test_list_and_revoke_api_keys(data_dir: Path) -> None:
+    dd = ["--data-dir", str(data_dir)]
+    for name in ("alice", "bob"):
+        runner.invoke(app, ["admin", "create-user", name, "--password", "pw", *dd])
+    keys = {}
+    for name, label in (("alice", "nightly"), ("bob", "robot")):
+        result = runner.invoke(app, ["admin", "create-api-key", name, "--label", label, *dd])
+        keys[name] = result.stdout.strip()
+    result = runner.invoke(app, ["admin", "api-keys", *dd])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split("\t") == [
+        "id",
+        "user",
+        "name",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+    ]
+    rows = {line.split("\t")[1]: line.split("\t") for line in lines[1:]}
+    assert set(rows) == {"alice", "bob"}
+    assert rows["alice"][2] == "nightly"
+    assert rows["alice"][4] == "-"  # never expires
+    assert keys["alice"] not in result.stdout  # only the hash is kept
+    result = runner.invoke(app, ["admin", "api-keys", "--user", "bob", *dd])
+    assert [line.split("\t")[1] for line in result.stdout.strip().splitlines()[1:]] == ["bob"]
+    result = runner.invoke(app, ["admin", "revoke-api-key", rows["alice"][0], *dd])
+    assert result.exit_code == 0, result.output
+    for s in _session(data_dir):
+        assert resolve_token(s, keys["alice"]) is None
+        assert resolve_token(s, keys["bob"]) is not None
+    result = runner.invoke(app, ["admin", "revoke-api-key", rows["alice"][0], *dd])
+    assert result.exit_code == 2
+    assert "no API key" in result.output
+    result = runner.invoke(app, ["admin", "api-keys", "--user", "nobody", *dd])
+    assert result.exit_code == 2
+
+
 def test_installed_command(data_dir: Path) -> None:
     """Through the real entry point: an existing user is a clear error (exit 2), no traceback."""
     dd = ["--data-dir", str(data_dir)]

@@ -1,0 +1,156 @@
+"""Failed-login limits (``service.throttle``) and API keys made, listed and revoked over HTTP."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from scopeflow.service.app import API_PREFIX, create_app
+from scopeflow.service.auth import create_user
+from scopeflow.service.db import make_engine, session_factory
+from scopeflow.service.settings import ServiceSettings
+from scopeflow.service.throttle import LoginThrottle
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
+API = API_PREFIX
+
+
+class Clock:
+    """A settable monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, Clock]]:
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(EXAMPLE, data / "templates.yaml")
+    settings = ServiceSettings(data_dir=data, db_url=db_url)
+    app = create_app(settings)
+    clock = Clock()
+    app.state.login_throttle = LoginThrottle(clock=clock)
+    with session_factory(make_engine(settings.database_url))() as s:
+        create_user(s, "alice", "alice-pw")
+        create_user(s, "bob", "bob-pw")
+        create_user(s, "root", "root-pw", is_admin=True)
+        s.commit()
+    with TestClient(app) as client:
+        yield client, clock
+
+
+def _login(client: TestClient, name: str, password: str | None = None) -> int:
+    r = client.post(f"{API}/auth/login", json={"name": name, "password": password or f"{name}-pw"})
+    return r.status_code
+
+
+def _auth(client: TestClient, name: str) -> dict[str, str]:
+    r = client.post(f"{API}/auth/login", json={"name": name, "password": f"{name}-pw"})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def test_throttle_windows_and_limits() -> None:
+    clock = Clock()
+    t = LoginThrottle(window_s=60, per_pair=3, per_address=5, per_name=7, clock=clock)
+    for _ in range(3):
+        assert t.retry_after("alice", "1.1.1.1") == 0
+        t.failed("alice", "1.1.1.1")
+        clock.now += 1
+    assert t.retry_after("alice", "1.1.1.1") == 57  # until the first failure leaves the window
+    assert t.retry_after("alice", "2.2.2.2") == 0  # another address may still try
+    assert t.retry_after("bob", "1.1.1.1") == 0  # and the address other names
+    clock.now += 57
+    assert t.retry_after("alice", "1.1.1.1") == 0
+    # spraying names from one address: the address limit
+    for name in ("b", "c", "d", "e", "f"):
+        t.failed(name, "3.3.3.3")
+    assert t.retry_after("zed", "3.3.3.3") > 0
+    # one name from many addresses: the name limit
+    for i in range(7):
+        t.failed("carol", f"10.0.0.{i}")
+    assert t.retry_after("carol", "10.0.0.99") > 0
+    # success clears the pair, not the other keys
+    t2 = LoginThrottle(per_pair=2, clock=clock)
+    t2.failed("dan", "a")
+    t2.succeeded("dan", "a")
+    t2.failed("dan", "a")
+    assert t2.retry_after("dan", "a") == 0
+
+
+def test_throttle_memory_is_bounded() -> None:
+    t = LoginThrottle(max_keys=30, clock=Clock())
+    for i in range(1000):
+        t.failed(f"user{i}", f"addr{i}")
+    assert len(t._fails) <= 30
+
+
+def test_login_after_too_many_failures_is_429_even_with_the_password(
+    env: tuple[TestClient, Clock],
+) -> None:
+    client, clock = env
+    for _ in range(5):
+        assert _login(client, "alice", "guess") == 401
+    r = client.post(f"{API}/auth/login", json={"name": "alice", "password": "alice-pw"})
+    assert r.status_code == 429
+    assert 0 < int(r.headers["retry-after"]) <= 300
+    assert "too many failed logins" in r.json()["detail"]
+    assert _login(client, "bob") == 200  # other users are not affected
+    clock.now += 301
+    assert _login(client, "alice") == 200
+    # a success clears the count
+    for _ in range(4):
+        assert _login(client, "alice", "guess") == 401
+    assert _login(client, "alice") == 200
+    assert _login(client, "alice", "guess") == 401
+    assert _login(client, "alice") == 200
+
+
+def test_users_make_list_and_revoke_their_own_api_keys(env: tuple[TestClient, Clock]) -> None:
+    client, _ = env
+    alice, bob = _auth(client, "alice"), _auth(client, "bob")
+    r = client.post(f"{API}/auth/api-keys", headers=alice, json={"name": "nightly", "days": 30})
+    assert r.status_code == 201, r.text
+    made = r.json()
+    key = made.pop("key")
+    assert made["name"] == "nightly" and made["user"] == "alice" and made["expires_at"]
+    with_key = {"Authorization": f"Bearer {key}"}
+    assert client.get(f"{API}/me", headers=with_key).json()["name"] == "alice"
+    listed = client.get(f"{API}/auth/api-keys", headers=alice).json()
+    assert [k["id"] for k in listed] == [made["id"]]
+    assert "key" not in listed[0]
+    assert client.get(f"{API}/auth/api-keys", headers=bob).json() == []
+    # bob cannot revoke alice's key; nobody can revoke a login session by this route
+    assert client.delete(f"{API}/auth/api-keys/{made['id']}", headers=bob).status_code == 404
+    for bad in ({"name": "x", "days": 366}, {"name": "", "days": 1}, {"days": 1}):
+        assert client.post(f"{API}/auth/api-keys", headers=alice, json=bad).status_code == 422
+    assert client.delete(f"{API}/auth/api-keys/{made['id']}", headers=alice).status_code == 204
+    assert client.get(f"{API}/me", headers=with_key).status_code == 401
+    assert client.get(f"{API}/auth/api-keys", headers=alice).json() == []
+    assert client.get(f"{API}/auth/api-keys").status_code == 401
+
+
+def test_admins_list_and_revoke_any_api_key(env: tuple[TestClient, Clock]) -> None:
+    client, _ = env
+    alice, root = _auth(client, "alice"), _auth(client, "root")
+    made = client.post(f"{API}/auth/api-keys", headers=alice, json={"name": "ci"}).json()
+    assert client.get(f"{API}/admin/api-keys", headers=alice).status_code == 403
+    assert client.delete(f"{API}/admin/api-keys/{made['id']}", headers=alice).status_code == 403
+    everyone = client.get(f"{API}/admin/api-keys", headers=root).json()
+    assert [(k["id"], k["user"]) for k in everyone] == [(made["id"], "alice")]
+    assert client.get(f"{API}/admin/api-keys?user=bob", headers=root).json() == []
+    assert client.get(f"{API}/admin/api-keys?user=nobody", headers=root).status_code == 404
+    assert client.delete(f"{API}/admin/api-keys/{made['id']}", headers=root).status_code == 204
+    assert client.delete(f"{API}/admin/api-keys/{made['id']}", headers=root).status_code == 404
+    assert (
+        client.get(f"{API}/me", headers={"Authorization": f"Bearer {made['key']}"}).status_code
+        == 401
+    )

@@ -78,7 +78,7 @@ def _failed_units(files: JobFiles, since: float | None) -> str:
 
 def _stderr_tail(files: JobFiles, offset: int) -> str:
     """The last lines the command wrote to ``stderr.log`` since ``offset``."""
-    path = files.scheduler_dir / "stderr.log"
+    path = files.log("stderr")
     try:
         with path.open("rb") as fh:
             size = fh.seek(0, 2)

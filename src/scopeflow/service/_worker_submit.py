@@ -106,13 +106,13 @@ class Submission:
 
 
 def _path(files: JobFiles) -> Path:
-    return files.scheduler_dir / "submission.json"
+    return files.submission_record
 
 
 def stderr_size(files: JobFiles) -> int:
     """Current size of the scheduler's ``stderr.log`` (0 when there is none)."""
     try:
-        return (files.scheduler_dir / "stderr.log").stat().st_size
+        return files.log("stderr").stat().st_size
     except FileNotFoundError:
         return 0
 

@@ -7,7 +7,12 @@
       .uploads/         unfinished uploads (service.files.UploadStore)
       config.yaml       the pipeline configuration built from the template (worker, at start)
       run/              the engine's run directory (events.jsonl, logs/, outputs/, summary.json)
-      scheduler/        the scheduler adapter's files (stdout.log, stderr.log, exit.json, …)
+      scheduler/        the scheduler adapter's files:
+        stdout.log, stderr.log   the command's output
+        exit.json                the wrapper's exit record (schedulers.base)
+        cancel                   present once a cancel was asked for
+        pid.json                 the local adapter's process record
+        submission.json          the worker's record of this attempt's submission
 
 A cancel is asked for by creating ``scheduler/cancel`` (the API may do that; only the worker
 talks to the scheduler, which then stops the job).
@@ -18,7 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["JobFiles"]
+__all__ = ["WRAPPER_MODULE", "JobFiles"]
+
+#: The module that runs a job's command and writes its exit record.
+WRAPPER_MODULE = "scopeflow.service.schedulers.wrapper"
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,37 @@ class JobFiles:
     def cancel_marker(self) -> Path:
         """Exists once a cancel was asked for."""
         return self.scheduler_dir / "cancel"
+
+    @property
+    def exit_record(self) -> Path:
+        """The wrapper's exit record (``schedulers.base.read_exit_record``)."""
+        return self.scheduler_dir / "exit.json"
+
+    @property
+    def pid_record(self) -> Path:
+        """The local adapter's record of the wrapper process."""
+        return self.scheduler_dir / "pid.json"
+
+    @property
+    def submission_record(self) -> Path:
+        """The worker's record of the current attempt's submission."""
+        return self.scheduler_dir / "submission.json"
+
+    def log(self, stream: str) -> Path:
+        """The command's ``stdout`` or ``stderr``."""
+        if stream not in ("stdout", "stderr"):
+            raise ValueError(f"no scheduler log {stream!r}: expected 'stdout' or 'stderr'")
+        return self.scheduler_dir / f"{stream}.log"
+
+    def clear_attempt(self, *, pid: bool = False) -> None:
+        """Remove a previous attempt's exit record and cancel marker (and process record)."""
+        self.scheduler_dir.mkdir(parents=True, exist_ok=True)
+        for path in (self.exit_record, self.cancel_marker, *([self.pid_record] if pid else [])):
+            path.unlink(missing_ok=True)
+
+    def wrapper_argv(self, python: str, argv: list[str]) -> list[str]:
+        """The command that runs ``argv`` under the exit-record wrapper (no shell)."""
+        return [python, "-m", WRAPPER_MODULE, str(self.root), "--", *argv]
 
     def create(self) -> JobFiles:
         """Make the job's folders (idempotent)."""

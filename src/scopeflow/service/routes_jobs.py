@@ -237,7 +237,7 @@ def job_logs(
     elif step or unit:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "give both step and unit")
     else:
-        path = files.scheduler_dir / f"{stream}.log"
+        path = files.log(stream)
     try:
         return read_log(path, offset, limit)
     except OSError:  # a folder where a log was expected, …: there is no such log

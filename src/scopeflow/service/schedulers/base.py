@@ -1,6 +1,7 @@
 """The scheduler interface, the job description it takes and the state it reports.
 
-A job's files live under its *scheduler directory* (``JobSpec.job_dir / "scheduler"``):
+A job's files live under its *scheduler directory* (``JobSpec.job_dir / "scheduler"``; the
+names are :class:`~scopeflow.service.jobfiles.JobFiles`'s):
 
 ``exit.json``
     Written atomically by :mod:`~scopeflow.service.schedulers.wrapper` when the command ends:
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
+
+from scopeflow.service.jobfiles import JobFiles
 
 __all__ = [
     "SECRET_ENV",
@@ -144,13 +147,13 @@ class Scheduler(Protocol):
 
 
 def scheduler_dir(job_dir: Path) -> Path:
-    """``job_dir / "scheduler"``."""
-    return Path(job_dir) / "scheduler"
+    """``job_dir / "scheduler"`` (:attr:`JobFiles.scheduler_dir`)."""
+    return JobFiles(Path(job_dir)).scheduler_dir
 
 
 def read_exit_record(job_dir: Path) -> dict[str, Any] | None:
     """The wrapper's exit record, or None while there is none (or it is unreadable)."""
-    path = scheduler_dir(job_dir) / "exit.json"
+    path = JobFiles(Path(job_dir)).exit_record
     try:
         record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
@@ -168,7 +171,7 @@ def status_from_exit_record(job_dir: Path) -> SchedulerStatus | None:
     # later (a cancel racing the end) only counts for a command that a signal killed.
     signalled = code < 0 or code > 128
     if record.get("cancelled") is True or (
-        signalled and (scheduler_dir(job_dir) / "cancel").exists()
+        signalled and JobFiles(Path(job_dir)).cancel_marker.exists()
     ):
         return SchedulerStatus(SchedulerState.CANCELLED, code, "cancelled")
     if code == 0:

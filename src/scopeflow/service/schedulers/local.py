@@ -23,18 +23,16 @@ from pathlib import Path
 import psutil
 
 from scopeflow.core.fileio import atomic_write_json
+from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.schedulers.base import (
     JobSpec,
     SchedulerState,
     SchedulerStatus,
     job_environment,
-    scheduler_dir,
     status_from_exit_record,
 )
 
 __all__ = ["LocalScheduler"]
-
-_WRAPPER = "scopeflow.service.schedulers.wrapper"
 
 
 class LocalScheduler:
@@ -56,17 +54,12 @@ class LocalScheduler:
 
     def submit(self, spec: JobSpec) -> str:
         """Start the job detached; return its wrapper's pid as the scheduler id."""
-        folder = scheduler_dir(spec.job_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in ("exit.json", "cancel", "pid.json"):
-            (folder / stale).unlink(missing_ok=True)
+        files = JobFiles(spec.job_dir)
+        files.clear_attempt(pid=True)
         env = job_environment(spec.env)  # without the service's secrets
-        with (
-            (folder / "stdout.log").open("ab") as out,
-            (folder / "stderr.log").open("ab") as err,
-        ):
+        with files.log("stdout").open("ab") as out, files.log("stderr").open("ab") as err:
             proc = subprocess.Popen(  # an argv list: no shell
-                [self.python, "-m", _WRAPPER, str(spec.job_dir), "--", *spec.argv],
+                files.wrapper_argv(self.python, spec.argv),
                 cwd=spec.cwd or spec.job_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -76,7 +69,7 @@ class LocalScheduler:
                 close_fds=True,
             )
         created = psutil.Process(proc.pid).create_time()
-        atomic_write_json(folder / "pid.json", {"pid": proc.pid, "create_time": created})
+        atomic_write_json(files.pid_record, {"pid": proc.pid, "create_time": created})
         return str(proc.pid)
 
     def status(self, scheduler_id: str, job_dir: Path) -> SchedulerStatus:
@@ -91,7 +84,7 @@ class LocalScheduler:
         final = status_from_exit_record(job_dir)  # it may have finished in between
         if final is not None:
             return final
-        if (scheduler_dir(job_dir) / "cancel").exists():
+        if JobFiles(job_dir).cancel_marker.exists():
             return SchedulerStatus(SchedulerState.CANCELLED, None, "killed after cancel")
         return SchedulerStatus(
             SchedulerState.FAILED, None, "the process ended without an exit record (killed?)"
@@ -99,9 +92,7 @@ class LocalScheduler:
 
     def cancel(self, scheduler_id: str, job_dir: Path) -> None:
         """SIGTERM to the job's process group; SIGKILL after ``grace_s`` if it still lives."""
-        folder = scheduler_dir(job_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "cancel").touch()
+        JobFiles(job_dir).request_cancel()
         proc = _process(job_dir, scheduler_id)
         if proc is None:
             return
@@ -119,7 +110,7 @@ class LocalScheduler:
 def _process(job_dir: Path, scheduler_id: str) -> psutil.Process | None:
     """The job's wrapper process if it still runs (same pid *and* start time)."""
     try:
-        rec = json.loads((scheduler_dir(job_dir) / "pid.json").read_text(encoding="utf-8"))
+        rec = json.loads(JobFiles(job_dir).pid_record.read_text(encoding="utf-8"))
         if str(rec["pid"]) != scheduler_id or not re.fullmatch(r"\d+", scheduler_id):
             return None
         proc = psutil.Process(int(rec["pid"]))

@@ -24,18 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from scopeflow.core.errors import ClusterError, ConfigError
+from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.schedulers.base import (
     JobSpec,
     SchedulerState,
     SchedulerStatus,
     job_environment,
-    scheduler_dir,
     status_from_exit_record,
 )
 
 __all__ = ["SlurmScheduler", "render_script"]
 
-_WRAPPER = "scopeflow.service.schedulers.wrapper"
 _SAFE = {
     "partition": r"[A-Za-z0-9_.,-]{1,64}",
     "account": r"[A-Za-z0-9_.-]{1,64}",
@@ -96,7 +95,8 @@ def render_script(spec: JobSpec, python: str) -> str:
         A resource or account value with characters Slurm names do not have, or a path (job
         directory, working directory) with whitespace or control characters.
     """
-    folder = scheduler_dir(spec.job_dir)
+    files = JobFiles(spec.job_dir)
+    folder = files.scheduler_dir
     cwd = spec.cwd or spec.job_dir
     for key, path in (("job_dir", spec.job_dir), ("cwd", cwd), ("scheduler_dir", folder)):
         _checked_path(key, path)
@@ -105,8 +105,8 @@ def render_script(spec: JobSpec, python: str) -> str:
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name={name}",
-        f"#SBATCH --output={folder / 'stdout.log'}",
-        f"#SBATCH --error={folder / 'stderr.log'}",
+        f"#SBATCH --output={files.log('stdout')}",
+        f"#SBATCH --error={files.log('stderr')}",
         f"#SBATCH --chdir={cwd}",
         "#SBATCH --ntasks=1",
         f"#SBATCH --cpus-per-task={int(res.get('cores', 1))}",
@@ -128,7 +128,7 @@ def render_script(spec: JobSpec, python: str) -> str:
         for k, v in spec.env.items()
         if re.fullmatch(r"[A-Z_][A-Z0-9_]*", k)
     ]
-    command = [python, "-m", _WRAPPER, str(spec.job_dir), "--", *spec.argv]
+    command = files.wrapper_argv(python, spec.argv)
     return "\n".join([*lines, *exports, shlex.join(command), ""])
 
 
@@ -181,11 +181,9 @@ class SlurmScheduler:
         ClusterError
             sbatch failed or printed no job id.
         """
-        folder = scheduler_dir(spec.job_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in ("exit.json", "cancel"):
-            (folder / stale).unlink(missing_ok=True)
-        script = folder / "job.sbatch"
+        files = JobFiles(spec.job_dir)
+        files.clear_attempt()
+        script = files.scheduler_dir / "job.sbatch"
         script.write_text(render_script(spec, self.python), encoding="utf-8")
         try:
             out = self._run("sbatch", "--parsable", str(script))
@@ -240,9 +238,7 @@ class SlurmScheduler:
         ClusterError
             scancel failed.
         """
-        folder = scheduler_dir(job_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "cancel").touch()
+        JobFiles(job_dir).request_cancel()
         try:
             out = self._run("scancel", "--full", "--signal=TERM", scheduler_id)
             if out.returncode == 0:

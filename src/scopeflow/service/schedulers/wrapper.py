@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from scopeflow.core.fileio import atomic_write_json
+from scopeflow.service.jobfiles import JobFiles
 
 
 def main(argv: list[str]) -> int:
@@ -49,15 +50,15 @@ def main(argv: list[str]) -> int:
 
 
 def _record(job_dir: Path, code: int, started: str) -> None:
-    folder = job_dir / "scheduler"
-    folder.mkdir(parents=True, exist_ok=True)
+    files = JobFiles(job_dir)
+    files.scheduler_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
-        folder / "exit.json",
+        files.exit_record,
         {
             "exit_code": code,
             "started": started,
             "finished": datetime.now(UTC).isoformat(),
-            "cancelled": (folder / "cancel").exists(),
+            "cancelled": files.cancel_marker.exists(),
         },
     )
 

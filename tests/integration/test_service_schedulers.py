@@ -218,6 +218,29 @@ def test_a_cancel_after_a_local_job_succeeded_keeps_it_succeeded(tmp_path: Path)
     assert (status.state, status.exit_code) == (SchedulerState.SUCCEEDED, 0)
 
 
+def test_a_local_job_ignoring_sigterm_is_killed_by_a_status_after_the_grace_period(
+    tmp_path: Path,
+) -> None:
+    """``cancel`` only sends SIGTERM and returns (the worker's round does not wait); a job
+    that ignores it is still running right after, and a ``status`` past ``grace_s`` kills it."""
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('started', flush=True); time.sleep(300)"
+    )
+    spec = _spec(tmp_path, code)
+    adapter = LocalScheduler(grace_s=5)
+    sid = adapter.submit(spec)
+    out = spec.job_dir / "scheduler" / "stdout.log"
+    deadline = time.monotonic() + 60
+    while "started" not in (out.read_text() if out.exists() else ""):  # SIGTERM is ignored now
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.1)
+    adapter.cancel(sid, spec.job_dir)
+    # the wrapper forwards SIGTERM to the command, which ignores it: still running
+    assert adapter.status(sid, spec.job_dir).state is SchedulerState.RUNNING
+    assert _wait(lambda: adapter, sid, spec.job_dir, FINAL, 60) == SchedulerState.CANCELLED
+
+
 # -- jobs never see the service's secrets --------------------------------------------------------
 
 

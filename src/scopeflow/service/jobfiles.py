@@ -108,6 +108,9 @@ class JobFiles:
         return self
 
     def request_cancel(self) -> None:
-        """Ask the worker to stop the job."""
+        """Ask the worker to stop the job (the marker's time is that of the first request)."""
         self.scheduler_dir.mkdir(parents=True, exist_ok=True)
-        self.cancel_marker.touch()
+        try:
+            self.cancel_marker.touch(exist_ok=False)
+        except FileExistsError:
+            pass

@@ -6,6 +6,10 @@ the wrapper's pid and process start time: a later ``status`` (from any process) 
 still running only if a process with that pid *and* that start time exists, so a recycled pid is
 never mistaken for the job. A job whose process is gone without an exit record failed (killed
 with SIGKILL, machine rebooted).
+
+``cancel`` sends SIGTERM to the job's process group and returns at once; a job that still runs
+``grace_s`` after the cancel was asked for is killed (SIGKILL) by the next ``status``, so the
+worker's round never waits for a job to stop.
 """
 
 from __future__ import annotations
@@ -72,6 +76,13 @@ class LocalScheduler:
         atomic_write_json(files.pid_record, {"pid": proc.pid, "create_time": created})
         return str(proc.pid)
 
+    def _kill_after_grace(self, proc: psutil.Process, job_dir: Path) -> None:
+        """SIGKILL a job whose cancel was asked for over ``grace_s`` ago (it ignored SIGTERM)."""
+        age = _cancel_age(job_dir)
+        if age is not None and age >= self.grace_s:
+            _signal_group(proc.pid, signal.SIGKILL)
+            _reap(proc.pid)
+
     def status(self, scheduler_id: str, job_dir: Path) -> SchedulerStatus:
         """From the exit record; else running while the recorded process lives; else failed."""
         final = status_from_exit_record(job_dir)
@@ -80,6 +91,7 @@ class LocalScheduler:
             return final
         proc = _process(job_dir, scheduler_id)
         if proc is not None:
+            self._kill_after_grace(proc, job_dir)
             return SchedulerStatus(SchedulerState.RUNNING, None, f"pid {scheduler_id}")
         final = status_from_exit_record(job_dir)  # it may have finished in between
         if final is not None:
@@ -91,20 +103,23 @@ class LocalScheduler:
         )
 
     def cancel(self, scheduler_id: str, job_dir: Path) -> None:
-        """SIGTERM to the job's process group; SIGKILL after ``grace_s`` if it still lives."""
+        """SIGTERM to the job's process group; returns at once.
+
+        A job still running ``grace_s`` after the cancel was asked for (the cancel marker's
+        time) gets SIGKILL from the next :meth:`status`, so a worker never waits here.
+        """
         JobFiles(job_dir).request_cancel()
         proc = _process(job_dir, scheduler_id)
-        if proc is None:
-            return
-        _signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace_s
-        while time.monotonic() < deadline:
-            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
-                _reap(proc.pid)
-                return
-            time.sleep(0.1)
-        _signal_group(proc.pid, signal.SIGKILL)
-        _reap(proc.pid)
+        if proc is not None:
+            _signal_group(proc.pid, signal.SIGTERM)
+
+
+def _cancel_age(job_dir: Path) -> float | None:
+    """Seconds since the cancel was asked for, or None without a cancel."""
+    try:
+        return time.time() - JobFiles(job_dir).cancel_marker.stat().st_mtime
+    except FileNotFoundError:
+        return None
 
 
 def _process(job_dir: Path, scheduler_id: str) -> psutil.Process | None:

@@ -99,21 +99,43 @@ class EventLog:
         return event
 
 
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """One line as an event, or None (blank, a torn line left by a crash, not an event)."""
+    try:
+        event = json.loads(raw)
+    except ValueError:  # also a line cut inside a UTF-8 character
+        return None
+    if isinstance(event, dict) and "step" in event and "state" in event:
+        return event
+    return None
+
+
+def events_since(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The events of the complete lines after byte ``offset``, and the offset after them.
+
+    For following a log that is being written: a last line without its newline yet is left for
+    the next call. A missing file has no events (the offset stays).
+    """
+    try:
+        with Path(path).open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    events = [e for raw in data[:end].splitlines() if (e := _parse(raw)) is not None]
+    return events, offset + end
+
+
 def iter_events(path: str | Path) -> Iterator[dict[str, Any]]:
     """Read ``events.jsonl``, skipping a torn line left by a crash mid-write."""
     path = Path(path)
     if not path.exists():
         return
-    with path.open(encoding="utf-8") as fh:
+    with path.open("rb") as fh:
         for raw in fh:
-            text = raw.strip()
-            if not text:
-                continue
-            try:
-                event = json.loads(text)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict) and "step" in event and "state" in event:
+            event = _parse(raw)
+            if event is not None:
                 yield event
 
 

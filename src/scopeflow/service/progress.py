@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -53,17 +52,10 @@ def run_progress(run_dir: Path) -> dict[str, Any]:
 
 
 def _read_new(path: Path, tally: _Tally) -> None:
-    with path.open("rb") as fh:
-        fh.seek(tally.offset)
-        data = fh.read()
-    end = data.rfind(b"\n") + 1  # a line still being written is read next time
-    for raw in data[:end].splitlines():
-        try:
-            e = json.loads(raw)
-        except ValueError:
-            continue  # a torn line left by a crash
-        if not isinstance(e, dict):
-            continue
+    from scopeflow.engine.events import events_since  # the engine (Dask) loads on first use
+
+    events, tally.offset = events_since(path, tally.offset)
+    for e in events:
         step, unit, state = e.get("step"), e.get("unit"), e.get("state")
         if not isinstance(step, str) or not isinstance(unit, str) or state is None:
             continue
@@ -72,7 +64,6 @@ def _read_new(path: Path, tally: _Tally) -> None:
         entry["units"][unit] = state
         if e.get("seconds") is not None and state == "done":
             entry["seconds"] += float(e["seconds"])
-    tally.offset += end
 
 
 def _steps(tally: _Tally) -> list[dict[str, Any]]:

@@ -46,3 +46,25 @@ def test_logs_from_an_offset_never_cut_a_character(tmp_path: Path) -> None:
     rest = read_log(log, part["offset"])
     assert rest["text"] == "é end\n" and rest["offset"] == log.stat().st_size
     assert read_log(log, 10**9)["text"] == ""
+
+
+def test_events_since_reads_complete_lines_from_an_offset(tmp_path: Path) -> None:
+    """The engine's reader that progress follows: torn and partial lines, offsets."""
+    from scopeflow.engine.events import events_since, iter_events
+
+    path = tmp_path / "events.jsonl"
+    assert events_since(path, 7) == ([], 7)  # no file yet
+    good = b'{"step": "a", "unit": "u0", "state": "done"}\n'
+    torn = b'{"step": "a", "unit": "u1", "sta\n'  # a crash mid-write
+    other = b'["not", "an", "event"]\n\n'
+    partial = b'{"step": "b", "unit": "u2", "state": "run'  # being written
+    path.write_bytes(good + torn + other + partial)
+    events, offset = events_since(path)
+    assert events == [{"step": "a", "unit": "u0", "state": "done"}]
+    assert offset == len(good + torn + other)  # the partial line is left for next time
+    with path.open("ab") as fh:
+        fh.write(b'ning"}\n')
+    events, end = events_since(path, offset)
+    assert events == [{"step": "b", "unit": "u2", "state": "running"}]
+    assert end == path.stat().st_size
+    assert [e["unit"] for e in iter_events(path)] == ["u0", "u2"]

@@ -20,6 +20,7 @@ talks to the scheduler, which then stops the job).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +111,5 @@ class JobFiles:
     def request_cancel(self) -> None:
         """Ask the worker to stop the job (the marker's time is that of the first request)."""
         self.scheduler_dir.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):
             self.cancel_marker.touch(exist_ok=False)
-        except FileExistsError:
-            pass

@@ -2,7 +2,8 @@
 
 The token of ``scopeflow login URL`` is kept in ``$SCOPEFLOW_CONFIG_DIR/credentials.json``
 (default ``~/.config/scopeflow``; mode 0600); ``--url`` / ``--token`` (or ``SCOPEFLOW_URL`` /
-``SCOPEFLOW_TOKEN``) override it. Uploads and downloads show bytes, rate and time left.
+``SCOPEFLOW_TOKEN``) override it. Uploads and downloads show bytes, rate and time left;
+``delete-input`` takes files out of a job's input again before it starts.
 """
 
 from __future__ import annotations
@@ -231,6 +232,28 @@ def delete_cmd(job_id: str, url: UrlOpt = None, token: TokenOpt = None) -> None:
     """Delete a job and its files."""
     _simple("delete", job_id, url, token)
     out.print(f"{job_id}: deleted")
+
+
+@jobs_app.command("delete-input")
+def delete_input_cmd(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    paths: Annotated[
+        list[str], typer.Argument(help="Paths in the job's input, e.g. images/a.tif.")
+    ],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Delete input files (or unfinished uploads) of a job that has not started."""
+    with _client(url, token) as c:
+        for path in paths:
+            try:
+                answer = c.delete_input(job_id, path)
+            except APIError as exc:
+                raise _fail(exc) from None
+            if answer.get("discarded"):
+                out.print(f"{answer['path']}: unfinished upload discarded")
+            else:
+                out.print(f"{answer['path']}: deleted ({answer['size']} bytes)")
 
 
 @jobs_app.command("list")

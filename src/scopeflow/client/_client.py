@@ -265,7 +265,27 @@ class Client:
         return out
 
     def discard(self, job_id: str, remote: str) -> dict[str, Any]:
-        """Discard an unfinished upload: the bytes the service holds for it go."""
+        """Discard an unfinished upload: the bytes the service holds for it go.
+
+        The same request as :meth:`delete_input`: with no unfinished upload of that name, a
+        finished input file of that name is deleted.
+        """
+        return self.delete_input(job_id, remote)
+
+    def delete_input(self, job_id: str, remote: str) -> dict[str, Any]:
+        """Delete a file from the job's input before the job starts.
+
+        The service removes an unfinished upload of that name if there is one (the answer is
+        ``{"path", "discarded": True}``, as with :meth:`discard`), else the finished input file
+        (``{"path", "deleted": True, "size"}``); the job's state follows its input (``created``
+        once nothing is left).
+
+        Raises
+        ------
+        APIError
+            404 when there is no such file (or the job is not the user's), 400 for a folder or
+            a name against the path rules, 409 once the job has started.
+        """
         out: dict[str, Any] = self._json("DELETE", f"/jobs/{_q(job_id)}/files/{_q(remote)}")
         return out
 

@@ -19,7 +19,8 @@ Resumable uploads (:class:`UploadStore`), for one job::
 at exactly that offset, ``finish`` verifies size and SHA-256 and renames the part into
 ``input/`` atomically. The part lives under ``.uploads/`` rather than next to its target, so
 that the input tree never holds half a file and a client file called ``x.part`` cannot collide
-with an upload in progress.
+with an upload in progress. ``abort`` discards an unfinished upload; ``remove`` deletes a
+finished input file (and the folders it leaves empty); ``has_files`` tells whether any is left.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import threading
 import time
 import unicodedata
@@ -38,7 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from scopeflow.core.errors import BadPathError, ScopeflowError
+from scopeflow.core.errors import BadPathError, InputNotFoundError, ScopeflowError
 from scopeflow.core.fileio import atomic_write_json
 
 __all__ = [
@@ -577,8 +579,7 @@ class UploadStore:
             target = resolve_in(self.input_dir, rel)  # again: the tree may have changed
             self._check_clash(rel, target)
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                part.replace(target)
+                self._place(part, target)
             except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
                 # the tree changed between the check and the rename; the upload stays
                 raise UploadExistsError(
@@ -587,6 +588,18 @@ class UploadStore:
         _DIGESTS.drop(part)
         self._record_path(rel).unlink(missing_ok=True)
         return target
+
+    @staticmethod
+    def _place(part: Path, target: Path) -> None:
+        """Rename ``part`` to ``target``, making its folders (twice if a delete pruned one)."""
+        for attempt in (1, 2):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                part.replace(target)
+                return
+            except FileNotFoundError:  # a folder removed by :meth:`remove` in between
+                if attempt == 2 or not part.exists():
+                    raise
 
     def abort(self, path: str) -> None:
         """Forget an upload and delete the bytes held (nothing happens if there is none)."""
@@ -597,6 +610,51 @@ class UploadStore:
         _DIGESTS.drop(part)
         part.unlink(missing_ok=True)
         self._record_path(rel).unlink(missing_ok=True)
+
+    def remove(self, path: str) -> int:
+        """Delete one finished input file; return its size in bytes.
+
+        The folders it leaves empty are removed too, up to (not including) the input tree. An
+        unfinished upload of the same name is left alone (:meth:`abort` discards that).
+
+        Parameters
+        ----------
+        path
+            Relative name inside the input tree (see :func:`safe_relpath`).
+
+        Raises
+        ------
+        BadPathError
+            The name breaks the path rules, goes through or names a symbolic link, leads out
+            of the input tree, or names a folder or anything but a regular file.
+        InputNotFoundError
+            There is no file of that name.
+        """
+        rel = safe_relpath(path)
+        target = resolve_in(self.input_dir, rel)
+        try:
+            st = target.lstat()
+            if stat.S_ISDIR(st.st_mode):
+                raise BadPathError(str(rel), "is a folder (input files are deleted one by one)")
+            if not stat.S_ISREG(st.st_mode):
+                raise BadPathError(str(rel), "is not a regular file")
+            target.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            raise InputNotFoundError(str(rel), "input file") from None
+        base, folder = self.input_dir.resolve(), target.parent
+        while folder != base and folder.is_relative_to(base):
+            try:
+                folder.rmdir()
+            except FileNotFoundError:  # removed meanwhile: go on with its parent
+                pass
+            except OSError:  # not empty: the folders above are not either
+                break
+            folder = folder.parent
+        return st.st_size
+
+    def has_files(self) -> bool:
+        """Whether the input tree holds at least one finished file."""
+        return next(regular_files(self.input_dir), None) is not None
 
     def status(self) -> list[dict[str, Any]]:
         """Uploads in progress: ``path``, ``size``, ``sha256``, ``offset``, ``started``."""

@@ -5,7 +5,8 @@ Upload protocol (see docs/service-templates-files.md): ``POST /jobs/{id}/files``
 /jobs/{id}/files/{path}?offset=N`` appends a chunk at that offset (409 with the expected offset
 otherwise); ``GET /jobs/{id}/files/{path}`` tells the offset to resume from; ``POST
 /jobs/{id}/files/{path}/finish`` verifies size and digest (422 and the bytes are discarded on a
-mismatch); ``DELETE /jobs/{id}/files/{path}`` discards an unfinished upload (a cancel). Names
+mismatch); ``DELETE /jobs/{id}/files/{path}`` discards an unfinished upload (a cancel), else
+deletes a finished input file, before the job starts. Names
 go through :func:`scopeflow.service.files.safe_relpath` (400 on ``..``, absolute paths,
 symlinks …).
 """
@@ -93,13 +94,16 @@ def declare_file(
     return {"path": rel, "offset": offset, "size": body.size}
 
 
-def _move(session: Session, job: Job, new: JobState, *, only_from: JobState | None = None) -> None:
-    """Move the job to ``new`` unless it is there already.
+def _move(
+    session: Session, job: Job, new: JobState, *, only_from: frozenset[JobState] | None = None
+) -> None:
+    """Move the job to ``new`` unless it is there already (or, given ``only_from``, elsewhere).
 
-    A concurrent change that got there first (two uploads finishing at once) is not an error.
+    A concurrent change that got there first (two uploads finishing at once, the job started
+    meanwhile) is not an error.
     """
     session.refresh(job)
-    if job.state is new or (only_from is not None and job.state is not only_from):
+    if job.state is new or (only_from is not None and job.state not in only_from):
         return
     try:
         set_state(session, job, new)
@@ -197,26 +201,45 @@ def finish_file(
     rel = str(safe_relpath(path))
     store = _store(svc, job)
     final = store.finish(rel)  # DigestMismatchError -> 422, the bytes discarded
-    if not store.status():
-        _move(session, job, JobState.READY, only_from=JobState.UPLOADING)
-    return {"path": rel, "size": final.stat().st_size}
+    size = final.stat().st_size
+    new = JobState.for_input(uploads=bool(store.status()), files=True)
+    _move(session, job, new, only_from=BEFORE_START)
+    return {"path": rel, "size": size}
 
 
 @router.delete("/jobs/{job_id}/files/{path:path}")
 def discard_upload(
     job_id: str, path: str, user: CurrentUser, session: DbSession, svc: Svc
 ) -> dict[str, Any]:
-    """Discard an unfinished upload (a cancel): its bytes and record go; 404 when there is none."""
+    """Discard an unfinished upload, else delete a finished input file, before the job starts.
+
+    An unfinished upload of that name goes first (its bytes and record; a cancel): answers
+    ``{"path", "discarded": true}``. Otherwise the finished input file is deleted, with the
+    folders it leaves empty: ``{"path", "deleted": true, "size"}``. 404 when there is neither,
+    400 for a folder, a symbolic link or a name against the path rules, 409 once the job has
+    started. The job's state then follows its input (:meth:`JobState.for_input`): ``uploading``
+    while an upload is unfinished, ``ready`` with a finished input file, else ``created``.
+    """
     job = owned_job(session, user, job_id)
-    _uploadable(job)
+    if job.state not in BEFORE_START:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}: its input is fixed")
     rel = str(safe_relpath(path))
     store = _store(svc, job)
-    if rel not in {u["path"] for u in store.status()}:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no unfinished upload {rel!r}")
-    store.abort(rel)
-    if not store.status():
-        _move(session, job, JobState.READY, only_from=JobState.UPLOADING)
-    return {"path": rel, "discarded": True}
+    answer: dict[str, Any]
+    if rel in {u["path"] for u in store.status()}:
+        store.abort(rel)
+        answer = {"path": rel, "discarded": True}
+    else:
+        try:
+            size = store.remove(rel)  # BadPathError -> 400
+        except FileNotFoundError:  # InputNotFoundError
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"no input file or unfinished upload {rel!r}"
+            ) from None
+        answer = {"path": rel, "deleted": True, "size": size}
+    new = JobState.for_input(uploads=bool(store.status()), files=store.has_files())
+    _move(session, job, new, only_from=BEFORE_START)
+    return answer
 
 
 @router.get("/jobs/{job_id}/results")
@@ -228,12 +251,22 @@ def results(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> lis
 
 @router.get("/jobs/{job_id}/results.zip")
 def results_zip(
-    job_id: str, request: Request, user: CurrentUser, session: DbSession, svc: Svc
+    job_id: str,
+    request: Request,
+    user: CurrentUser,
+    session: DbSession,
+    svc: Svc,
+    prefix: str | None = Query(
+        None,
+        max_length=4096,
+        description="Only the result files under this folder, e.g. outputs/fused.ome.zarr "
+        "(400 for a bad name, 404 when it holds none).",
+    ),
 ) -> Response:
-    """Every result file (and the summary) as one streamed zip."""
+    """Every result file (and the summary) as one streamed zip, or those of one folder."""
     job = owned_job(session, user, job_id)
     run_dir, name = svc.files(job).run_dir, job.id
-    return results_zip_response(run_dir, name, request)
+    return results_zip_response(run_dir, name, request, prefix=prefix)
 
 
 @router.get("/jobs/{job_id}/results/{path:path}")

@@ -7,6 +7,16 @@
        └───────────┴──────────┴────────┴──────────┴─────► cancelled
     failed | cancelled | succeeded ─► queued   (restart: the engine skips finished units)
 
+    before the start, as the input changes (see JobState.for_input):
+    created ─► ready       (start of a job with nothing uploaded)
+    ready ─► uploading     (another file declared)
+    uploading ─► created   (the last upload discarded, and no input file finished)
+    ready ─► created       (the last input file deleted)
+
+Before a job starts, its input decides between the first three states
+(:meth:`JobState.for_input`): ``uploading`` while an upload is unfinished, else ``ready`` with
+at least one finished input file, else ``created``.
+
 Every change of a job's state goes through :func:`check_transition` (the database helper
 ``scopeflow.service.db.set_state`` calls it); nothing else decides what is allowed.
 """
@@ -45,6 +55,27 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+    @classmethod
+    def for_input(cls, *, uploads: bool, files: bool) -> JobState:
+        """The state a job that has not started is in, given its input.
+
+        Parameters
+        ----------
+        uploads
+            Whether an upload of the job is unfinished (declared, not finished or discarded).
+        files
+            Whether the job has at least one finished input file.
+
+        Returns
+        -------
+        JobState
+            ``uploading`` while an upload is unfinished, else ``ready`` with a finished input
+            file, else ``created``. Every move between these three is in :data:`TRANSITIONS`.
+        """
+        if uploads:
+            return cls.UPLOADING
+        return cls.READY if files else cls.CREATED
+
 
 _S = JobState
 _RESTART = frozenset({_S.QUEUED})
@@ -52,8 +83,8 @@ _RESTART = frozenset({_S.QUEUED})
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = MappingProxyType(
     {
         _S.CREATED: frozenset({_S.UPLOADING, _S.READY, _S.CANCELLED}),
-        _S.UPLOADING: frozenset({_S.READY, _S.CANCELLED}),
-        _S.READY: frozenset({_S.QUEUED, _S.CANCELLED, _S.UPLOADING}),
+        _S.UPLOADING: frozenset({_S.READY, _S.CREATED, _S.CANCELLED}),
+        _S.READY: frozenset({_S.QUEUED, _S.CANCELLED, _S.UPLOADING, _S.CREATED}),
         _S.QUEUED: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED}),
         _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
         _S.SUCCEEDED: _RESTART,

@@ -172,6 +172,55 @@ def test_discard(client: Client) -> None:
     assert exc.value.status == 404
 
 
+def test_delete_input(client: Client, tmp_path: Path) -> None:
+    job_id = _job(client)
+    local = tmp_path / "local.bin"
+    local.write_bytes(b"12345")
+    client.upload(job_id, local, "sub dir/a#1.tif")
+    assert client.job(job_id)["state"] == "ready"
+    answer = client.delete_input(job_id, "sub dir/a#1.tif")
+    assert answer == {"path": "sub dir/a#1.tif", "deleted": True, "size": 5}
+    assert client._json("GET", f"/jobs/{job_id}/files") == {"files": [], "uploads": []}
+    assert client.job(job_id)["state"] == "created"
+    with pytest.raises(APIError) as exc:
+        client.delete_input(job_id, "sub dir/a#1.tif")
+    assert exc.value.status == 404
+    # an unfinished upload is discarded by the same call
+    client._json(
+        "POST", f"/jobs/{job_id}/files", json={"path": "b.bin", "size": 5, "sha256": "0" * 64}
+    )
+    assert client.delete_input(job_id, "b.bin") == {"path": "b.bin", "discarded": True}
+    client.start(job_id)
+    with pytest.raises(APIError) as exc:
+        client.delete_input(job_id, "b.bin")
+    assert exc.value.status == 409
+
+
+def test_the_cli_deletes_input_files(live: Live, client: Client, tmp_path: Path) -> None:
+    from scopeflow.cli import app
+
+    job_id = _job(client)
+    for name in ("a.tif", "images/b.tif"):
+        local = tmp_path / "f.bin"
+        local.write_bytes(name.encode())
+        client.upload(job_id, local, name)
+    auth = ["--url", live.url, "--token", str(client.token)]
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["jobs", "delete-input", job_id, "a.tif", "images/b.tif", *auth],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "a.tif: deleted (5 bytes)",
+        "images/b.tif: deleted (12 bytes)",
+    ]
+    assert client.job(job_id)["state"] == "created"
+    result = runner.invoke(app, ["jobs", "delete-input", job_id, "a.tif", *auth])
+    assert result.exit_code == 1 and "404" in result.output
+
+
 # -- downloads through a part file ---------------------------------------------------------------
 
 

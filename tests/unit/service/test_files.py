@@ -6,10 +6,11 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 
-from scopeflow.core.errors import BadPathError
+from scopeflow.core.errors import BadPathError, InputNotFoundError
 from scopeflow.service.files import (
     DigestMismatchError,
     QuotaExceededError,
@@ -362,6 +363,94 @@ def test_finish_turns_a_racing_tree_change_into_a_clash(
     (store.input_dir / "g").write_bytes(b"file")
     with pytest.raises(UploadExistsError, match="clashes with the input tree"):
         store.finish("g/h")
+
+
+# -- deleting finished input files -------------------------------------------------------------
+
+
+def test_remove_deletes_one_file_and_the_folders_it_leaves_empty(store: UploadStore) -> None:
+    _upload(store, "a/b/c/x.tif", b"12345")
+    _upload(store, "a/y.tif", b"yy")
+    assert store.has_files()
+    assert store.remove("a/b/c/x.tif") == 5
+    assert not (store.input_dir / "a" / "b").exists()  # b/c and b held nothing else
+    assert (store.input_dir / "a" / "y.tif").read_bytes() == b"yy"
+    assert store.remove("a/y.tif") == 2
+    assert store.input_dir.is_dir() and list(store.input_dir.iterdir()) == []
+    assert not store.has_files()
+    with pytest.raises(InputNotFoundError, match=r"a/y\.tif"):
+        store.remove("a/y.tif")
+    with pytest.raises(FileNotFoundError):  # also a built-in FileNotFoundError
+        store.remove("never/there.tif")
+
+
+def test_remove_keeps_a_folder_that_holds_something_else(store: UploadStore) -> None:
+    _upload(store, "d/x.tif", b"x")
+    (store.input_dir / "d" / "empty").mkdir()
+    store.remove("d/x.tif")
+    assert (store.input_dir / "d" / "empty").is_dir()
+
+
+def test_remove_refuses_folders_and_names_that_leave_the_input(
+    store: UploadStore, tmp_path: Path
+) -> None:
+    _upload(store, "d/x.tif", b"x")
+    with pytest.raises(BadPathError, match="is a folder"):
+        store.remove("d")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret")
+    (store.input_dir / "linked").symlink_to(outside)
+    (store.input_dir / "file-link").symlink_to(outside / "secret.txt")
+    for name in ["linked/secret.txt", "file-link", "linked"]:
+        with pytest.raises(BadPathError, match="symbolic link"):
+            store.remove(name)
+    for name in ["../outside/secret.txt", "/etc/passwd", "d/../../outside/secret.txt", "d/"]:
+        with pytest.raises(BadPathError):
+            store.remove(name)
+    assert (outside / "secret.txt").read_bytes() == b"secret"
+    assert (store.input_dir / "d" / "x.tif").exists()
+
+
+def test_remove_leaves_an_unfinished_upload_of_the_name_alone(store: UploadStore) -> None:
+    _upload(store, "a.bin", b"old")
+    store.begin("a.bin", 3, sha(b"new"), overwrite=True)
+    store.append("a.bin", 0, b"ne")
+    assert store.remove("a.bin") == 3
+    assert store.offset("a.bin") == 2
+    store.append("a.bin", 2, b"w")
+    assert store.finish("a.bin").read_bytes() == b"new"
+
+
+def test_the_quota_usage_follows_deleted_files(tmp_path: Path) -> None:
+    user = tmp_path / "user"
+    store = UploadStore(user / "job" / "input")
+    _upload(store, "a.bin", b"a" * 600)
+    with pytest.raises(QuotaExceededError):
+        store.begin("b.bin", 500, sha(b"b" * 500), quota=1000, used=used_bytes(user))
+    store.remove("a.bin")
+    assert used_bytes(user) == 0
+    assert store.begin("b.bin", 500, sha(b"b" * 500), quota=1000, used=used_bytes(user)) == 0
+
+
+def test_finish_makes_a_folder_again_that_a_delete_removed_meanwhile(
+    store: UploadStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _upload(store, "d/a.tif", b"a")
+    _upload(store, "d/b.tif", b"b", finish=False)
+    replace = Path.replace
+    calls = 0
+
+    def racing(self: Path, target: Any) -> Path:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # a delete of the folder's last file prunes it before the rename
+            store.remove("d/a.tif")
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", racing)
+    assert store.finish("d/b.tif").read_bytes() == b"b"
+    assert calls == 2 and [p.name for p in (store.input_dir / "d").iterdir()] == ["b.tif"]
 
 
 # -- walking a tree that changes ---------------------------------------------------------------

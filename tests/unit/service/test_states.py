@@ -27,10 +27,12 @@ ALLOWED = {
     (S.CREATED, S.READY),
     (S.CREATED, S.CANCELLED),
     (S.UPLOADING, S.READY),
+    (S.UPLOADING, S.CREATED),  # the last upload discarded and no input file finished
     (S.UPLOADING, S.CANCELLED),
     (S.READY, S.QUEUED),
     (S.READY, S.CANCELLED),
     (S.READY, S.UPLOADING),
+    (S.READY, S.CREATED),  # the last input file deleted
     (S.QUEUED, S.RUNNING),
     (S.QUEUED, S.FAILED),
     (S.QUEUED, S.CANCELLED),
@@ -99,6 +101,32 @@ def test_refused(old: JobState, new: JobState) -> None:
 def test_sample_of_refused(old: JobState, new: JobState) -> None:
     with pytest.raises(InvalidTransitionError):
         check_transition(old, new)
+
+
+@pytest.mark.parametrize(
+    ("uploads", "files", "state"),
+    [
+        (False, False, S.CREATED),
+        (False, True, S.READY),
+        (True, False, S.UPLOADING),
+        (True, True, S.UPLOADING),
+    ],
+)
+def test_the_input_decides_the_state_before_the_start(
+    uploads: bool, files: bool, state: JobState
+) -> None:
+    assert JobState.for_input(uploads=uploads, files=files) is state
+
+
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), max_size=20))
+def test_every_change_of_input_is_an_allowed_move(changes: list[tuple[bool, bool]]) -> None:
+    """Uploads declared, finished, discarded, files deleted in any order: never a refused move."""
+    state = S.CREATED
+    for uploads, files in changes:
+        new = JobState.for_input(uploads=uploads, files=files)
+        if new is not state:
+            check_transition(state, new)
+            state = new
 
 
 def test_unknown_state_is_a_value_error() -> None:

@@ -3,9 +3,11 @@
 // the offset the service holds (resume after a reload: pick the same files again), finished.
 // "Cancel upload" stops the batch: the file being sent is discarded on the service (DELETE
 // …/files/{path}); files already finished stay, the ones not begun are left out.
+// The job's finished input files are listed with their sizes, each with a "Remove" button
+// (asks first, then DELETE …/files/{path}: the file goes, and the job's state follows).
 import { get, message, raw } from "./api.js";
 import { sha256File } from "./sha256.js";
-import { bytes, duration, el } from "./util.js";
+import { bytes, duration, el, toast } from "./util.js";
 
 const CHUNK = 8 * 2 ** 20;
 const enc = (p) => p.split("/").map(encodeURIComponent).join("/");
@@ -71,9 +73,27 @@ export function uploadPanel(jobId, onDone) {
         r.uploads.length ? el("p.small", {}, el("strong", { text: "Unfinished uploads: " }),
           r.uploads.map((u) => `${u.path} (${bytes(u.received ?? u.offset ?? 0)} of ${bytes(u.size)})`).join(", "),
           " — pick the same files again to resume.") : "",
-        el("p.small.muted#input-files", { text: r.files.length
-          ? `Input files: ${r.files.map((f) => `${f.path} (${bytes(f.size)})`).join(", ")}` : "No input files yet." }));
+        r.files.length ? el("div#input-files", {}, el("p.small", {}, el("strong", { text: "Input files" })),
+          el("ul.small.input-files", {}, r.files.map((f) => el("li", { "data-path": f.path }, `${f.path} (${bytes(f.size)}) `,
+            el("button.danger", { type: "button", text: "Remove", "aria-label": `Remove ${f.path}`,
+              onclick: (e) => remove(f, e.currentTarget) })))))
+          : el("p.small.muted#input-files", { text: "No input files yet." }));
     } catch (e) { pending.textContent = message(e); }
+  }
+
+  /** Delete a finished input file (after a confirm), then list the files and the job again. */
+  async function remove(f, button) {
+    if (!confirm(`Remove ${f.path} (${bytes(f.size)}) from the job's input?`)) return;
+    button.disabled = true;
+    try {
+      const r = await (await raw("DELETE", `/jobs/${jobId}/files/${enc(f.path)}`)).json();
+      // an unfinished upload of the same name goes first: the file itself stays until asked again
+      toast(r.discarded ? `Unfinished upload of ${f.path} discarded; the finished file stays` : `Removed ${f.path}`);
+      const row = [...list.rows].find((tr) => tr.dataset.path === f.path);
+      if (row && r.deleted) row.lastElementChild.replaceChildren(el("span.small", { text: "removed" }));
+    } catch (e) { toast(`${f.path} not removed: ${message(e)}`, true); }
+    await showPending();
+    onDone && onDone();
   }
 
   let busy = false;

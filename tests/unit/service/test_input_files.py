@@ -1,0 +1,332 @@
+"""A job's input before it starts: discarding uploads, deleting finished files, the job's state.
+
+``DELETE /jobs/{id}/files/{path}`` discards an unfinished upload, else deletes a finished input
+file (owner only, before the start, path rules and symlinks checked, one regular file at a time,
+empty folders pruned); afterwards the job is ``uploading`` while an upload is unfinished,
+``ready`` with a finished input file and ``created`` with neither. In process (FastAPI's
+TestClient) on SQLite and PostgreSQL; the web UI's "Remove" buttons in a headless Chromium.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from scopeflow.service.app import API_PREFIX, create_app
+from scopeflow.service.auth import create_user
+from scopeflow.service.db import Job, make_engine, session_factory, set_state
+from scopeflow.service.files import used_bytes
+from scopeflow.service.settings import ServiceSettings
+from scopeflow.service.states import JobState
+from tests.unit.service.test_client import Live, live  # noqa: F401  (the live service fixture)
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
+QUOTA = 10_000
+
+
+@pytest.fixture
+def api(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, ServiceSettings]]:
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(EXAMPLE, data / "templates.yaml")
+    settings = ServiceSettings(data_dir=data, db_url=db_url, quota_bytes=QUOTA)
+    app = create_app(settings)
+    with session_factory(make_engine(settings.database_url))() as s:
+        for name in ("alice", "bob"):
+            create_user(s, name, f"{name}-password")
+        s.commit()
+    with TestClient(app) as client:
+        yield client, settings
+
+
+@pytest.fixture
+def client(api: tuple[TestClient, ServiceSettings]) -> TestClient:
+    return api[0]
+
+
+@pytest.fixture
+def settings(api: tuple[TestClient, ServiceSettings]) -> ServiceSettings:
+    return api[1]
+
+
+def _login(client: TestClient, name: str) -> dict[str, str]:
+    r = client.post(f"{API_PREFIX}/auth/login", json={"name": name, "password": f"{name}-password"})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+@pytest.fixture
+def alice(client: TestClient) -> dict[str, str]:
+    return _login(client, "alice")
+
+
+@pytest.fixture
+def job(client: TestClient, alice: dict[str, str]) -> str:
+    r = client.post(
+        f"{API_PREFIX}/jobs",
+        json={"template": "toy", "name": "t", "params": {"units": 1}},
+        headers=alice,
+    )
+    assert r.status_code == 201, r.text
+    job_id: str = r.json()["id"]
+    return job_id
+
+
+def _declare(client: TestClient, auth: dict[str, str], job: str, path: str, data: bytes) -> None:
+    decl = {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    r = client.post(f"{API_PREFIX}/jobs/{job}/files", json=decl, headers=auth)
+    assert r.status_code == 200, r.text
+
+
+def _upload(client: TestClient, auth: dict[str, str], job: str, path: str, data: bytes) -> None:
+    _declare(client, auth, job, path, data)
+    base = f"{API_PREFIX}/jobs/{job}/files/{path}"
+    assert client.put(f"{base}?offset=0", content=data, headers=auth).status_code == 200
+    r = client.post(f"{base}/finish", headers=auth)
+    assert r.status_code == 200, r.text
+
+
+def _state(client: TestClient, auth: dict[str, str], job: str) -> str:
+    state: str = client.get(f"{API_PREFIX}/jobs/{job}", headers=auth).json()["state"]
+    return state
+
+
+def _delete(client: TestClient, auth: dict[str, str], job: str, path: str) -> Any:
+    return client.delete(f"{API_PREFIX}/jobs/{job}/files/{path}", headers=auth)
+
+
+def _input(settings: ServiceSettings, job: str) -> Path:
+    return settings.jobs_dir / "alice" / job / "input"
+
+
+# -- the state follows the input -----------------------------------------------------------------
+
+
+def test_discarding_the_only_upload_goes_back_to_created(
+    client: TestClient, alice: dict[str, str], job: str
+) -> None:
+    _declare(client, alice, job, "a.tif", b"12345")
+    assert _state(client, alice, job) == "uploading"
+    r = _delete(client, alice, job, "a.tif")
+    assert r.status_code == 200 and r.json() == {"path": "a.tif", "discarded": True}
+    assert _state(client, alice, job) == "created"  # not ready: there is no input at all
+    _upload(client, alice, job, "a.tif", b"12345")  # and the job takes uploads as before
+    assert _state(client, alice, job) == "ready"
+
+
+def test_discarding_the_last_upload_next_to_a_finished_file_is_ready(
+    client: TestClient, alice: dict[str, str], job: str
+) -> None:
+    _upload(client, alice, job, "a.tif", b"a")
+    _declare(client, alice, job, "b.tif", b"bb")
+    assert _state(client, alice, job) == "uploading"
+    assert _delete(client, alice, job, "b.tif").json() == {"path": "b.tif", "discarded": True}
+    assert _state(client, alice, job) == "ready"
+
+
+def test_a_finished_upload_is_ready_only_with_no_upload_left(
+    client: TestClient, alice: dict[str, str], job: str
+) -> None:
+    _declare(client, alice, job, "a.tif", b"a")
+    _declare(client, alice, job, "b.tif", b"b")
+    base = f"{API_PREFIX}/jobs/{job}/files"
+    client.put(f"{base}/a.tif?offset=0", content=b"a", headers=alice)
+    assert client.post(f"{base}/a.tif/finish", headers=alice).status_code == 200
+    assert _state(client, alice, job) == "uploading"  # b.tif is still unfinished
+    _delete(client, alice, job, "b.tif")
+    assert _state(client, alice, job) == "ready"
+
+
+def test_deleting_finished_files_moves_ready_back_to_created(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+) -> None:
+    _upload(client, alice, job, "images/t0/a.tif", b"12345")
+    _upload(client, alice, job, "b.tif", b"xy")
+    assert _state(client, alice, job) == "ready"
+    r = _delete(client, alice, job, "images/t0/a.tif")
+    assert r.status_code == 200
+    assert r.json() == {"path": "images/t0/a.tif", "deleted": True, "size": 5}
+    assert not (_input(settings, job) / "images").exists()  # emptied folders go too
+    listing = client.get(f"{API_PREFIX}/jobs/{job}/files", headers=alice).json()
+    assert listing == {"files": [{"path": "b.tif", "size": 2}], "uploads": []}
+    assert _state(client, alice, job) == "ready"
+    assert _delete(client, alice, job, "b.tif").json() == {
+        "path": "b.tif",
+        "deleted": True,
+        "size": 2,
+    }
+    assert _state(client, alice, job) == "created"
+    assert list(_input(settings, job).iterdir()) == []
+    assert _delete(client, alice, job, "b.tif").status_code == 404
+
+
+def test_deleting_a_file_while_another_uploads_stays_uploading(
+    client: TestClient, alice: dict[str, str], job: str
+) -> None:
+    _upload(client, alice, job, "a.tif", b"a")
+    _declare(client, alice, job, "b.tif", b"bb")
+    assert _delete(client, alice, job, "a.tif").json()["deleted"] is True
+    assert _state(client, alice, job) == "uploading"
+    _delete(client, alice, job, "b.tif")
+    assert _state(client, alice, job) == "created"
+
+
+def test_an_upload_of_the_name_is_discarded_before_the_file_is_deleted(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+) -> None:
+    _upload(client, alice, job, "a.tif", b"old")
+    _declare(client, alice, job, "a.tif", b"new!")  # replacing it
+    assert _delete(client, alice, job, "a.tif").json() == {"path": "a.tif", "discarded": True}
+    assert (_input(settings, job) / "a.tif").read_bytes() == b"old"
+    assert _state(client, alice, job) == "ready"
+    assert _delete(client, alice, job, "a.tif").json()["deleted"] is True
+    assert _state(client, alice, job) == "created"
+
+
+# -- who, when and what --------------------------------------------------------------------------
+
+
+def test_only_the_owner_deletes(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+) -> None:
+    _upload(client, alice, job, "a.tif", b"a")
+    bob = _login(client, "bob")
+    assert _delete(client, bob, job, "a.tif").status_code == 404  # as if there were no job
+    assert client.delete(f"{API_PREFIX}/jobs/{job}/files/a.tif").status_code == 401
+    assert (_input(settings, job) / "a.tif").exists()
+    assert _state(client, alice, job) == "ready"
+
+
+@pytest.mark.parametrize("state", [JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED])
+def test_no_deletes_once_the_job_has_started(
+    client: TestClient,
+    settings: ServiceSettings,
+    alice: dict[str, str],
+    job: str,
+    state: JobState,
+) -> None:
+    _upload(client, alice, job, "a.tif", b"a")
+    path = [JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED]
+    engine = make_engine(settings.database_url)
+    with session_factory(engine)() as s:
+        row = s.get(Job, job)
+        assert row is not None
+        for step in path[: path.index(state) + 1]:
+            set_state(s, row, step)
+        s.commit()
+    engine.dispose()
+    r = _delete(client, alice, job, "a.tif")
+    assert r.status_code == 409 and state.value in r.json()["detail"]
+    assert (_input(settings, job) / "a.tif").exists()
+    assert _delete(client, alice, job, "missing.tif").status_code == 409
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["%2E%2E/outside/secret.txt", "/etc/passwd", "a/%2E%2E/%2E%2E/x", "a%5Cb", "a/%2E/b.tif"],
+)
+def test_names_against_the_path_rules_are_refused(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str, name: str
+) -> None:
+    _upload(client, alice, job, "a/b.tif", b"b")
+    r = _delete(client, alice, job, name)
+    assert r.status_code == 400, (name, r.status_code, r.text)
+    assert (_input(settings, job) / "a" / "b.tif").exists()
+
+
+def test_symbolic_links_and_folders_are_refused(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+) -> None:
+    _upload(client, alice, job, "a/b.tif", b"b")
+    outside = settings.data_dir.parent / "outside"
+    outside.mkdir()
+    secret = outside / "secret.txt"
+    secret.write_bytes(b"secret")
+    (_input(settings, job) / "linked").symlink_to(outside)
+    (_input(settings, job) / "file-link").symlink_to(secret)
+    for name in ["linked/secret.txt", "file-link", "linked"]:
+        r = _delete(client, alice, job, name)
+        assert r.status_code == 400 and "symbolic link" in r.json()["detail"], name
+    r = _delete(client, alice, job, "a")
+    assert r.status_code == 400 and "folder" in r.json()["detail"]
+    assert secret.read_bytes() == b"secret"
+    assert (_input(settings, job) / "a" / "b.tif").exists()
+    assert (_input(settings, job) / "file-link").is_symlink()
+
+
+def test_the_quota_follows_the_files_on_disk(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+) -> None:
+    user_root = settings.jobs_dir / "alice"
+    big = b"x" * 6_000
+    _upload(client, alice, job, "big.bin", big)
+    assert used_bytes(user_root) >= len(big)
+    decl = {"path": "more.bin", "size": 6_000, "sha256": hashlib.sha256(big).hexdigest()}
+    files = f"{API_PREFIX}/jobs/{job}/files"
+    assert client.post(files, json=decl, headers=alice).status_code == 413
+    assert _delete(client, alice, job, "big.bin").json()["size"] == len(big)
+    assert used_bytes(user_root) < len(big)
+    assert client.post(files, json=decl, headers=alice).status_code == 200  # room again
+
+
+# -- the web UI's "Remove" buttons ---------------------------------------------------------------
+
+
+def test_the_upload_panel_lists_and_removes_input_files(
+    live: Live,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from tests.integration.conftest import _unavailable
+
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
+    if chromium is None:
+        _unavailable("no chromium on PATH (scripts/system-deps.sh installs Debian's)")
+    from scopeflow.client import Client
+
+    with Client(live.url) as c:
+        c.login("alice", "pw")
+        job_id = c.create_job("toy", "web", {"units": 1})["id"]
+        for name, data in [("images/a b.tif", b"a" * 3000), ("c.tif", b"c")]:
+            local = tmp_path / "f.bin"
+            local.write_bytes(data)
+            c.upload(job_id, local, name)
+        token = c.token
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.set_default_timeout(15_000)
+            page.add_init_script(f"sessionStorage.setItem('scopeflow.token', {token!r})")
+            page.goto(f"{live.url}/#/job/{job_id}")
+            files = page.locator("#input-files")
+            expect(files).to_contain_text("images/a b.tif (2.9 KiB)")
+            expect(files).to_contain_text("c.tif (1 B)")
+            expect(page.locator("h1 .state")).to_have_text("ready")
+            remove_a = page.get_by_role("button", name="Remove images/a b.tif")
+            page.once("dialog", lambda d: d.dismiss())  # "Cancel" in the confirm: nothing goes
+            remove_a.click()
+            expect(files).to_contain_text("images/a b.tif")
+            page.once("dialog", lambda d: d.accept())
+            remove_a.click()
+            expect(files).not_to_contain_text("images/a b.tif")
+            expect(files).to_contain_text("c.tif")
+            page.once("dialog", lambda d: d.accept())
+            page.get_by_role("button", name="Remove c.tif").click()
+            expect(files).to_have_text("No input files yet.")
+            expect(page.locator("h1 .state")).to_have_text("created")
+        finally:
+            browser.close()
+    assert errors == []
+    assert not list((live.settings.jobs_dir / "alice" / job_id / "input").iterdir())

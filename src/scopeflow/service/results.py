@@ -1,23 +1,31 @@
-"""HTTP answers for a run's result files: one file with Range / If-Range, or all of them as a zip.
+"""HTTP answers for a run's result files: one file with Range / If-Range, or a zip of them.
 
 Shared by the bearer-authenticated job routes (``/api/v1/jobs/{id}/results…``) and the signed
 download links of the web UI (``/dl/<token>/…``): the lookup (only files that
 :func:`~scopeflow.service.transfers.list_results` would list, checked one name at a time by
 :func:`~scopeflow.service.transfers.result_path`; names through
 :func:`~scopeflow.service.files.safe_relpath`), the ``ETag`` (size and modification time), the
-ranges and the streaming are the same for both.
+ranges, the zip of all results or of one folder (``prefix``) and the streaming are the same
+for both.
 """
 
 from __future__ import annotations
 
 import mimetypes
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 
 from fastapi import HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from scopeflow.service.files import safe_relpath
-from scopeflow.service.transfers import iter_file, iter_zip, parse_range, result_path
+from scopeflow.service.transfers import (
+    iter_file,
+    iter_zip,
+    list_results,
+    parse_range,
+    result_path,
+)
 
 __all__ = ["result_file_response", "results_zip_response"]
 
@@ -62,10 +70,38 @@ def result_file_response(
 
 
 def results_zip_response(
-    run_dir: Path, name: str, request: Request, headers: dict[str, str] | None = None
+    run_dir: Path,
+    name: str,
+    request: Request,
+    headers: dict[str, str] | None = None,
+    *,
+    prefix: str | None = None,
 ) -> Response:
-    """Every result file of ``run_dir`` (and the summary) streamed as ``NAME-results.zip``."""
-    out = (headers or {}) | {"Content-Disposition": f'attachment; filename="{name}-results.zip"'}
+    """Every result file of ``run_dir`` (and the summary) streamed as ``NAME-results.zip``.
+
+    With ``prefix`` (a folder of the results, e.g. ``outputs/fused.ome.zarr``) only the result
+    files under that folder, as ``NAME-FOLDER.zip`` (``FOLDER`` its last component); the
+    archive names stay relative to the run either way. The files are listed before the answer
+    starts, so a missing folder is a plain 404.
+
+    Raises
+    ------
+    HTTPException
+        404 when ``prefix`` holds no result file.
+    BadPathError
+        ``prefix`` is not an acceptable relative name (400).
+    """
+    listed = list_results(run_dir, prefix=prefix)  # BadPathError -> 400
+    if prefix is not None and not listed:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no result files under {prefix!r}")
+    stem = "results" if prefix is None else _filename(PurePosixPath(prefix).name)
+    out = (headers or {}) | {"Content-Disposition": f'attachment; filename="{name}-{stem}.zip"'}
     if request.method == "HEAD":
         return Response(media_type="application/zip", headers=out)
-    return StreamingResponse(iter_zip(run_dir), media_type="application/zip", headers=out)
+    files = [str(r["path"]) for r in listed]
+    return StreamingResponse(iter_zip(run_dir, files), media_type="application/zip", headers=out)
+
+
+def _filename(text: str) -> str:
+    """``text`` made safe for a quoted ``Content-Disposition`` file name (ASCII, no quotes)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 from scopeflow.core.errors import BadPathError, ScopeflowError
-from scopeflow.service.files import is_engine_temp, regular_files, resolve_in
+from scopeflow.service.files import is_engine_temp, regular_files, resolve_in, safe_relpath
 
 __all__ = [
     "CHUNK",
@@ -97,19 +97,30 @@ def result_path(run_dir: Path, rel: str) -> Path | None:
     return target if stat.S_ISREG(st.st_mode) else None
 
 
-def list_results(run_dir: Path) -> list[dict[str, Any]]:
-    """The result files of a run: ``outputs/**`` and ``summary.json``.
+def list_results(run_dir: Path, *, prefix: str | None = None) -> list[dict[str, Any]]:
+    """The result files of a run: ``outputs/**`` and ``summary.json``, or those of one folder.
 
     Parameters
     ----------
     run_dir
         The run directory.
+    prefix
+        A folder of the results, relative to the run directory (e.g.
+        ``"outputs/fused.ome.zarr"``): only the result files under it (at any depth). The name
+        is checked with :func:`~scopeflow.service.files.safe_relpath`; a folder that is missing,
+        is not under ``outputs/``, or goes through a symbolic link holds no results (an empty
+        list). A file's own path is not a folder: it lists nothing.
 
     Returns
     -------
     list of dict
         ``{"path": relative POSIX path, "size": bytes, "mtime": seconds since the epoch}``,
         sorted by path. Regular files only; symbolic links are left out.
+
+    Raises
+    ------
+    BadPathError
+        ``prefix`` is not an acceptable relative name (absolute, ``..``, empty …).
     """
     run_dir = Path(run_dir)
     found: list[dict[str, Any]] = []
@@ -118,6 +129,11 @@ def list_results(run_dir: Path) -> list[dict[str, Any]]:
         rel = path.relative_to(run_dir).as_posix()
         found.append({"path": rel, "size": st.st_size, "mtime": st.st_mtime})
 
+    if prefix is not None:
+        folder = _results_folder(run_dir, safe_relpath(prefix))
+        for path, st in regular_files(folder) if folder is not None else ():
+            add(path, st)
+        return sorted(found, key=lambda r: str(r["path"]))
     summary = run_dir / "summary.json"
     try:
         st = summary.lstat()
@@ -129,6 +145,21 @@ def list_results(run_dir: Path) -> list[dict[str, Any]]:
     for path, st in regular_files(run_dir / "outputs"):
         add(path, st)
     return sorted(found, key=lambda r: str(r["path"]))
+
+
+def _results_folder(run_dir: Path, rel: PurePosixPath) -> Path | None:
+    """``run_dir / rel`` when it is a folder of results, else ``None``.
+
+    A folder of results lies under ``outputs/`` and none of its components is a symbolic
+    link (:func:`~scopeflow.service.files.regular_files` would follow one at its root).
+    """
+    if rel.parts[0] != "outputs":
+        return None
+    try:
+        folder = resolve_in(run_dir, rel)  # a symlinked component, or a path leaving the run
+    except (BadPathError, OSError):  # OSError: no run directory yet
+        return None
+    return run_dir / rel if folder.is_dir() else None
 
 
 def parse_range(header: str | None, size: int) -> ByteRange | None:

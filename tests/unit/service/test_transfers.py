@@ -184,3 +184,41 @@ def test_zip_streaming_memory_is_bounded(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert total > 64 * MiB
     assert peak < 16 * MiB, f"peak {peak / MiB:.1f} MiB"
+
+
+def test_list_results_of_one_folder(run_dir: Path, tmp_path: Path) -> None:
+    """``prefix``: the result files under one folder, at any depth, named as in the run."""
+    zarr = run_dir / "outputs" / "img.ome.zarr"
+    (zarr / "0" / "c" / "0").mkdir(parents=True)
+    (zarr / "zarr.json").write_text("{}", encoding="utf-8")
+    (zarr / "0" / "c" / "0" / "0").write_bytes(b"chunk")
+    (zarr / "0" / ".c.abcd1234.tmp").write_bytes(b"half")  # an engine's temp file
+    (run_dir / "outputs" / "img.ome.zarr.txt").write_text("beside", encoding="utf-8")
+    (run_dir / "outputs" / "linked.zarr").symlink_to(zarr, target_is_directory=True)
+
+    names = [r["path"] for r in list_results(run_dir, prefix="outputs/img.ome.zarr")]
+    assert names == ["outputs/img.ome.zarr/0/c/0/0", "outputs/img.ome.zarr/zarr.json"]
+    assert [r["path"] for r in list_results(run_dir, prefix="outputs/previews")] == [
+        "outputs/previews/t0.png"
+    ]
+    everything = [r["path"] for r in list_results(run_dir)]
+    assert [r["path"] for r in list_results(run_dir, prefix="outputs")] == everything[:-1]
+    assert everything[-1] == "summary.json"
+    for nothing in (
+        "outputs/img",  # a prefix of a name, not a folder
+        "outputs/table.csv",  # a file
+        "outputs/missing",
+        "outputs/linked.zarr",  # symbolic links are not followed
+        "outputs/escape_dir",
+        "logs",  # in the run, not a result
+        "summary.json",
+    ):
+        assert list_results(run_dir, prefix=nothing) == [], nothing
+    assert list_results(tmp_path / "no-run", prefix="outputs") == []
+    for bad in ("../secret.txt", "/etc", "outputs/../logs", "outputs/", "", "a\\b"):
+        with pytest.raises(BadPathError):
+            list_results(run_dir, prefix=bad)
+    data = b"".join(iter_zip(run_dir, names))
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    assert archive.namelist() == names
+    assert archive.read("outputs/img.ome.zarr/0/c/0/0") == b"chunk"

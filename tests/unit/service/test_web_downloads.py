@@ -1,7 +1,9 @@
 """Download links without a header (``scopeflow.service.web.downloads``), in process.
 
-A token for one job's results: files with Range and HEAD, the zip, Zarr-like folders; refused
-when expired, forged, for another job, outside the results, or asked for by a non-owner.
+A token for one job's results: files with Range and HEAD, the zip (of all results or of one
+folder), Zarr-like folders; refused when expired, forged, for another job, outside the results,
+or asked for by a non-owner. The links answer CORS (any origin, errors included, the preflight);
+the bearer-token API does not.
 """
 
 from __future__ import annotations
@@ -224,9 +226,158 @@ def test_an_unfinished_upload_can_be_discarded(
     r = client.delete(f"{base}/files/a/b.tif", headers=alice)
     assert r.status_code == 200 and r.json() == {"path": "a/b.tif", "discarded": True}
     assert client.get(f"{base}/files", headers=alice).json() == {"files": [], "uploads": []}
-    assert client.get(base, headers=alice).json()["state"] == "ready"
+    # no upload left and no finished input file: back to created (JobState.for_input)
+    assert client.get(base, headers=alice).json()["state"] == "created"
     assert client.delete(f"{base}/files/a/b.tif", headers=alice).status_code == 404
     assert not list((settings.jobs_dir / "alice").rglob("*.part"))
     # the discarded file can be declared again from zero
     r = client.post(f"{base}/files", json=decl, headers=alice)
     assert r.status_code == 200 and r.json()["offset"] == 0
+
+
+EXPOSED = {"content-range", "content-length", "accept-ranges", "etag", "content-type"}
+ORIGIN = {"Origin": "http://viewer.example"}
+
+
+def _assert_cors(r: Any) -> None:
+    assert r.headers.get("access-control-allow-origin") == "*", (r.status_code, r.headers)
+    exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
+    assert exposed >= EXPOSED, exposed
+
+
+def test_links_answer_cors_on_every_answer_and_the_preflight(
+    env: tuple[TestClient, ServiceSettings, Clock],
+) -> None:
+    """A viewer on another origin reads the links, errors included (a missing chunk's 404)."""
+    client, settings, clock = env
+    job_id = _job_with_results(client, settings, "alice")
+    alice = _login(client, "alice")
+    tok = _token(client, job_id, alice)
+    short = _token(client, job_id, alice, ttl_s=5)
+    client.headers.clear()
+
+    zarr = f"/dl/{tok}/outputs/fused.ome.zarr"
+    answers = {
+        200: client.get(f"{zarr}/zarr.json", headers=ORIGIN),
+        206: client.get(f"/dl/{tok}/outputs/big.bin", headers=ORIGIN | {"Range": "bytes=0-9"}),
+        404: client.get(f"{zarr}/0/0/1", headers=ORIGIN),  # a missing chunk
+        416: client.get(f"/dl/{tok}/outputs/big.bin", headers={"Range": f"bytes={len(BIG)}-"}),
+        400: client.get(f"/dl/{tok}/outputs/a%5Cb", headers=ORIGIN),  # a backslash: bad name
+    }
+    for code, r in answers.items():
+        assert r.status_code == code, (code, r.text)
+        _assert_cors(r)
+    assert answers[206].headers["content-range"] == f"bytes 0-9/{len(BIG)}"
+    assert answers[416].headers["content-range"] == f"bytes */{len(BIG)}"
+    for r in (
+        client.head(f"{zarr}/0/0/0", headers=ORIGIN),
+        client.head(f"{zarr}/0/0/1", headers=ORIGIN),
+        client.get(f"/dl/{tok}/results.zip", headers=ORIGIN),
+        client.head(f"/dl/{tok}/results.zip", headers=ORIGIN),
+        client.get(f"/dl/{tok}/results.zip?prefix=outputs/missing.zarr", headers=ORIGIN),
+        client.get(f"/dl/{tok}/results.zip?prefix=../input", headers=ORIGIN),
+        client.get("/dl/garbage/outputs/big.bin", headers=ORIGIN),  # a forged token: 404
+    ):
+        _assert_cors(r)
+    clock.now += 10
+    expired = client.get(f"/dl/{short}/summary.json", headers=ORIGIN)
+    assert expired.status_code == 401
+    _assert_cors(expired)
+
+    # the preflight of a ranged read, for a file, the zip and even an unknown token
+    ask = ORIGIN | {
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "range",
+    }
+    for url in (f"{zarr}/0/0/0", f"/dl/{tok}/results.zip", "/dl/garbage/x"):
+        r = client.options(url, headers=ask)
+        assert r.status_code == 204 and not r.content, (url, r.text)
+        _assert_cors(r)
+        methods = {m.strip() for m in r.headers["access-control-allow-methods"].split(",")}
+        assert methods == {"GET", "HEAD", "OPTIONS"}
+        allowed = {h.strip().lower() for h in r.headers["access-control-allow-headers"].split(",")}
+        assert allowed >= {"range", "if-range", "if-none-match"}
+        assert int(r.headers["access-control-max-age"]) > 0
+
+
+def test_the_api_answers_no_cors(env: tuple[TestClient, ServiceSettings, Clock]) -> None:
+    """The bearer-token API stays same-origin: no CORS header, no preflight."""
+    client, settings, _ = env
+    job_id = _job_with_results(client, settings, "alice")
+    alice = _login(client, "alice")
+    client.headers.clear()
+    base = f"{API_PREFIX}/jobs/{job_id}"
+    for r in (
+        client.get(f"{base}/results", headers=ORIGIN | alice),
+        client.get(f"{base}/results/outputs/big.bin", headers=ORIGIN | alice),
+        client.get(f"{base}/results/outputs/missing.bin", headers=ORIGIN | alice),
+        client.get(f"{base}/results.zip", headers=ORIGIN | alice),
+        client.get(f"{base}/results", headers=ORIGIN),  # 401
+        client.post(f"{API_PREFIX}/web/jobs/{job_id}/download-token", headers=ORIGIN | alice),
+        client.options(
+            f"{base}/results", headers=ORIGIN | {"Access-Control-Request-Method": "GET"}
+        ),
+        client.get(f"{API_PREFIX}/health", headers=ORIGIN),
+        client.get("/", headers=ORIGIN),
+    ):
+        assert not [h for h in r.headers if h.lower().startswith("access-control-")], (
+            r.request.url,
+            r.headers,
+        )
+    assert client.options(f"{base}/results", headers=ORIGIN).status_code == 405
+
+
+def test_a_zip_of_one_folder(env: tuple[TestClient, ServiceSettings, Clock]) -> None:
+    """``?prefix=FOLDER`` on both zip routes: that folder's result files, named as in the run."""
+    client, settings, _ = env
+    job_id = _job_with_results(client, settings, "alice")
+    alice = _login(client, "alice")
+    tok = _token(client, job_id, alice)
+    client.headers.clear()
+    run = settings.jobs_dir / "alice" / job_id / "run"
+    (run / "outputs" / "fused.ome.zarr.bak").write_bytes(b"not in the folder")
+    (run / "outputs" / "link.zarr").symlink_to(run.parent / "input", target_is_directory=True)
+    zarr = [
+        "outputs/fused.ome.zarr/.zattrs",
+        "outputs/fused.ome.zarr/0/0/0",
+        "outputs/fused.ome.zarr/zarr.json",
+    ]
+    routes = {
+        "api": (f"{API_PREFIX}/jobs/{job_id}/results.zip", alice),
+        "link": (f"/dl/{tok}/results.zip", {}),
+    }
+    for kind, (url, auth) in routes.items():
+        r = client.get(url, params={"prefix": "outputs/fused.ome.zarr"}, headers=auth)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/zip", kind
+        disposition = r.headers["content-disposition"]
+        assert f'filename="{job_id}-fused.ome.zarr.zip"' in disposition, disposition
+        with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+            assert sorted(zf.namelist()) == zarr, kind
+            assert zf.read("outputs/fused.ome.zarr/0/0/0") == b"chunk"
+        r = client.get(url, params={"prefix": "outputs/fused.ome.zarr/0"}, headers=auth)
+        with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+            assert zf.namelist() == ["outputs/fused.ome.zarr/0/0/0"], kind
+        r = client.get(url, params={"prefix": "outputs"}, headers=auth)  # all but the summary
+        with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+            assert "summary.json" not in zf.namelist() and "outputs/big.bin" in zf.namelist()
+        # a name against the path rules: 400; a folder holding no result file: 404
+        for bad in ("../input", "/etc", "outputs/../input", "outputs//x", "outputs/a\\b", ""):
+            r = client.get(url, params={"prefix": bad}, headers=auth)
+            assert r.status_code == 400, (kind, bad, r.text)
+        for none in (
+            "outputs/missing.zarr",
+            "outputs/fused",  # a prefix of a name is not its folder
+            "outputs/big.bin",  # a file is not a folder
+            "summary.json",
+            "input",  # inside the job, not a result
+            "logs",
+            "outputs/link.zarr",  # a symbolic link is never followed
+        ):
+            r = client.get(url, params={"prefix": none}, headers=auth)
+            assert r.status_code == 404, (kind, none, r.text)
+    r = client.head(f"/dl/{tok}/results.zip?prefix=outputs/fused.ome.zarr")
+    assert r.status_code == 200 and not r.content
+    assert client.head(f"/dl/{tok}/results.zip?prefix=outputs/missing.zarr").status_code == 404
+    # without the token or the bearer: nothing
+    url = f"{API_PREFIX}/jobs/{job_id}/results.zip?prefix=outputs/fused.ome.zarr"
+    assert client.get(url).status_code == 401

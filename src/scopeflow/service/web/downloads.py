@@ -19,6 +19,18 @@ deleted job or one whose owner changed refuses it. A bad or forged token is a 40
 answer as a missing file), an expired one a 401. The tokens appear in URLs, hence in access
 logs and browser history: that is why they are short-lived and good for one job's results
 only (never its inputs, never another job, never the API).
+
+``GET /dl/{token}/results.zip?prefix=FOLDER`` zips only the result files under one folder (an
+OME-Zarr, say), as ``GET /api/v1/jobs/{id}/results.zip?prefix=…`` does.
+
+CORS: browser viewers on another origin (vizarr, Neuroglancer …) read the links with
+``fetch``. The token in the URL is the only credential (no cookie, no header), so every answer
+under ``/dl/`` (errors included: a Zarr reader must see the 404 of a missing chunk) carries
+``Access-Control-Allow-Origin: *`` and exposes the headers a ranged reader needs
+(:data:`CORS_HEADERS`); ``OPTIONS`` answers the preflight of a request with ``Range`` /
+``If-Range`` / ``If-None-Match`` (:data:`PREFLIGHT_HEADERS`, 204, without looking at the
+token). The bearer-token API under ``/api/v1`` gets no CORS header: a page on another origin
+cannot call it.
 """
 
 from __future__ import annotations
@@ -28,21 +40,26 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from inspect import isawaitable
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scopeflow.service.db import Job
 from scopeflow.service.deps import CurrentUser, DbSession, Svc, owned_job
 from scopeflow.service.results import result_file_response, results_zip_response
 
 __all__ = [
+    "CORS_HEADERS",
     "DEFAULT_TTL_S",
     "MAX_TTL_S",
+    "PREFLIGHT_HEADERS",
     "DownloadSigner",
     "install_signer",
     "router",
@@ -154,18 +171,87 @@ def _job_of_token(request: Request, session: DbSession, token: str) -> Job:
 
 _HEADERS = {"Cache-Control": "private, max-age=60", "Referrer-Policy": "no-referrer"}
 
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Content-Range, Content-Length, Accept-Ranges, ETag, "
+    "Content-Type",
+}
+"""CORS headers of every ``/dl/`` answer (any origin: the token in the URL is the credential)."""
+PREFLIGHT_HEADERS = CORS_HEADERS | {
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "Range, If-Range, If-None-Match",
+    "Access-Control-Max-Age": "7200",
+    "Allow": "GET, HEAD, OPTIONS",
+}
+"""Headers of the 204 answer to a CORS preflight (``OPTIONS``) under ``/dl/``.
 
-@router.api_route("/dl/{token}/results.zip", methods=["GET", "HEAD"], include_in_schema=False)
-def dl_zip(token: str, request: Request, session: DbSession, svc: Svc) -> Response:
-    """Every result file of the token's job as one streamed zip."""
+A browser keeps the preflight at most ``Access-Control-Max-Age`` seconds (Chromium caps it at
+two hours).
+"""
+
+
+async def _error_answer(request: Request, exc: Exception) -> Response:
+    """The answer the app's exception handlers give ``exc`` (re-raised when none handles it)."""
+    handlers = request.app.exception_handlers
+    handler = handlers.get(exc.status_code) if isinstance(exc, StarletteHTTPException) else None
+    handler = handler or next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+    if handler is None:
+        raise exc
+    answer = handler(request, exc)
+    response: Response = await answer if isawaitable(answer) else answer
+    return response
+
+
+class _LinkRoute(APIRoute):
+    """A ``/dl/`` route: every answer, an error's included, carries :data:`CORS_HEADERS`.
+
+    The app turns an exception into its answer outside the route, where the headers could no
+    longer be added; here the same handlers (``app.exception_handlers``) make it inside.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def with_cors(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except Exception as exc:  # answered by the app's handler, or re-raised
+                response = await _error_answer(request, exc)
+            response.headers.update(CORS_HEADERS)
+            return response
+
+        return with_cors
+
+
+_links = APIRouter(route_class=_LinkRoute)
+
+
+@_links.api_route("/dl/{token}/results.zip", methods=["GET", "HEAD"], include_in_schema=False)
+def dl_zip(
+    token: str,
+    request: Request,
+    session: DbSession,
+    svc: Svc,
+    prefix: str | None = Query(None, max_length=4096),
+) -> Response:
+    """The token's job's result files as one streamed zip: all, or those under ``prefix``."""
     job = _job_of_token(request, session, token)
     run_dir, name = svc.files(job).run_dir, job.id
-    return results_zip_response(run_dir, name, request, _HEADERS)
+    return results_zip_response(run_dir, name, request, _HEADERS, prefix=prefix)
 
 
-@router.api_route("/dl/{token}/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
+@_links.api_route("/dl/{token}/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
 def dl_file(token: str, path: str, request: Request, session: DbSession, svc: Svc) -> Response:
     """One result file of the token's job, with HTTP Range (206) and If-Range support."""
     job = _job_of_token(request, session, token)
     run_dir = svc.files(job).run_dir
     return result_file_response(run_dir, path, request, _HEADERS)
+
+
+@_links.options("/dl/{token}/{path:path}", include_in_schema=False)
+def dl_preflight(token: str, path: str) -> Response:
+    """A CORS preflight: 204 with :data:`PREFLIGHT_HEADERS` (the token is checked on the GET)."""
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=PREFLIGHT_HEADERS)
+
+
+router.include_router(_links)

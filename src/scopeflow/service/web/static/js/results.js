@@ -1,12 +1,62 @@
 // Results: file list with downloads, the zip, the summary's per-step times, PNG previews and
 // snippets to open the outputs in napari or Fiji. Downloads and previews are plain links under
 // a short-lived download token (links.js): the browser streams them, nothing is held in memory.
+// A Zarr folder (thousands of chunk files) is one row of the list, downloaded as its own zip.
 import { get, message } from "./api.js";
-import { linkToken, linkURL, streamLink } from "./links.js";
+import { isFresh, linkToken, linkURL, streamLink } from "./links.js";
 import { bytes, el, when } from "./util.js";
 
 const base = (p) => p.split("/").pop();
 const VIEWER_TTL_S = 8 * 3600; // napari / Fiji read an OME-Zarr lazily: a working day
+// the first path component that ends in .zarr, and the folders above it: "outputs/x.ome.zarr"
+const ZARR_FOLDER = /^(.*?\.zarr)\//;
+
+/** The URL of the zip of one folder of the results under a token (results.zip?prefix=…). */
+const folderZipURL = (token, folder) => `${linkURL(token, "results.zip")}?prefix=${encodeURIComponent(folder)}`;
+
+/** Make `a` (with data-prefix) a plain link to the zip of that folder; renewed like streamLink. */
+function folderZipLink(a, jobId, held) {
+  let current = held;
+  a.href = folderZipURL(current.token, a.dataset.prefix);
+  a.addEventListener("click", (e) => {
+    if (isFresh(current)) return; // the browser follows (and streams) the href
+    e.preventDefault();
+    linkToken(jobId).then((t) => {
+      current = t;
+      a.href = folderZipURL(t.token, a.dataset.prefix);
+      a.click();
+    });
+  });
+}
+
+/** The rows of the file table: one per file, but one per Zarr folder (files, total size, zip). */
+function fileRows(files, jobId, held) {
+  const entries = []; // in the order of the listing: a file, or a Zarr folder at its first file
+  const folders = new Map(); // folder -> { folder, n, size }
+  for (const f of files) {
+    const folder = f.path.match(ZARR_FOLDER)?.[1];
+    if (!folder) { entries.push({ file: f }); continue; }
+    let group = folders.get(folder);
+    if (!group) { group = { folder, n: 0, size: 0 }; folders.set(folder, group); entries.push(group); }
+    group.n += 1;
+    group.size += f.size;
+  }
+  return entries.map((entry) => {
+    if (entry.file) {
+      const f = entry.file;
+      const a = el("a.download", { "data-path": f.path, download: base(f.path), text: "download", "aria-label": `Download ${f.path}` });
+      streamLink(a, jobId, held);
+      return el("tr", {}, el("td", { text: f.path }), el("td", { text: bytes(f.size) }), el("td", {}, a));
+    }
+    const { folder, n, size } = entry;
+    const a = el("a.download-folder", { "data-prefix": folder, download: `${jobId}-${base(folder)}.zip`, text: "zip",
+      "aria-label": `Download ${folder} (zip)` });
+    folderZipLink(a, jobId, held);
+    return el("tr.zarr", { "data-folder": folder },
+      el("td", {}, `${folder}/ `, el("span.small.muted", { text: `Zarr, ${n} file${n === 1 ? "" : "s"}` })),
+      el("td", { text: bytes(size) }), el("td", {}, a));
+  });
+}
 
 function summaryTable(summary) {
   const secs = (v) => (typeof v === "number" ? `${v.toFixed(2)} s` : "–");
@@ -26,7 +76,7 @@ function summaryTable(summary) {
 }
 
 function snippets(files, viewer) {
-  const zarr = [...new Set(files.map((f) => f.path.match(/^(.*?\.ome\.zarr|.*?\.zarr)\//)?.[1]).filter(Boolean))];
+  const zarr = [...new Set(files.map((f) => f.path.match(ZARR_FOLDER)?.[1]).filter(Boolean))];
   const xml = files.filter((f) => f.path.endsWith(".xml")).map((f) => f.path);
   if (!zarr.length && !xml.length) return "";
   const out = [el("h3", { text: "Open in napari / Fiji" })];
@@ -55,11 +105,7 @@ export async function showResults(box, job) {
   const zipLink = el("a.button.primary#download-zip", { "data-path": "results.zip", download: `${job.id}-results.zip`,
     text: `Download all (zip, ${bytes(total)} before compression)` });
   streamLink(zipLink, job.id, held);
-  const rows = files.map((f) => {
-    const a = el("a.download", { "data-path": f.path, download: base(f.path), text: "download", "aria-label": `Download ${f.path}` });
-    streamLink(a, job.id, held);
-    return el("tr", {}, el("td", { text: f.path }), el("td", { text: bytes(f.size) }), el("td", {}, a));
-  });
+  const rows = fileRows(files, job.id, held);
   const pngs = files.filter((f) => f.path.toLowerCase().endsWith(".png"));
   const ordered = [...pngs.filter((f) => /^outputs\/(previews|qc)\//.test(f.path)), ...pngs.filter((f) => !/^outputs\/(previews|qc)\//.test(f.path))].slice(0, 24);
   const previews = el("div.previews#previews");
@@ -73,7 +119,7 @@ export async function showResults(box, job) {
     });
     previews.append(el("figure", {}, el("a", { href: img.src, target: "_blank", rel: "noopener" }, img), el("figcaption", { text: f.path })));
   }
-  if (files.some((f) => /\.zarr\//.test(f.path))) {
+  if (files.some((f) => ZARR_FOLDER.test(f.path))) {
     try { viewer = await linkToken(job.id, VIEWER_TTL_S); } catch { /* no snippet then */ }
   }
   let summary = null;

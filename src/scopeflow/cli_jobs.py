@@ -144,6 +144,9 @@ def create_cmd(
         list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE (YAML value)")
     ] = None,
     params_file: Annotated[Path | None, typer.Option(help="YAML file of parameters.")] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Use the template's demo data instead of an upload.")
+    ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
@@ -153,6 +156,12 @@ def create_cmd(
             job = c.create_job(template, name, _params(param or [], params_file))
         except APIError as exc:
             raise _fail(exc) from None
+        if demo:
+            try:
+                c.demo_data(job["id"])
+            except APIError as exc:
+                err.print(f"job {job['id']} was created, but not its demo data:")
+                raise _fail(exc) from None
     out.print(job["id"])
 
 

@@ -114,6 +114,22 @@ class Client:
         out: list[dict[str, Any]] = self._json("GET", "/templates")
         return out
 
+    def api_keys(self) -> list[dict[str, Any]]:
+        """The caller's API keys (never the keys themselves)."""
+        out: list[dict[str, Any]] = self._json("GET", "/auth/api-keys")
+        return out
+
+    def create_api_key(self, name: str, days: int = 90) -> str:
+        """A new API key of the caller (``days`` 1 … 365); the key is shown only now."""
+        out: dict[str, Any] = self._json(
+            "POST", "/auth/api-keys", json={"name": name, "days": days}
+        )
+        return str(out["key"])
+
+    def revoke_api_key(self, key_id: int) -> None:
+        """Revoke one of the caller's API keys."""
+        self._json("DELETE", f"/auth/api-keys/{int(key_id)}")
+
     # ------------------------------------------------------------------ jobs
     def create_job(
         self, template: str, name: str, params: dict[str, Any] | None = None
@@ -132,6 +148,11 @@ class Client:
     def job(self, job_id: str) -> dict[str, Any]:
         """One job."""
         out: dict[str, Any] = self._json("GET", f"/jobs/{_q(job_id)}")
+        return out
+
+    def demo_data(self, job_id: str) -> dict[str, Any]:
+        """Write the template's demo data into a new job's input (the job becomes ``ready``)."""
+        out: dict[str, Any] = self._json("POST", f"/jobs/{_q(job_id)}/demo-data")
         return out
 
     def start(self, job_id: str) -> dict[str, Any]:

@@ -363,3 +363,36 @@ def test_login_makes_an_existing_credentials_file_private(
     assert result.exit_code == 0, result.output
     assert creds.stat().st_mode & 0o777 == 0o600
     assert json.loads(creds.read_text())["url"] == live.url
+
+
+def test_demo_data_and_api_keys_through_the_client_and_the_cli(live: Live, client: Client) -> None:
+    from scopeflow.cli import app
+
+    auth = ["--url", live.url, "--token", str(client.token)]
+    result = CliRunner().invoke(
+        app, ["jobs", "create", "cyto-ifc", "demo", "--demo", *auth], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    job_id = result.output.strip()
+    assert client.job(job_id)["state"] == "ready"
+    files = {f["path"] for f in client._json("GET", f"/jobs/{job_id}/files")["files"]}
+    assert {f"ifc/ch{c}.tif" for c in range(6)} <= files
+    with pytest.raises(APIError) as exc:  # once only
+        client.demo_data(job_id)
+    assert exc.value.status == 409
+    # the CLI says which step failed: the job exists, its demo data not
+    toy = CliRunner().invoke(app, ["jobs", "create", "toy", "t", "--demo", *auth])
+    assert toy.exit_code == 1
+    assert "was created, but not its demo data" in toy.output
+    assert "no demo data" in toy.output
+
+    key = client.create_api_key("nightly", days=7)
+    listed = client.api_keys()
+    assert [k["name"] for k in listed] == ["nightly"]
+    with Client(live.url, token=key) as robot:
+        assert robot.me()["name"] == "alice"
+        client.revoke_api_key(listed[0]["id"])
+        with pytest.raises(APIError) as exc:
+            robot.me()
+        assert exc.value.status == 401
+    assert client.api_keys() == []

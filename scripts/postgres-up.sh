@@ -11,14 +11,7 @@
 set -euo pipefail
 
 port="${SCOPEFLOW_PG_PORT:-55432}"
-if [[ "$(id -u)" -eq 0 ]]; then
-    data="${SCOPEFLOW_PG_DIR:-/var/lib/scopeflow-pg}"
-    as_owner=(runuser -u postgres --)
-else
-    data="${SCOPEFLOW_PG_DIR:-/tmp/scopeflow-pg}"
-    as_owner=()
-fi
-bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
+source "$(dirname "${BASH_SOURCE[0]}")/_postgres-env.sh"
 if [[ -z "$bin" || ! -x "$bin/initdb" ]]; then
     echo "postgres-up: no PostgreSQL server found; run scripts/system-deps.sh" >&2
     exit 1

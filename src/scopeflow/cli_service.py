@@ -163,14 +163,12 @@ def create_api_key_cmd(
     db: DbOption = None,
 ) -> None:
     """Make an API key for a user and print it; it cannot be shown again."""
-    from sqlalchemy import select
-
-    from scopeflow.service.auth import issue_token
-    from scopeflow.service.db import TokenKind, User
+    from scopeflow.service.auth import find_user, issue_token
+    from scopeflow.service.db import TokenKind
 
     settings = load_settings(config, data_dir, db)
     with _migrated_session(settings) as session:
-        user = session.scalar(select(User).where(User.name == name))
+        user = find_user(session, name)
         if user is None:
             raise typer.BadParameter(f"no user named {name!r}", param_hint="NAME")
         key = issue_token(
@@ -189,16 +187,13 @@ def api_keys_cmd(
     db: DbOption = None,
 ) -> None:
     """List API keys: id, user, label, created, expires, last used (never the keys)."""
-    from sqlalchemy import select
-
-    from scopeflow.service.auth import api_key_json, api_keys
-    from scopeflow.service.db import User
+    from scopeflow.service.auth import api_key_json, api_keys, find_user
 
     settings = load_settings(config, data_dir, db)
     with _migrated_session(settings) as session:
         owner = None
         if user is not None:
-            owner = session.scalar(select(User).where(User.name == user))
+            owner = find_user(session, user)
             if owner is None:
                 raise typer.BadParameter(f"no user named {user!r}", param_hint="--user")
         rows = [api_key_json(k) for k in api_keys(session, owner)]

@@ -27,6 +27,7 @@ __all__ = [
     "api_keys",
     "authenticate",
     "create_user",
+    "find_user",
     "hash_password",
     "hash_token",
     "issue_token",
@@ -118,6 +119,11 @@ def create_user(
     return user
 
 
+def find_user(session: Session, name: str) -> User | None:
+    """The user called ``name``, or None."""
+    return session.scalar(select(User).where(User.name == name))
+
+
 def authenticate(session: Session, name: str, password: str) -> User | None:
     """The user with this name and password, or None.
 
@@ -125,7 +131,7 @@ def authenticate(session: Session, name: str, password: str) -> User | None:
     so that replies do not tell which names exist. An outdated hash (weaker parameters than the
     current defaults) is replaced on success (flushed, not committed).
     """
-    user = session.scalar(select(User).where(User.name == name))
+    user = find_user(session, name)
     if user is None:
         verify_password(_dummy_hash(), password)
         return None

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from scopeflow.service.auth import api_key_json, api_keys, revoke_api_key
+from scopeflow.service.auth import api_key_json, api_keys, find_user, revoke_api_key
 from scopeflow.service.db import Job, User
 from scopeflow.service.deps import CurrentUser, DbSession
 from scopeflow.service.routes_jobs import job_json
@@ -77,7 +77,7 @@ def list_all_api_keys(
     """Every user's API keys (or one user's: ``?user=NAME``), never the keys themselves."""
     owner = None
     if user is not None:
-        owner = session.scalar(select(User).where(User.name == user))
+        owner = find_user(session, user)
         if owner is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user!r}")
     return [api_key_json(k) for k in api_keys(session, owner)]

@@ -217,24 +217,16 @@ def _path_strings(schema: dict[str, Any], value: Any, key: str, name: str) -> It
             yield from _path_strings(items, v, f"{key}[{i}]", name)
 
 
-def _all_strings(value: Any, key: str) -> Iterator[str]:
-    """Keys of every string inside ``value``."""
+def _all_strings(value: Any, key: str) -> Iterator[tuple[str, str]]:
+    """``(key, text)`` of every string inside ``value``."""
     if isinstance(value, str):
-        yield key
+        yield key, value
     elif isinstance(value, dict):
         for k, v in value.items():
             yield from _all_strings(v, join(key, str(k)))
     elif isinstance(value, list | tuple):
         for i, v in enumerate(value):
             yield from _all_strings(v, f"{key}[{i}]")
-
-
-def _get(value: Any, key: str, base: str) -> Any:
-    """The value at ``key`` (from :func:`_path_strings`) inside ``value`` at ``base``."""
-    rest = key[len(base) :].lstrip(".")
-    for token in re.findall(r"[^.\[\]]+|\[\d+\]", rest):
-        value = value[int(token[1:-1])] if token.startswith("[") else value[token]
-    return value
 
 
 @functools.lru_cache(maxsize=1024)
@@ -292,8 +284,7 @@ def check_leaf(
     problems: list[tuple[str, str]] = []
     if confine:
         paths = set(_path_strings(schema, value, key, name))
-        for where in _all_strings(value, key):
-            text = _get(value, where, key)
+        for where, text in _all_strings(value, key):
             if where in paths:
                 try:
                     safe_relpath(text)

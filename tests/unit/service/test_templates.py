@@ -423,6 +423,19 @@ def test_check_params_needs_mappings(registry: TemplateRegistry) -> None:
     assert problems_of(exc) == {"detection": "expected a mapping of parameters"}
 
 
+@pytest.mark.parametrize("key", ["c[1]", "a.b", "x]", "[0]"])
+def test_keys_with_brackets_or_dots_are_a_problem_not_a_crash(
+    registry: TemplateRegistry, key: str
+) -> None:
+    """A mapping where a list is expected, with keys that look like the problems' key syntax:
+    the value is reported (422 from the API), never a KeyError (500)."""
+    with pytest.raises(ConfigError) as exc:
+        registry.get("spim-fusion").check_params({"channels": {key: "../x"}})
+    problems = problems_of(exc)
+    assert any("'..' path component" in m for m in problems.values()), problems
+    assert "channels" in problems  # and the type is wrong
+
+
 def test_template_is_checked_when_made_directly() -> None:
     with pytest.raises(ValueError, match="'unitz' is not a field of the toy configuration"):
         Template(**toy(user_parameters=["unitz"]))

@@ -16,10 +16,10 @@ from functools import cache
 from argon2 import PasswordHasher
 from argon2.exceptions import Argon2Error, InvalidHashError
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from scopeflow.core.errors import AlreadyExistsError
-from scopeflow.service.db import Token, TokenKind, User, utcnow
+from scopeflow.service.db import Token, TokenKind, User, iso, utcnow
 
 __all__ = [
     "MAX_TOKEN_LENGTH",
@@ -27,6 +27,7 @@ __all__ = [
     "api_keys",
     "authenticate",
     "create_user",
+    "find_token",
     "find_user",
     "hash_password",
     "hash_token",
@@ -198,7 +199,8 @@ def issue_token(
     return token
 
 
-def _find(session: Session, token: object) -> Token | None:
+def find_token(session: Session, token: object) -> Token | None:
+    """The record of a token as its owner sent it, or None (never raises on bad input)."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
         return None
     try:
@@ -223,7 +225,7 @@ def resolve_token(session: Session, token: object, now: datetime | None = None) 
     now
         Time of use (default: now).
     """
-    record = _find(session, token)
+    record = find_token(session, token)
     if record is None:
         return None
     now = now or utcnow()
@@ -237,7 +239,7 @@ def resolve_token(session: Session, token: object, now: datetime | None = None) 
 
 def revoke(session: Session, token: str) -> bool:
     """Delete a token (flushed, not committed); returns whether it existed."""
-    record = _find(session, token)
+    record = find_token(session, token)
     if record is None:
         return False
     session.delete(record)
@@ -258,7 +260,7 @@ def purge_expired_tokens(session: Session, now: datetime | None = None) -> int:
 
 def api_keys(session: Session, user: User | None = None) -> list[Token]:
     """The API keys of ``user`` (of every user when None), oldest first."""
-    q = select(Token).where(Token.kind == TokenKind.API_KEY)
+    q = select(Token).options(joinedload(Token.user)).where(Token.kind == TokenKind.API_KEY)
     if user is not None:
         q = q.where(Token.user_id == user.id)
     return list(session.scalars(q.order_by(Token.created_at, Token.id)))
@@ -282,15 +284,11 @@ def revoke_api_key(session: Session, key_id: int, user: User | None = None) -> b
 
 def api_key_json(key: Token) -> dict[str, object]:
     """What is shown of an API key: never the key itself (only its hash is kept)."""
-
-    def ts(value: datetime | None) -> str | None:
-        return None if value is None else value.isoformat()
-
     return {
         "id": key.id,
         "user": key.user.name,
         "name": key.name,
-        "created_at": ts(key.created_at),
-        "expires_at": ts(key.expires_at),
-        "last_used_at": ts(key.last_used_at),
+        "created_at": iso(key.created_at),
+        "expires_at": iso(key.expires_at),
+        "last_used_at": iso(key.last_used_at),
     }

@@ -42,7 +42,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
 
 from scopeflow.core.errors import InvalidTransitionError
-from scopeflow.service._sqltypes import StrEnumType, UTCDateTime, utcnow
+from scopeflow.service._sqltypes import StrEnumType, UTCDateTime, iso, utcnow
 from scopeflow.service.states import JobState, check_transition, is_terminal
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "TokenKind",
     "User",
     "claim_jobs",
+    "iso",
     "make_engine",
     "new_job_id",
     "session_factory",

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
 from scopeflow.service.auth import api_key_json, api_keys, find_user, revoke_api_key
-from scopeflow.service.db import Job, User
+from scopeflow.service.db import Job, User, iso
 from scopeflow.service.deps import CurrentUser, DbSession
 from scopeflow.service.routes_jobs import job_json
 from scopeflow.service.states import JobState
@@ -48,7 +48,7 @@ def list_users(admin: Admin, session: DbSession) -> list[dict[str, Any]]:
             "name": u.name,
             "is_admin": u.is_admin,
             "group": u.group,
-            "created_at": u.created_at.isoformat(),
+            "created_at": iso(u.created_at),
             "jobs": int(n),
         }
         for u, n in rows

@@ -17,6 +17,7 @@ from scopeflow.service.auth import (
     api_key_json,
     api_keys,
     authenticate,
+    find_token,
     issue_token,
     revoke,
     revoke_api_key,
@@ -106,9 +107,11 @@ def me(user: CurrentUser) -> dict[str, Any]:
 def create_api_key(body: ApiKeyCreate, user: CurrentUser, session: DbSession) -> dict[str, Any]:
     """A new API key of the caller (for scripts); the key is in this answer only."""
     key = issue_token(session, user, TokenKind.API_KEY, timedelta(days=body.days), name=body.name)
+    record = find_token(session, key)  # this key's record (not the newest of the user's)
+    assert record is not None
+    answer = {**api_key_json(record), "key": key}
     session.commit()
-    record = api_keys(session, user)[-1]
-    return {**api_key_json(record), "key": key}
+    return answer
 
 
 @router.get("/auth/api-keys")

@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, select
 
-from scopeflow.service.db import Job, set_state
+from scopeflow.service.db import Job, iso, set_state
 from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, owned_job
 from scopeflow.service.files import UploadStore
 from scopeflow.service.progress import read_log, run_progress
@@ -39,20 +39,16 @@ class JobCreate(BaseModel):
 
 def job_json(job: Job) -> dict[str, Any]:
     """The job as the API shows it."""
-
-    def ts(t: datetime | None) -> str | None:
-        return None if t is None else t.isoformat()
-
     return {
         "id": job.id,
         "name": job.name,
         "template": job.template,
         "state": str(job.state),
         "params": job.params,
-        "created_at": ts(job.created_at),
-        "updated_at": ts(job.updated_at),
-        "started_at": ts(job.started_at),
-        "finished_at": ts(job.finished_at),
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
         "attempts": job.attempts,
         "scheduler": job.scheduler,
         "exit_code": job.exit_code,

@@ -72,7 +72,7 @@ def login(body: Login, request: Request, session: DbSession, svc: Svc) -> dict[s
     """
     throttle = login_throttle(request)
     address = request.client.host if request.client else ""
-    wait = throttle.retry_after(body.name, address)
+    wait, started = throttle.begin(body.name, address)  # counted as a failure until right
     if wait:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -81,9 +81,8 @@ def login(body: Login, request: Request, session: DbSession, svc: Svc) -> dict[s
         )
     user = authenticate(session, body.name, body.password)
     if user is None:
-        throttle.failed(body.name, address)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong user name or password")
-    throttle.succeeded(body.name, address)
+    throttle.succeeded(body.name, address, started)
     ttl = timedelta(seconds=svc.settings.token_ttl_s)
     token = issue_token(session, user, ttl=ttl)
     session.commit()

@@ -8,7 +8,9 @@ Failures are counted in a sliding window under three keys, each with its own lim
   someone who only knows a user's name cannot easily lock that user out.
 
 While any key is over its limit, a login is refused before the password is checked (no argon2
-work is spent on it); a successful login clears the failures of its name-and-address key. The
+work is spent on it). An allowed attempt counts as a failure from its start (:meth:`begin`),
+so that logins checked in parallel cannot all pass the limit before any of them has failed;
+a successful one is taken back and clears the failures of its name-and-address key. The
 counts live in the API process's memory: a restart clears them, and several API processes
 count separately. Behind a reverse proxy, run uvicorn with its proxy headers trusted so the
 client address is the real one.
@@ -63,21 +65,20 @@ class LoginThrottle:
 
     def retry_after(self, name: str, address: str) -> int:
         """Seconds until a login of ``name`` from ``address`` is allowed again; 0 now."""
-        now = self.clock()
-        wait = 0.0
         with self._lock:
-            for key in self._keys(name, address):
-                times = self._recent(key, now)
-                if times is not None and len(times) >= self.limits[key[0]]:
-                    # allowed again once enough of the oldest failures leave the window
-                    oldest = times[len(times) - self.limits[key[0]]]
-                    wait = max(wait, oldest + self.window_s - now)
-        return math.ceil(wait) if wait > 0 else 0
+            return self._wait(name, address, self.clock())
 
-    def failed(self, name: str, address: str) -> None:
-        """Count a failed login."""
+    def begin(self, name: str, address: str) -> tuple[int, float]:
+        """Start a login: ``(seconds to wait, 0 when allowed; the attempt's time)``.
+
+        An allowed attempt is counted as a failure at once (atomically with the check): call
+        :meth:`succeeded` with its time when the password was right.
+        """
         now = self.clock()
         with self._lock:
+            wait = self._wait(name, address, now)
+            if wait:
+                return wait, now
             for key in self._keys(name, address):
                 times = self._recent(key, now)
                 if times is None:
@@ -86,11 +87,29 @@ class LoginThrottle:
                 self._fails.move_to_end(key)
             while len(self._fails) > self.max_keys:
                 self._fails.popitem(last=False)
+        return 0, now
 
-    def succeeded(self, name: str, address: str) -> None:
-        """A successful login clears the failures of its name from its address."""
+    def succeeded(self, name: str, address: str, started: float) -> None:
+        """The login begun at ``started`` was right: not a failure; its pair's failures go."""
+        pair, *others = self._keys(name, address)
         with self._lock:
-            self._fails.pop(self._keys(name, address)[0], None)
+            self._fails.pop(pair, None)
+            for key in others:
+                times = self._fails.get(key)
+                if times is not None and started in times:
+                    times.remove(started)
+                    if not times:
+                        del self._fails[key]
+
+    def _wait(self, name: str, address: str, now: float) -> int:
+        wait = 0.0
+        for key in self._keys(name, address):
+            times = self._recent(key, now)
+            if times is not None and len(times) >= self.limits[key[0]]:
+                # allowed again once enough of the oldest failures leave the window
+                oldest = times[len(times) - self.limits[key[0]]]
+                wait = max(wait, oldest + self.window_s - now)
+        return math.ceil(wait) if wait > 0 else 0
 
     def _recent(self, key: tuple[str, str], now: float) -> deque[float] | None:
         """The failures of ``key`` still in the window (older ones dropped); None if none."""

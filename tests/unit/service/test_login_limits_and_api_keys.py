@@ -63,33 +63,46 @@ def test_throttle_windows_and_limits() -> None:
     t = LoginThrottle(window_s=60, per_pair=3, per_address=5, per_name=7, clock=clock)
     for _ in range(3):
         assert t.retry_after("alice", "1.1.1.1") == 0
-        t.failed("alice", "1.1.1.1")
+        assert t.begin("alice", "1.1.1.1")[0] == 0  # a failure (never succeeded)
         clock.now += 1
     assert t.retry_after("alice", "1.1.1.1") == 57  # until the first failure leaves the window
+    assert t.begin("alice", "1.1.1.1")[0] == 57  # refused, and not counted
     assert t.retry_after("alice", "2.2.2.2") == 0  # another address may still try
     assert t.retry_after("bob", "1.1.1.1") == 0  # and the address other names
     clock.now += 57
     assert t.retry_after("alice", "1.1.1.1") == 0
     # spraying names from one address: the address limit
     for name in ("b", "c", "d", "e", "f"):
-        t.failed(name, "3.3.3.3")
+        t.begin(name, "3.3.3.3")
     assert t.retry_after("zed", "3.3.3.3") > 0
     # one name from many addresses: the name limit
     for i in range(7):
-        t.failed("carol", f"10.0.0.{i}")
+        t.begin("carol", f"10.0.0.{i}")
     assert t.retry_after("carol", "10.0.0.99") > 0
-    # success clears the pair, not the other keys
-    t2 = LoginThrottle(per_pair=2, clock=clock)
-    t2.failed("dan", "a")
-    t2.succeeded("dan", "a")
-    t2.failed("dan", "a")
-    assert t2.retry_after("dan", "a") == 0
+
+
+def test_throttle_counts_attempts_in_flight_and_takes_successes_back() -> None:
+    clock = Clock()
+    t = LoginThrottle(per_pair=2, per_address=3, clock=clock)
+    # logins checked in parallel: each is a failure from its start, so the third is refused
+    # before either of the first two has an answer
+    assert [t.begin("dan", "a")[0] for _ in range(3)] == [0, 0, 300]
+    # a success clears the pair's failures
+    t.succeeded("dan", "a", clock.now)
+    assert t.retry_after("dan", "a") == 0
+    # successes do not count against the address (many users behind one address)
+    for i in range(10):
+        clock.now += 1
+        wait, started = t.begin(f"user{i}", "lab")
+        assert wait == 0
+        t.succeeded(f"user{i}", "lab", started)
+    assert t.retry_after("someone", "lab") == 0
 
 
 def test_throttle_memory_is_bounded() -> None:
     t = LoginThrottle(max_keys=30, clock=Clock())
     for i in range(1000):
-        t.failed(f"user{i}", f"addr{i}")
+        t.begin(f"user{i}", f"addr{i}")
     assert len(t._fails) <= 30
 
 

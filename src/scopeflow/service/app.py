@@ -41,7 +41,7 @@ from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.templates import TemplateCache
 from scopeflow.service.transfers import RangeNotSatisfiableError
 from scopeflow.service.web import router as web_router
-from scopeflow.service.web.downloads import install_signer
+from scopeflow.service.web.downloads import install_links
 
 __all__ = ["API_PREFIX", "ERROR_STATUS", "create_app"]
 
@@ -111,5 +111,5 @@ def create_app(settings: ServiceSettings, *, migrate: bool = True) -> FastAPI:
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(web_router)  # the web UI: /, /static/…, /api/v1/web/…
-    install_signer(app)
+    install_links(app)
     return app

@@ -178,6 +178,10 @@ def test_a_token_is_for_its_own_job_and_its_results_only(
         f"{mine}.{expires}",
         "garbage",
         f"{other}.{expires}.{sig}.x",
+        # not ASCII digits or signature characters, or a huge number: 404, never a 500
+        f"{mine}.{expires}.{sig[:-1]}%C3%A9",
+        f"{mine}.%C2%B2.{sig}",
+        f"{mine}.{'9' * 5000}.{sig}",
     ]
     for bad in forged:
         for url in (f"/dl/{bad}/summary.json", f"/dl/{bad}/results.zip"):
@@ -279,6 +283,9 @@ def test_links_answer_cors_on_every_answer_and_the_preflight(
         client.get("/dl/garbage/outputs/big.bin", headers=ORIGIN),  # a forged token: 404
     ):
         _assert_cors(r)
+    wrong_method = client.post(f"/dl/{tok}/outputs/big.bin", headers=ORIGIN)
+    assert wrong_method.status_code == 405
+    _assert_cors(wrong_method)
     clock.now += 10
     expired = client.get(f"/dl/{short}/summary.json", headers=ORIGIN)
     assert expired.status_code == 401

@@ -38,18 +38,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from inspect import isawaitable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from sqlalchemy.orm import joinedload
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scopeflow.service.db import Job
 from scopeflow.service.deps import CurrentUser, DbSession, Svc, owned_job
@@ -61,7 +62,8 @@ __all__ = [
     "MAX_TTL_S",
     "PREFLIGHT_HEADERS",
     "DownloadSigner",
-    "install_signer",
+    "LinkCORS",
+    "install_links",
     "router",
     "signer_of",
 ]
@@ -104,35 +106,44 @@ class DownloadSigner:
     @staticmethod
     def job_of(token: str) -> str | None:
         """The job id a token names (not verified), or ``None`` when it is malformed."""
-        parts = token.split(".")
-        if len(parts) != 3 or not parts[0].isalnum() or not parts[1].isdigit():
-            return None
-        return parts[0]
+        parts = _parts(token)
+        return None if parts is None else parts[0]
 
     def check(self, token: str, owner_id: int) -> bool | None:
         """``True`` valid, ``False`` expired (yet genuine), ``None`` forged or malformed."""
-        job_id = self.job_of(token)
-        if job_id is None:
+        parts = _parts(token)
+        if parts is None:
             return None
-        _, expires, sig = token.split(".")
-        if not hmac.compare_digest(sig, self._sign(job_id, owner_id, int(expires))):
+        job_id, expires, sig = parts
+        if not hmac.compare_digest(sig, self._sign(job_id, owner_id, expires)):
             return None
-        return int(expires) > self.clock()
+        return expires > self.clock()
+
+
+_TOKEN = re.compile(r"([0-9a-f]{1,64})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})")
+"""``JOB_ID.EXPIRES.SIGNATURE`` in ASCII only (``str.isdigit`` would pass '²' or '٣')."""
+
+
+def _parts(token: str) -> tuple[str, int, str] | None:
+    """``(job id, expiry, signature)`` of a well-formed token, else ``None``."""
+    m = _TOKEN.fullmatch(token)
+    return None if m is None else (m[1], int(m[2]), m[3])
 
 
 def signer_of(request: Request) -> DownloadSigner:
-    """The app's signer (made with the app by :func:`install_signer`; a test may swap it)."""
+    """The app's signer (made with the app by :func:`install_links`; a test may swap it)."""
     signer: DownloadSigner = request.app.state.download_signer
     return signer
 
 
-def install_signer(app: Any) -> None:
-    """Give the app its one signer when it is created.
+def install_links(app: Any) -> None:
+    """Give the app its one signer and the links' CORS middleware when it is created.
 
-    Made lazily, two first requests at once could each make one, and the loser's links would
-    not verify.
+    Made lazily, two first requests at once could each make a signer, and the loser's links
+    would not verify.
     """
     app.state.download_signer = DownloadSigner()
+    app.add_middleware(LinkCORS)
 
 
 class TokenBody(BaseModel):
@@ -160,7 +171,8 @@ def download_token(
 def _job_of_token(request: Request, session: DbSession, token: str) -> Job:
     signer = signer_of(request)
     job_id = signer.job_of(token)
-    job = session.scalar(select(Job).where(Job.id == job_id)) if job_id else None
+    query = select(Job).options(joinedload(Job.owner)).where(Job.id == job_id)  # one query
+    job = session.scalar(query) if job_id else None
     verdict = signer.check(token, job.owner_id) if job is not None else None
     if job is None or verdict is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such download")
@@ -190,43 +202,31 @@ two hours).
 """
 
 
-async def _error_answer(request: Request, exc: Exception) -> Response:
-    """The answer the app's exception handlers give ``exc`` (re-raised when none handles it)."""
-    handlers = request.app.exception_handlers
-    handler = handlers.get(exc.status_code) if isinstance(exc, StarletteHTTPException) else None
-    handler = handler or next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
-    if handler is None:
-        raise exc
-    answer = handler(request, exc)
-    response: Response = await answer if isawaitable(answer) else answer
-    return response
+class LinkCORS:
+    """ASGI middleware: every answer under ``/dl/`` carries :data:`CORS_HEADERS`.
 
-
-class _LinkRoute(APIRoute):
-    """A ``/dl/`` route: every answer, an error's included, carries :data:`CORS_HEADERS`.
-
-    The app turns an exception into its answer outside the route, where the headers could no
-    longer be added; here the same handlers (``app.exception_handlers``) make it inside.
+    It wraps the app's exception handlers, so error answers (404, 401, 416, a 405 for a wrong
+    method) get the headers too; nothing outside ``/dl/`` is touched.
     """
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
-        async def with_cors(request: Request) -> Response:
-            try:
-                response = await handler(request)
-            except Exception as exc:  # answered by the app's handler, or re-raised
-                response = await _error_answer(request, exc)
-            response.headers.update(CORS_HEADERS)
-            return response
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; add the headers to the start of a ``/dl/`` answer."""
+        if scope["type"] != "http" or not scope["path"].startswith("/dl/"):
+            await self.app(scope, receive, send)
+            return
 
-        return with_cors
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(CORS_HEADERS)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
 
 
-_links = APIRouter(route_class=_LinkRoute)
-
-
-@_links.api_route("/dl/{token}/results.zip", methods=["GET", "HEAD"], include_in_schema=False)
+@router.api_route("/dl/{token}/results.zip", methods=["GET", "HEAD"], include_in_schema=False)
 def dl_zip(
     token: str,
     request: Request,
@@ -240,7 +240,7 @@ def dl_zip(
     return results_zip_response(run_dir, name, request, _HEADERS, prefix=prefix)
 
 
-@_links.api_route("/dl/{token}/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
+@router.api_route("/dl/{token}/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
 def dl_file(token: str, path: str, request: Request, session: DbSession, svc: Svc) -> Response:
     """One result file of the token's job, with HTTP Range (206) and If-Range support."""
     job = _job_of_token(request, session, token)
@@ -248,10 +248,7 @@ def dl_file(token: str, path: str, request: Request, session: DbSession, svc: Sv
     return result_file_response(run_dir, path, request, _HEADERS)
 
 
-@_links.options("/dl/{token}/{path:path}", include_in_schema=False)
+@router.options("/dl/{token}/{path:path}", include_in_schema=False)
 def dl_preflight(token: str, path: str) -> Response:
     """A CORS preflight: 204 with :data:`PREFLIGHT_HEADERS` (the token is checked on the GET)."""
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=PREFLIGHT_HEADERS)
-
-
-router.include_router(_links)

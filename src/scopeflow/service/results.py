@@ -21,10 +21,10 @@ from fastapi.responses import StreamingResponse
 from scopeflow.service.files import safe_relpath
 from scopeflow.service.transfers import (
     iter_file,
-    iter_zip,
     list_results,
     parse_range,
     result_path,
+    zip_listed,
 )
 
 __all__ = ["result_file_response", "results_zip_response"]
@@ -91,15 +91,15 @@ def results_zip_response(
     BadPathError
         ``prefix`` is not an acceptable relative name (400).
     """
-    listed = list_results(run_dir, prefix=prefix)  # BadPathError -> 400
+    head_of_all = request.method == "HEAD" and prefix is None  # nothing to list for it
+    listed = [] if head_of_all else list_results(run_dir, prefix=prefix)  # BadPathError -> 400
     if prefix is not None and not listed:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no result files under {prefix!r}")
     stem = "results" if prefix is None else _filename(PurePosixPath(prefix).name)
     out = (headers or {}) | {"Content-Disposition": f'attachment; filename="{name}-{stem}.zip"'}
     if request.method == "HEAD":
         return Response(media_type="application/zip", headers=out)
-    files = [str(r["path"]) for r in listed]
-    return StreamingResponse(iter_zip(run_dir, files), media_type="application/zip", headers=out)
+    return StreamingResponse(zip_listed(run_dir, listed), media_type="application/zip", headers=out)
 
 
 def _filename(text: str) -> str:

@@ -8,9 +8,11 @@ The token of ``scopeflow login URL`` is kept in ``$SCOPEFLOW_CONFIG_DIR/credenti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -51,7 +53,9 @@ def _credentials_path() -> Path:
     return Path(base) / "credentials.json"
 
 
-def _client(url: str | None, token: str | None) -> Client:
+@contextlib.contextmanager
+def _client(url: str | None, token: str | None) -> Iterator[Client]:
+    """The service's client for a command; an API or transfer error ends it (exit 1)."""
     saved: dict[str, Any] = {}
     path = _credentials_path()
     if path.exists():
@@ -74,7 +78,11 @@ def _client(url: str | None, token: str | None) -> Client:
         raise typer.Exit(2)
     from scopeflow.client import Client  # httpx is loaded only by the commands that talk HTTP
 
-    return Client(url, token)
+    with Client(url, token) as client:
+        try:
+            yield client
+        except (APIError, TransferError) as exc:
+            raise _fail(exc) from None
 
 
 def _same_url(a: str, b: str) -> bool:
@@ -152,16 +160,13 @@ def create_cmd(
 ) -> None:
     """Create a job; prints its id."""
     with _client(url, token) as c:
-        try:
-            job = c.create_job(template, name, _params(param or [], params_file))
-        except APIError as exc:
-            raise _fail(exc) from None
+        job = c.create_job(template, name, _params(param or [], params_file))
         if demo:
             try:
                 c.demo_data(job["id"])
-            except APIError as exc:
+            except APIError:
                 err.print(f"job {job['id']} was created, but not its demo data:")
-                raise _fail(exc) from None
+                raise
     out.print(job["id"])
 
 
@@ -202,18 +207,12 @@ def upload_cmd(
             def show(s: TransferProgress, task: Any = task) -> None:
                 bar.update(task, completed=s.done)
 
-            try:
-                c.upload(job_id, local, remote, progress=show)
-            except (APIError, TransferError) as exc:
-                raise _fail(exc) from None
+            c.upload(job_id, local, remote, progress=show)
 
 
 def _simple(action: str, job_id: str, url: str | None, token: str | None) -> None:
     with _client(url, token) as c:
-        try:
-            job = getattr(c, action)(job_id)
-        except APIError as exc:
-            raise _fail(exc) from None
+        job = getattr(c, action)(job_id)
     if job is not None:
         out.print(f"{job['id']}: {job['state']}")
 
@@ -255,10 +254,7 @@ def delete_input_cmd(
     """Delete input files (or unfinished uploads) of a job that has not started."""
     with _client(url, token) as c:
         for path in paths:
-            try:
-                answer = c.delete_input(job_id, path)
-            except APIError as exc:
-                raise _fail(exc) from None
+            answer = c.delete_input(job_id, path)
             if answer.get("discarded"):
                 out.print(f"{answer['path']}: unfinished upload discarded")
             else:
@@ -288,10 +284,7 @@ def status_cmd(
 ) -> None:
     """A job's state and its steps' progress."""
     with _client(url, token) as c:
-        try:
-            job, prog = c.job(job_id), c.progress(job_id)
-        except APIError as exc:
-            raise _fail(exc) from None
+        job, prog = c.job(job_id), c.progress(job_id)
     if as_json:
         out.print_json(json.dumps({**job, "progress": prog}))
         return
@@ -329,10 +322,7 @@ def watch_cmd(
     """Follow a job's step x unit grid live until it ends (exit 1 unless it succeeded)."""
     with _client(url, token) as c, Live(console=out, auto_refresh=False) as live:
         while True:
-            try:
-                job, prog = c.job(job_id), c.progress(job_id)
-            except APIError as exc:
-                raise _fail(exc) from None
+            job, prog = c.job(job_id), c.progress(job_id)
             table = _grid(prog)
             table.title = f"{job['name']} ({job['id'][:8]}): {job['state']}"
             live.update(table, refresh=True)
@@ -357,14 +347,11 @@ def logs_cmd(
     """A unit's log or the job's scheduler output."""
     which: dict[str, Any] = {"step": step, "unit": unit} if step and unit else {"stream": stream}
     with _client(url, token) as c:
-        try:
-            if follow:
-                for text in c.follow_logs(job_id, **which):
-                    out.out(text, end="")
-            else:
-                out.out(c.logs(job_id, **which)["text"], end="")
-        except APIError as exc:
-            raise _fail(exc) from None
+        if follow:
+            for text in c.follow_logs(job_id, **which):
+                out.out(text, end="")
+        else:
+            out.out(c.logs(job_id, **which)["text"], end="")
 
 
 @jobs_app.command("download")
@@ -383,11 +370,8 @@ def download_cmd(
         def show(s: TransferProgress) -> None:
             bar.update(task, completed=s.done, total=s.total or None)
 
-        try:
-            if file is None:
-                c.download_zip(job_id, target, progress=show)
-            else:
-                c.download(job_id, file, target, progress=show)
-        except (APIError, TransferError) as exc:
-            raise _fail(exc) from None
+        if file is None:
+            c.download_zip(job_id, target, progress=show)
+        else:
+            c.download(job_id, file, target, progress=show)
     out.print(f"saved {target}")

@@ -344,8 +344,8 @@ def test_the_saved_token_goes_only_to_the_saved_service(
         assert c.token == "SAVED"
     with cli_jobs._client("http://evil:8000", "MINE") as c:
         assert (c.url, c.token) == ("http://evil:8000", "MINE")
-    with pytest.raises(typer.Exit):
-        cli_jobs._client("http://evil:8000", None)
+    with pytest.raises(typer.Exit), cli_jobs._client("http://evil:8000", None):
+        pass
 
 
 def test_login_makes_an_existing_credentials_file_private(
@@ -396,3 +396,21 @@ def test_demo_data_and_api_keys_through_the_client_and_the_cli(live: Live, clien
             robot.me()
         assert exc.value.status == 401
     assert client.api_keys() == []
+
+
+def test_every_cli_command_reports_api_errors_without_a_traceback(
+    live: Live, client: Client
+) -> None:
+    """An API error is one red line and exit 1, for the commands that read too."""
+    from scopeflow.cli import app
+
+    bad = ["--url", live.url, "--token", "not-a-token"]
+    runner = CliRunner()
+    for args in (["jobs", "templates"], ["jobs", "list"], ["jobs", "status", "x"]):
+        result = runner.invoke(app, [*args, *bad])
+        assert result.exit_code == 1, (args, result.output)
+        assert "401" in result.output, (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), args
+    good = ["--url", live.url, "--token", str(client.token)]
+    result = runner.invoke(app, ["jobs", "list", "--state", "nonsense", *good])
+    assert result.exit_code == 1 and "422" in result.output, result.output

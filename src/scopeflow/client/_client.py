@@ -69,17 +69,27 @@ class Client:
         self.close()
 
     # ------------------------------------------------------------------ plumbing
-    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        headers = dict(kw.pop("headers", {}) or {})
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """``extra`` and the bearer token (when logged in)."""
+        headers = dict(extra or {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        r = self._http.request(method, path, headers=headers, **kw)
+        return headers
+
+    @staticmethod
+    def _raise_for(r: httpx.Response) -> None:
+        """An :class:`APIError` from an error answer (its body read already)."""
         if r.status_code >= 400:
             try:
                 body = r.json()
             except ValueError:
                 body = {"detail": r.text}
             raise APIError(r.status_code, body.get("detail"), body)
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = self._headers(kw.pop("headers", None))
+        r = self._http.request(method, path, headers=headers, **kw)
+        self._raise_for(r)
         return r
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
@@ -260,7 +270,7 @@ class Client:
                 data = fh.read(want)
                 if len(data) < want:  # the file shrank since it was declared
                     with contextlib.suppress(APIError, httpx.HTTPError):
-                        self.discard(job_id, name)
+                        self.delete_input(job_id, name)
                     raise TransferError(
                         f"{path} changed while uploading: {offset + len(data)} bytes readable, "
                         f"{size} declared (the upload was discarded; upload it again)"
@@ -285,19 +295,11 @@ class Client:
         out: dict[str, Any] = self._json("POST", f"/jobs/{_q(job_id)}/files/{_q(name)}/finish")
         return out
 
-    def discard(self, job_id: str, remote: str) -> dict[str, Any]:
-        """Discard an unfinished upload: the bytes the service holds for it go.
-
-        The same request as :meth:`delete_input`: with no unfinished upload of that name, a
-        finished input file of that name is deleted.
-        """
-        return self.delete_input(job_id, remote)
-
     def delete_input(self, job_id: str, remote: str) -> dict[str, Any]:
         """Delete a file from the job's input before the job starts.
 
         The service removes an unfinished upload of that name if there is one (the answer is
-        ``{"path", "discarded": True}``, as with :meth:`discard`), else the finished input file
+        ``{"path", "discarded": True}``), else the finished input file
         (``{"path", "deleted": True, "size"}``); the job's state follows its input (``created``
         once nothing is left).
 
@@ -362,19 +364,13 @@ class Client:
         """One GET into ``dest.part``; True when it must start over (the part does not fit)."""
         part = dest.with_name(dest.name + ".part")
         tag_file = dest.with_name(dest.name + ".part.etag")
-        headers = {"Range": f"bytes={have}-", "If-Range": etag} if have and etag else {}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        with self._http.stream("GET", url, headers=headers) as r:
+        ranged = {"Range": f"bytes={have}-", "If-Range": etag} if have and etag else {}
+        with self._http.stream("GET", url, headers=self._headers(ranged)) as r:
             if r.status_code == 416:  # the part is not a prefix of the file (any more)
                 return True
             if r.status_code >= 400:
                 r.read()
-                try:
-                    body = r.json()
-                except ValueError:
-                    body = {"detail": r.text}
-                raise APIError(r.status_code, body.get("detail"), body)
+                self._raise_for(r)
             append = r.status_code == 206
             if append:
                 m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", r.headers.get("content-range", ""))

@@ -165,10 +165,10 @@ def test_discard(client: Client) -> None:
     client._json(
         "POST", f"/jobs/{job_id}/files", json={"path": "a#1.bin", "size": 5, "sha256": "0" * 64}
     )
-    assert client.discard(job_id, "a#1.bin") == {"path": "a#1.bin", "discarded": True}
+    assert client.delete_input(job_id, "a#1.bin") == {"path": "a#1.bin", "discarded": True}
     assert client._json("GET", f"/jobs/{job_id}/files")["uploads"] == []
     with pytest.raises(APIError) as exc:
-        client.discard(job_id, "a#1.bin")
+        client.delete_input(job_id, "a#1.bin")
     assert exc.value.status == 404
 
 

@@ -2,17 +2,18 @@
 // /api/v1/web/jobs/{id}/download-token) makes /dl/<token>/<path> URLs that the browser streams
 // to disk itself (nothing held in memory) and that napari / Fiji can open without a header.
 import { post } from "./api.js";
+import { enc } from "./util.js";
 
 const MARGIN_MS = 60_000; // renew a token with less than a minute left
 const cache = new Map(); // `${jobId}:${ttl}` -> { token, until }
 
-export const enc = (p) => p.split("/").map(encodeURIComponent).join("/");
+export const isFresh = (held) => held.until - Date.now() > MARGIN_MS;
 
 /** A token for job `jobId`'s results, valid at least a minute more (renewed when needed). */
 export async function linkToken(jobId, ttlS = 600) {
   const key = `${jobId}:${ttlS}`;
   const held = cache.get(key);
-  if (held && held.until - Date.now() > MARGIN_MS) return held;
+  if (held && isFresh(held)) return held;
   const r = await post(`/web/jobs/${jobId}/download-token`, { ttl_s: ttlS });
   // the local clock from now, not the server's `expires`: clocks may differ
   const fresh = { token: r.token, until: Date.now() + r.ttl_s * 1000 };
@@ -22,23 +23,22 @@ export async function linkToken(jobId, ttlS = 600) {
 
 /** The URL of a result file (or "results.zip") under a token. */
 export const linkURL = (token, path, absolute = false) =>
-  `${absolute ? location.origin : ""}/dl/${token}/${path === "results.zip" ? path : enc(path)}`;
-
-export const isFresh = (held) => held.until - Date.now() > MARGIN_MS;
+  `${absolute ? location.origin : ""}/dl/${token}/${enc(path)}`;
 
 /**
- * Make `a` (with data-path) a plain download link of job `jobId` from token `held`; a click
- * on a link whose token is (nearly) spent gets a fresh one first, then follows it.
+ * Make `a` a plain download link of job `jobId` from token `held`: `urlOf(token)` (default:
+ * the result file `a.dataset.path`). A click on a link whose token is (nearly) spent gets a
+ * fresh one first, then follows it.
  */
-export function streamLink(a, jobId, held) {
+export function streamLink(a, jobId, held, urlOf = (token) => linkURL(token, a.dataset.path)) {
   let current = held;
-  a.href = linkURL(current.token, a.dataset.path);
+  a.href = urlOf(current.token);
   a.addEventListener("click", (e) => {
     if (isFresh(current)) return; // the browser follows (and streams) the href
     e.preventDefault();
     linkToken(jobId).then((t) => {
       current = t;
-      a.href = linkURL(t.token, a.dataset.path);
+      a.href = urlOf(t.token);
       a.click();
     });
   });

@@ -3,7 +3,7 @@
 // a short-lived download token (links.js): the browser streams them, nothing is held in memory.
 // A Zarr folder (thousands of chunk files) is one row of the list, downloaded as its own zip.
 import { get, message } from "./api.js";
-import { isFresh, linkToken, linkURL, streamLink } from "./links.js";
+import { linkToken, linkURL, streamLink } from "./links.js";
 import { bytes, el, when } from "./util.js";
 
 const base = (p) => p.split("/").pop();
@@ -13,21 +13,6 @@ const ZARR_FOLDER = /^(.*?\.zarr)\//;
 
 /** The URL of the zip of one folder of the results under a token (results.zip?prefix=…). */
 const folderZipURL = (token, folder) => `${linkURL(token, "results.zip")}?prefix=${encodeURIComponent(folder)}`;
-
-/** Make `a` (with data-prefix) a plain link to the zip of that folder; renewed like streamLink. */
-function folderZipLink(a, jobId, held) {
-  let current = held;
-  a.href = folderZipURL(current.token, a.dataset.prefix);
-  a.addEventListener("click", (e) => {
-    if (isFresh(current)) return; // the browser follows (and streams) the href
-    e.preventDefault();
-    linkToken(jobId).then((t) => {
-      current = t;
-      a.href = folderZipURL(t.token, a.dataset.prefix);
-      a.click();
-    });
-  });
-}
 
 /** The rows of the file table: one per file, but one per Zarr folder (files, total size, zip). */
 function fileRows(files, jobId, held) {
@@ -51,7 +36,7 @@ function fileRows(files, jobId, held) {
     const { folder, n, size } = entry;
     const a = el("a.download-folder", { "data-prefix": folder, download: `${jobId}-${base(folder)}.zip`, text: "zip",
       "aria-label": `Download ${folder} (zip)` });
-    folderZipLink(a, jobId, held);
+    streamLink(a, jobId, held, (token) => folderZipURL(token, folder));
     return el("tr.zarr", { "data-folder": folder },
       el("td", {}, `${folder}/ `, el("span.small.muted", { text: `Zarr, ${n} file${n === 1 ? "" : "s"}` })),
       el("td", { text: bytes(size) }), el("td", {}, a));

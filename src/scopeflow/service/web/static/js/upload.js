@@ -7,10 +7,9 @@
 // (asks first, then DELETE …/files/{path}: the file goes, and the job's state follows).
 import { get, message, raw } from "./api.js";
 import { sha256File } from "./sha256.js";
-import { bytes, duration, el, toast } from "./util.js";
+import { bytes, duration, el, enc, toast } from "./util.js";
 
 const CHUNK = 8 * 2 ** 20;
-const enc = (p) => p.split("/").map(encodeURIComponent).join("/");
 const hashKey = (f) => `scopeflow.sha256:${f.name}:${f.size}:${f.lastModified}`;
 
 /** Files (with their relative paths) of a drop: folders are walked recursively. */

@@ -22,6 +22,9 @@ export function el(spec, attrs = {}, ...children) {
   return node;
 }
 
+/** A relative path for a URL: each component percent-encoded, the slashes kept. */
+export const enc = (p) => p.split("/").map(encodeURIComponent).join("/");
+
 export function bytes(n) {
   if (n === null || n === undefined) return "";
   const u = ["B", "KiB", "MiB", "GiB", "TiB"];

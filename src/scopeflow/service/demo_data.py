@@ -9,7 +9,8 @@ SPIM generator takes the number of views, time points, channels and illumination
 size, so the data fit the job.
 
 The data are made in a scratch folder inside the job's folder and moved into ``input/`` only
-when complete, so a failure leaves no partial input; the synthetic ``config.yaml`` is left out
+when complete, so a failure leaves no partial input (a scratch folder left by a process that
+died is cleared by the next request); the synthetic ``config.yaml`` is left out
 (the job's configuration comes from its template), the ground-truth files are kept.
 """
 
@@ -23,6 +24,7 @@ from pydantic import Field, model_validator
 
 from scopeflow.core.config import StrictModel
 from scopeflow.core.errors import ConfigError
+from scopeflow.service.files import regular_files
 
 __all__ = ["DEMO_PIPELINES", "DemoData", "make_demo_data", "move_demo_data"]
 
@@ -54,8 +56,8 @@ class DemoData(StrictModel):
         return self
 
 
-def make_demo_data(demo: DemoData, config: dict[str, Any], scratch: Path) -> None:
-    """Write the demo data into ``scratch`` (a new folder; removed again on an error).
+def make_demo_data(demo: DemoData, config: dict[str, Any], scratch: Path) -> list[tuple[str, int]]:
+    """Write the demo data into ``scratch`` (made anew); their relative paths and sizes.
 
     Parameters
     ----------
@@ -66,17 +68,17 @@ def make_demo_data(demo: DemoData, config: dict[str, Any], scratch: Path) -> Non
         SPIM generator follows its ``angles``, ``ntimepoints``, ``channels``, ``illuminations``
         and ``voxel_size``.
     scratch
-        A folder that does not exist yet, on the file system of the job's input folder.
+        A folder on the file system of the job's input folder; whatever it holds (a run that
+        died) is removed first, and all of it on an error.
 
     Raises
     ------
     ConfigError
         The job's parameters do not allow the data (e.g. no ``angles``).
-    FileExistsError
-        ``scratch`` exists (demo data of this job are being made).
     """
     from scopeflow.testing import make_cyto_dataset, make_spim_dataset
 
+    shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
     try:
         if demo.dataset == "spim":
@@ -85,25 +87,23 @@ def make_demo_data(demo: DemoData, config: dict[str, Any], scratch: Path) -> Non
             kind = demo.dataset.removeprefix("cyto-")
             make_cyto_dataset(scratch, kind=kind, n=demo.images, seed=demo.seed)
         (scratch / "config.yaml").unlink(missing_ok=True)  # the template makes the job's config
+        found = regular_files(scratch, skip_temp=False)
+        return sorted((p.relative_to(scratch).as_posix(), st.st_size) for p, st in found)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
 
 
-def move_demo_data(scratch: Path, input_dir: Path) -> list[str]:
-    """Move the files made by :func:`make_demo_data` into ``input_dir``; their relative paths.
+def move_demo_data(scratch: Path, names: list[str], input_dir: Path) -> None:
+    """Move the files ``names`` (from :func:`make_demo_data`) into ``input_dir``.
 
     Files of the same names are replaced; ``scratch`` is removed.
     """
-    moved = []
     try:
-        for path in sorted(p for p in scratch.rglob("*") if p.is_file()):
-            rel = path.relative_to(scratch)
+        for rel in names:
             target = input_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            path.replace(target)
-            moved.append(rel.as_posix())
-        return moved
+            (scratch / rel).replace(target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -52,6 +52,7 @@ __all__ = [
     "UploadExistsError",
     "UploadOffsetError",
     "UploadStore",
+    "file_lock",
     "quota_lock",
     "regular_files",
     "resolve_in",
@@ -315,12 +316,27 @@ def quota_lock(user_root: Path) -> Iterator[None]:
     user_root
         The folder of all of one user's jobs.
     """
-    user_root = Path(user_root)
-    user_root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(user_root / QUOTA_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    Path(user_root).mkdir(parents=True, exist_ok=True)
+    with file_lock(Path(user_root) / QUOTA_LOCK):
         yield
+
+
+@contextmanager
+def file_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive :func:`fcntl.flock` on ``path`` (created when missing).
+
+    It holds across threads and processes and ends with the block, or when the process dies
+    (nothing stale is left behind). With ``wait=False`` the block runs at once and gets
+    ``False`` when someone else holds the lock (it then holds nothing).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)  # closing the descriptor releases the lock
 
@@ -655,6 +671,14 @@ class UploadStore:
     def has_files(self) -> bool:
         """Whether the input tree holds at least one finished file."""
         return next(regular_files(self.input_dir), None) is not None
+
+    def pending(self, path: str) -> bool:
+        """Whether an upload of ``path`` is unfinished."""
+        return self._record_path(safe_relpath(path)).exists()
+
+    def has_uploads(self) -> bool:
+        """Whether any upload is unfinished."""
+        return next(self.state_dir.glob("*.json"), None) is not None
 
     def status(self) -> list[dict[str, Any]]:
         """Uploads in progress: ``path``, ``size``, ``sha256``, ``offset``, ``started``."""

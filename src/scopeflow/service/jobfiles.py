@@ -24,6 +24,8 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from scopeflow.service.files import UPLOADS_DIR, UploadStore
+
 __all__ = ["WRAPPER_MODULE", "JobFiles"]
 
 #: The module that runs a job's command and writes its exit record.
@@ -49,7 +51,11 @@ class JobFiles:
     @property
     def uploads_dir(self) -> Path:
         """State of unfinished uploads."""
-        return self.root / ".uploads"
+        return self.root / UPLOADS_DIR
+
+    def upload_store(self) -> UploadStore:
+        """The job's uploads: finished files in :attr:`input_dir`, state in :attr:`uploads_dir`."""
+        return UploadStore(self.input_dir, state_dir=self.uploads_dir)
 
     @property
     def config(self) -> Path:

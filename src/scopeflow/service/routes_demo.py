@@ -2,8 +2,10 @@
 
 ``POST /jobs/{id}/demo-data`` writes the template's demo data into a new job's input folder
 and makes the job ``ready``. Only for the job's owner (404 otherwise), only for a template with
-a ``demo:`` entry (409), only while the job is ``created`` and holds no file (409); the data
-count against the user's quota (413).
+a ``demo:`` entry (409), only while the job is ``created`` and holds no file and no upload
+(409, checked again under the user's quota lock before the data move in); the data count
+against the user's quota (413; nothing is made when it is full already). One request per job
+makes data at a time (a lock that dies with its process: a request after a crash starts over).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from scopeflow.service.deps import CurrentUser, DbSession, Svc, owned_job
 from scopeflow.service.files import (
     QuotaExceededError,
     UploadStore,
+    file_lock,
     quota_lock,
-    regular_files,
     used_bytes,
 )
+from scopeflow.service.routes_files import input_state
 from scopeflow.service.states import JobState
 
 __all__ = ["router"]
@@ -37,38 +40,42 @@ def write_demo_data(job_id: str, user: CurrentUser, session: DbSession, svc: Svc
     template = svc.templates.get(job.template)
     if template.demo is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"template {job.template!r} has no demo data")
-    if job.state is not JobState.CREATED:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"demo data go into a new job; this one is {job.state}"
-        )
     files = svc.files(job)
-    store = UploadStore(files.input_dir, state_dir=files.uploads_dir)
-    if store.status() or next(iter(regular_files(files.input_dir)), None) is not None:
-        raise HTTPException(status.HTTP_409_CONFLICT, "the job has input files already")
+    store = files.upload_store()
+    _check_new(job.state, store)
     config = template.merged_config(job.params)
-    scratch = files.root / ".demo"
-    session.close()  # no database connection is held while the data are made (seconds)
-    try:
-        make_demo_data(template.demo, config, scratch)
-    except FileExistsError:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, "demo data of this job are being written"
-        ) from None
-    size = sum(st.st_size for _, st in regular_files(scratch, skip_temp=False))
     user_root = svc.settings.jobs_dir / user.name
-    with quota_lock(user_root):
-        try:
-            job = owned_job(session, user, job_id)  # not deleted meanwhile
-            used = used_bytes(user_root)  # the scratch folder included
-            quota = svc.settings.quota_bytes
-            if job.state is not JobState.CREATED:
-                raise HTTPException(status.HTTP_409_CONFLICT, f"the job is {job.state} now")
-            if used > quota:
-                raise QuotaExceededError("demo data", size, used - size, quota)
-        except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise
-        moved = move_demo_data(scratch, files.input_dir)
+    quota = svc.settings.quota_bytes
+    session.close()  # no database connection is held while the data are made (seconds)
+    with file_lock(files.root / ".demo.lock", wait=False) as mine:
+        if not mine:
+            raise HTTPException(status.HTTP_409_CONFLICT, "demo data of this job are being written")
+        if used_bytes(user_root) >= quota:  # full already: make nothing
+            raise QuotaExceededError("demo data", 0, used_bytes(user_root), quota)
+        scratch = files.root / ".demo"
+        made = make_demo_data(template.demo, config, scratch)
+        size = sum(n for _, n in made)
+        with quota_lock(user_root):
+            try:
+                job = owned_job(session, user, job_id)  # not deleted meanwhile
+                _check_new(job.state, store)  # no upload began meanwhile
+                used = used_bytes(user_root)  # the scratch folder included
+                if used > quota:
+                    raise QuotaExceededError("demo data", size, used - size, quota)
+            except BaseException:
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise
+            move_demo_data(scratch, [name for name, _ in made], files.input_dir)
     set_state(session, job, JobState.READY)
     session.commit()
-    return {"files": len(moved), "bytes": size, "state": job.state}
+    return {"files": len(made), "bytes": size, "state": job.state}
+
+
+def _check_new(state: JobState, store: UploadStore) -> None:
+    """409 unless the job is ``created`` with no input file and no upload."""
+    if state is not JobState.CREATED:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"demo data go into a new job; this one is {state}"
+        )
+    if input_state(store) is not JobState.CREATED:
+        raise HTTPException(status.HTTP_409_CONFLICT, "the job has input files already")

@@ -63,13 +63,17 @@ class FileDeclaration(BaseModel):
 
 
 def _store(svc: Service, job: Job) -> UploadStore:
-    files = svc.files(job)
-    return UploadStore(files.input_dir, state_dir=files.uploads_dir)
+    return svc.files(job).upload_store()
 
 
-def _uploadable(job: Job) -> None:
+def input_state(store: UploadStore) -> JobState:
+    """The state a job that has not started is in, from its input (:meth:`JobState.for_input`)."""
+    return JobState.for_input(uploads=store.has_uploads(), files=store.has_files())
+
+
+def _uploadable(job: Job, what: str = "no uploads now") -> None:
     if job.state not in BEFORE_START:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}: no uploads now")
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}: {what}")
 
 
 @router.post("/jobs/{job_id}/files")
@@ -202,8 +206,7 @@ def finish_file(
     store = _store(svc, job)
     final = store.finish(rel)  # DigestMismatchError -> 422, the bytes discarded
     size = final.stat().st_size
-    new = JobState.for_input(uploads=bool(store.status()), files=True)
-    _move(session, job, new, only_from=BEFORE_START)
+    _move(session, job, input_state(store), only_from=BEFORE_START)
     return {"path": rel, "size": size}
 
 
@@ -221,12 +224,11 @@ def discard_upload(
     while an upload is unfinished, ``ready`` with a finished input file, else ``created``.
     """
     job = owned_job(session, user, job_id)
-    if job.state not in BEFORE_START:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}: its input is fixed")
+    _uploadable(job, "its input is fixed")
     rel = str(safe_relpath(path))
     store = _store(svc, job)
     answer: dict[str, Any]
-    if rel in {u["path"] for u in store.status()}:
+    if store.pending(rel):
         store.abort(rel)
         answer = {"path": rel, "discarded": True}
     else:
@@ -237,8 +239,7 @@ def discard_upload(
                 status.HTTP_404_NOT_FOUND, f"no input file or unfinished upload {rel!r}"
             ) from None
         answer = {"path": rel, "deleted": True, "size": size}
-    new = JobState.for_input(uploads=bool(store.status()), files=store.has_files())
-    _move(session, job, new, only_from=BEFORE_START)
+    _move(session, job, input_state(store), only_from=BEFORE_START)
     return answer
 
 

@@ -18,7 +18,6 @@ from sqlalchemy import delete, select
 
 from scopeflow.service.db import Job, iso, set_state
 from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, owned_job
-from scopeflow.service.files import UploadStore
 from scopeflow.service.progress import read_log, run_progress
 from scopeflow.service.states import BEFORE_START, JobState, can_delete, can_restart
 
@@ -155,8 +154,7 @@ def delete_job(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> 
 def _check_runnable(svc: Service, job: Job) -> None:
     """No unfinished upload (409), and the full configuration builds (422)."""
     files = svc.files(job)
-    store = UploadStore(files.input_dir, state_dir=files.uploads_dir)
-    pending = [u["path"] for u in store.status()]
+    pending = [u["path"] for u in files.upload_store().status()]
     if pending:
         raise HTTPException(status.HTTP_409_CONFLICT, f"unfinished uploads: {pending}")
     svc.templates.get(job.template).build_config(job.params, files.input_dir)  # 422

@@ -180,3 +180,28 @@ def test_a_template_demo_must_suit_its_pipeline() -> None:
     ifc["demo"] = {"dataset": "cyto-ifc", "shape": [8, 64, 64]}
     with pytest.raises(ValueError, match="shape"):
         Template.model_validate(ifc)
+
+
+def test_a_crashed_writer_leaves_nothing_in_the_way_and_one_writes_at_a_time(
+    api: tuple[TestClient, ServiceSettings],
+) -> None:
+    from scopeflow.service.files import file_lock
+
+    client, settings = api
+    alice = _login(client, "alice")
+    job_id = _job(client, alice, "cyto-ifc")
+    job_dir = settings.jobs_dir / "alice" / job_id
+    # another request is writing this job's demo data: refused, nothing touched
+    with file_lock(job_dir / ".demo.lock") as held:
+        assert held
+        r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
+        assert r.status_code == 409
+        assert "being written" in r.json()["detail"]
+    # a process that died while writing left its scratch folder: the next request starts over
+    (job_dir / ".demo" / "ifc").mkdir(parents=True)
+    (job_dir / ".demo" / "ifc" / "half-written.tif").write_bytes(b"junk")
+    r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
+    assert r.status_code == 200, r.text
+    inputs = _inputs(settings, "alice", job_id)
+    assert not (inputs / "ifc" / "half-written.tif").exists()
+    assert not (job_dir / ".demo").exists()

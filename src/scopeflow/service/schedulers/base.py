@@ -42,7 +42,6 @@ __all__ = [
     "is_secret_env",
     "job_environment",
     "read_exit_record",
-    "scheduler_dir",
     "status_from_exit_record",
 ]
 
@@ -144,11 +143,6 @@ class Scheduler(Protocol):
     def cancel(self, scheduler_id: str, job_dir: Path) -> None:
         """Ask for the job to stop; its status becomes ``cancelled`` once it has."""
         ...
-
-
-def scheduler_dir(job_dir: Path) -> Path:
-    """``job_dir / "scheduler"`` (:attr:`JobFiles.scheduler_dir`)."""
-    return JobFiles(Path(job_dir)).scheduler_dir
 
 
 def read_exit_record(job_dir: Path) -> dict[str, Any] | None:

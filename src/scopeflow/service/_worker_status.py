@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from scopeflow.service._worker_submit import Submission
+from scopeflow.service._worker_submit import Submission, read_submission
 from scopeflow.service.db import Job, set_state, utcnow
 from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.schedulers.base import SchedulerState, SchedulerStatus, read_exit_record
@@ -126,7 +126,6 @@ def apply_status(
     job: Job,
     files: JobFiles,
     status: SchedulerStatus,
-    submission: Submission | None = None,
 ) -> JobState | None:
     """Move ``job`` to the state its scheduler reports (flushed, not committed).
 
@@ -146,8 +145,6 @@ def apply_status(
         Its files.
     status
         What the scheduler says.
-    submission
-        The record of this attempt's submission (for the failure reason).
 
     Returns
     -------
@@ -161,6 +158,8 @@ def apply_status(
     """
     if status.state in (SchedulerState.PENDING, SchedulerState.UNKNOWN):
         return None
+    if status.state is SchedulerState.RUNNING and job.state is JobState.RUNNING:
+        return None  # the poll of a job that runs: no file to read
     started, finished = exit_times(files)
     target = _FINAL.get(status.state)
     entered: JobState | None = None
@@ -176,5 +175,5 @@ def apply_status(
     if finished is not None:
         fields["finished_at"] = finished
     if target is JobState.FAILED:
-        fields["error"] = failure_reason(status, files, submission)
+        fields["error"] = failure_reason(status, files, read_submission(files, job))
     return set_state(session, job, target, **fields).state

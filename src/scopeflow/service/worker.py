@@ -369,7 +369,7 @@ class Worker:
             return False
         self._unknown.pop(job.id, None)
         sid = str(job.scheduler_id)
-        entered = apply_status(session, job, files, status, read_submission(files, job))
+        entered = apply_status(session, job, files, status)
         if entered is None:
             return False
         if entered is not JobState.RUNNING:

@@ -19,6 +19,7 @@ class _Tally:
     inode: int = -1
     run: int = 0
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _TALLIES: dict[Path, _Tally] = {}
@@ -36,17 +37,19 @@ def run_progress(run_dir: Path) -> dict[str, Any]:
     run of 100,000 units writes some 300,000 events).
     """
     path = Path(run_dir) / "events.jsonl"
-    with _LOCK:
-        tally = _TALLIES.get(path)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        with _LOCK:
             _TALLIES.pop(path, None)
-            return {"run": 0, "steps": []}
+        return {"run": 0, "steps": []}
+    with _LOCK:  # only the table: a large first read of one run blocks no other run
+        tally = _TALLIES.get(path)
         if tally is None or st.st_ino != tally.inode or st.st_size < tally.offset:
             if len(_TALLIES) >= _MAX_TALLIES:
                 _TALLIES.clear()
             tally = _TALLIES[path] = _Tally(inode=st.st_ino)
+    with tally.lock:
         _read_new(path, tally)
         return {"run": tally.run, "steps": _steps(tally)}
 

@@ -72,11 +72,17 @@ def test_create_user_prompts_for_the_password(data_dir: Path) -> None:
         assert user is not None
         assert not user.is_admin
     engine.dispose()
-    # a mismatched confirmation is asked again
+    # a mismatched confirmation is asked again: the second, matching pair is the password
     result = runner.invoke(
         app, ["admin", "create-user", "carol", "--db", db], input="aaa\nbbb\nccc\nccc\n"
     )
     assert result.exit_code == 0, result.output
+    assert "do not match" in result.output
+    engine = make_engine(db)
+    with session_factory(engine)() as s:
+        assert authenticate(s, "carol", "ccc") is not None
+        assert authenticate(s, "carol", "aaa") is None
+    engine.dispose()
 
 
 def test_create_user_errors(data_dir: Path) -> None:

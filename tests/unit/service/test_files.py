@@ -524,23 +524,29 @@ def test_quota_lock_makes_check_and_declaration_one_step(tmp_path: Path) -> None
 
 
 def test_quota_lock_excludes_other_processes(tmp_path: Path) -> None:
+    """The child process gets the lock only after the parent has released it."""
     import multiprocessing
     import time
 
     user = tmp_path / "new" / "user"  # created when missing
+    got = tmp_path / "child-got-the-lock"
     ctx = multiprocessing.get_context("spawn")
     started = ctx.Event()
     with quota_lock(user):
-        child = ctx.Process(target=_take_lock, args=(str(user), started))
+        child = ctx.Process(target=_take_lock, args=(str(user), str(got), started))
         child.start()
         assert started.wait(30)
-        time.sleep(0.3)
-        assert child.is_alive()  # waiting for the lock
+        time.sleep(0.3)  # time for the child to take the lock, if nothing stopped it
+        assert not got.exists()
+        released = time.time()
     child.join(30)
     assert child.exitcode == 0
+    assert float(got.read_text()) >= released
 
 
-def _take_lock(user: str, started: object) -> None:
+def _take_lock(user: str, got: str, started: object) -> None:
+    import time
+
     started.set()  # type: ignore[attr-defined]
     with quota_lock(Path(user)):
-        pass
+        Path(got).write_text(repr(time.time()))

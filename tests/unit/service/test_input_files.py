@@ -112,10 +112,16 @@ def test_discarding_the_only_upload_goes_back_to_created(
     client: TestClient, alice: dict[str, str], job: str
 ) -> None:
     _declare(client, alice, job, "a.tif", b"12345")
+    base = f"{API_PREFIX}/jobs/{job}/files"
+    assert client.put(f"{base}/a.tif?offset=0", content=b"123", headers=alice).is_success
     assert _state(client, alice, job) == "uploading"
     r = _delete(client, alice, job, "a.tif")
     assert r.status_code == 200 and r.json() == {"path": "a.tif", "discarded": True}
     assert _state(client, alice, job) == "created"  # not ready: there is no input at all
+    assert client.get(base, headers=alice).json() == {"files": [], "uploads": []}
+    decl = {"path": "a.tif", "size": 5, "sha256": hashlib.sha256(b"12345").hexdigest()}
+    assert client.post(base, json=decl, headers=alice).json()["offset"] == 0  # from zero
+    assert _delete(client, alice, job, "a.tif").json()["discarded"]
     _upload(client, alice, job, "a.tif", b"12345")  # and the job takes uploads as before
     assert _state(client, alice, job) == "ready"
 

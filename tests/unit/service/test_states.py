@@ -87,23 +87,6 @@ def test_refused(old: JobState, new: JobState) -> None:
 
 
 @pytest.mark.parametrize(
-    ("old", "new"),
-    [
-        (S.CREATED, S.RUNNING),
-        (S.CREATED, S.QUEUED),
-        (S.RUNNING, S.READY),
-        (S.SUCCEEDED, S.FAILED),
-        (S.RUNNING, S.RUNNING),
-        (S.QUEUED, S.READY),
-        (S.CANCELLED, S.RUNNING),
-    ],
-)
-def test_sample_of_refused(old: JobState, new: JobState) -> None:
-    with pytest.raises(InvalidTransitionError):
-        check_transition(old, new)
-
-
-@pytest.mark.parametrize(
     ("uploads", "files", "state"),
     [
         (False, False, S.CREATED),

@@ -98,7 +98,6 @@ def test_a_token_serves_files_ranges_head_zarr_and_the_zip(
     client, settings, _ = env
     job_id = _job_with_results(client, settings, "alice")
     tok = _token(client, job_id, _login(client, "alice"))
-    client.headers.clear()  # no bearer header from here on
 
     r = client.get(f"/dl/{tok}/outputs/big.bin")
     assert r.status_code == 200 and r.content == BIG
@@ -193,14 +192,19 @@ def test_a_token_is_for_its_own_job_and_its_results_only(
     # inside the job: results only (not the run's other files, not its inputs), no traversal
     for path in ("events.jsonl", "input/secret.tif", "../input/secret.tif", "outputs"):
         assert client.get(f"/dl/{tok}/{path}").status_code == 404, path
-    for path in ("outputs/../../input/secret.tif", "outputs/%2e%2e/%2e%2e/input/secret.tif"):
-        assert client.get(f"/dl/{tok}/{path}").status_code in (400, 404), path
-    for path in (f"..%2f..%2f..%2fbob%2f{other}%2frun%2fsummary.json", "%2fetc%2fpasswd"):
-        assert client.get(f"/dl/{tok}/{path}").status_code in (400, 404), path
+    # (dots are sent encoded: an HTTP client collapses a plain "/../" before sending)
+    for path in (
+        "outputs/%2e%2e/%2e%2e/input/secret.tif",
+        f"..%2f..%2f..%2fbob%2f{other}%2frun%2fsummary.json",
+        "%2fetc%2fpasswd",
+    ):
+        r = client.get(f"/dl/{tok}/{path}")
+        assert r.status_code == 400, (path, r.status_code)
+        assert r.json()["error"] == "BadPathError"
     assert client.get(f"/dl/{tok}/summary.json").json()["owner"] == "alice"
 
     # a deleted job's links stop working
-    assert client.delete(f"{API_PREFIX}/jobs/{mine}", headers=alice).status_code in (200, 204)
+    assert client.delete(f"{API_PREFIX}/jobs/{mine}", headers=alice).status_code == 204
     assert client.get(f"/dl/{tok}/summary.json").status_code == 404
 
 
@@ -211,32 +215,6 @@ def test_the_token_route_is_documented_and_the_links_are_not(
     paths = client.app.openapi()["paths"]  # type: ignore[attr-defined]
     assert f"{API_PREFIX}/web/jobs/{{job_id}}/download-token" in paths
     assert not [p for p in paths if p.startswith("/dl/")]
-
-
-def test_an_unfinished_upload_can_be_discarded(
-    env: tuple[TestClient, ServiceSettings, Clock],
-) -> None:
-    client, settings, _ = env
-    alice, bob = _login(client, "alice"), _login(client, "bob")
-    r = client.post(f"{API_PREFIX}/jobs", json={"template": "toy", "name": "u"}, headers=alice)
-    base = f"{API_PREFIX}/jobs/{r.json()['id']}"
-    decl = {"path": "a/b.tif", "size": 10, "sha256": "0" * 64}
-    assert client.post(f"{base}/files", json=decl, headers=alice).status_code == 200
-    assert client.put(f"{base}/files/a/b.tif?offset=0", content=b"12345", headers=alice).is_success
-    assert client.get(base, headers=alice).json()["state"] == "uploading"
-    assert client.delete(f"{base}/files/a/b.tif", headers=bob).status_code == 404
-    assert client.delete(f"{base}/files/a/b.tif").status_code == 401
-    assert client.delete(f"{base}/files/../x", headers=alice).status_code in (400, 404)
-    r = client.delete(f"{base}/files/a/b.tif", headers=alice)
-    assert r.status_code == 200 and r.json() == {"path": "a/b.tif", "discarded": True}
-    assert client.get(f"{base}/files", headers=alice).json() == {"files": [], "uploads": []}
-    # no upload left and no finished input file: back to created (JobState.for_input)
-    assert client.get(base, headers=alice).json()["state"] == "created"
-    assert client.delete(f"{base}/files/a/b.tif", headers=alice).status_code == 404
-    assert not list((settings.jobs_dir / "alice").rglob("*.part"))
-    # the discarded file can be declared again from zero
-    r = client.post(f"{base}/files", json=decl, headers=alice)
-    assert r.status_code == 200 and r.json()["offset"] == 0
 
 
 EXPOSED = {"content-range", "content-length", "accept-ranges", "etag", "content-type"}
@@ -258,7 +236,6 @@ def test_links_answer_cors_on_every_answer_and_the_preflight(
     alice = _login(client, "alice")
     tok = _token(client, job_id, alice)
     short = _token(client, job_id, alice, ttl_s=5)
-    client.headers.clear()
 
     zarr = f"/dl/{tok}/outputs/fused.ome.zarr"
     answers = {
@@ -312,7 +289,6 @@ def test_the_api_answers_no_cors(env: tuple[TestClient, ServiceSettings, Clock])
     client, settings, _ = env
     job_id = _job_with_results(client, settings, "alice")
     alice = _login(client, "alice")
-    client.headers.clear()
     base = f"{API_PREFIX}/jobs/{job_id}"
     for r in (
         client.get(f"{base}/results", headers=ORIGIN | alice),
@@ -340,7 +316,6 @@ def test_a_zip_of_one_folder(env: tuple[TestClient, ServiceSettings, Clock]) -> 
     job_id = _job_with_results(client, settings, "alice")
     alice = _login(client, "alice")
     tok = _token(client, job_id, alice)
-    client.headers.clear()
     run = settings.jobs_dir / "alice" / job_id / "run"
     (run / "outputs" / "fused.ome.zarr.bak").write_bytes(b"not in the folder")
     (run / "outputs" / "link.zarr").symlink_to(run.parent / "input", target_is_directory=True)

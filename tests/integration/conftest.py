@@ -16,6 +16,10 @@ With ``SCOPEFLOW_REQUIRE_INFRA=1`` (set in CI) a missing piece fails the test
 instead of skipping it, so that CI can never go green by skipping these.
 
 Tests using them carry ``pytest.mark.slurm`` / ``pytest.mark.mpi``.
+
+``chromium``, ``browser_page``
+    Debian's headless ``chromium`` driven by Playwright (skipped, or failed under
+    ``SCOPEFLOW_REQUIRE_INFRA=1``, without it or the ``playwright`` package).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -222,3 +226,47 @@ def mpirun() -> MpiRun:
             f"{path} is not a working OpenMPI mpirun: {_tail(version.stdout + version.stderr, 5)}"
         )
     return MpiRun(path=path, env=env, extra_env=extra)
+
+
+# -- a real headless browser -------------------------------------------------------------------
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Path of Debian's chromium (skip, or fail under SCOPEFLOW_REQUIRE_INFRA=1, without it)."""
+    if importlib.util.find_spec("playwright") is None:
+        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
+    path = shutil.which("chromium")
+    if path is None:
+        _unavailable("no chromium on PATH (scripts/system-deps.sh installs Debian's)")
+    return path
+
+
+@pytest.fixture
+def browser_page(chromium: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """A 1280x800 page of a new headless Chromium (downloads allowed) and Playwright's
+    ``expect``, both with 15 s timeouts; never a downloaded browser (``executable_path``).
+
+    A failing test leaves ``tmp_path/failure.png``; an uncaught error of the page's scripts
+    fails the test.
+    """
+    from playwright.sync_api import expect, sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 800}, accept_downloads=True
+        )
+        page = context.new_page()  # page.context may open more tabs
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(15_000)
+        expect.set_options(timeout=15_000)
+        try:
+            yield page, expect
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert not errors, errors

@@ -19,7 +19,6 @@ the documentation's); otherwise they go to the test's temporary folder.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 import shutil
@@ -34,21 +33,9 @@ import tifffile
 
 from scopeflow.testing import make_cyto_dataset
 from tests.conftest import run_cli
-from tests.integration.conftest import _unavailable
 from tests.integration.test_service_e2e import EXAMPLE, Server
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def chromium() -> str:
-    """Path of Debian's chromium (skip, or fail under SCOPEFLOW_REQUIRE_INFRA=1, without it)."""
-    if importlib.util.find_spec("playwright") is None:
-        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
-    path = shutil.which("chromium")
-    if path is None:
-        _unavailable("no chromium on PATH (scripts/system-deps.sh installs Debian's)")
-    return path
 
 
 @pytest.fixture
@@ -77,28 +64,14 @@ def _images(folder: Path) -> Path:
     return images
 
 
-def test_web_ui_end_to_end(chromium: str, web_server: Server, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
-
+def test_web_ui_end_to_end(
+    browser_page: tuple[Any, Any], web_server: Server, tmp_path: Path
+) -> None:
+    page, expect = browser_page
     shots = Path(os.environ.get("SCOPEFLOW_WEB_SCREENSHOTS") or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
     images = _images(tmp_path / "data")
-    url = web_server.url
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.set_default_timeout(15_000)
-        expect.set_options(timeout=15_000)
-        try:
-            _drive(page, expect, url=url, images=images, shots=shots, tmp=tmp_path)
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
-    assert not errors, errors
+    _drive(page, expect, url=web_server.url, images=images, shots=shots, tmp=tmp_path)
 
 
 def _drive(page: Any, expect: Any, *, url: str, images: Path, shots: Path, tmp: Path) -> None:
@@ -189,39 +162,21 @@ def _containing(fragment: str) -> Any:
 
 
 def test_web_ui_previews_stream_links_and_cancel(
-    chromium: str, web_server: Server, tmp_path: Path
+    browser_page: tuple[Any, Any], web_server: Server, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import expect, sync_playwright
-
+    page, expect = browser_page
     shots = Path(os.environ.get("SCOPEFLOW_WEB_SCREENSHOTS") or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
     make_cyto_dataset(tmp_path / "ifcdata", kind="ifc", n=60, seed=0)
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        context = browser.new_context(
-            viewport={"width": 1280, "height": 800}, accept_downloads=True
-        )
-        page = context.new_page()
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.set_default_timeout(15_000)
-        expect.set_options(timeout=15_000)
-        try:
-            _drive_ifc(
-                page,
-                context,
-                expect,
-                url=web_server.url,
-                ifc=tmp_path / "ifcdata" / "ifc",
-                shots=shots,
-                tmp=tmp_path,
-            )
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
-    assert not errors, errors
+    _drive_ifc(
+        page,
+        page.context,
+        expect,
+        url=web_server.url,
+        ifc=tmp_path / "ifcdata" / "ifc",
+        shots=shots,
+        tmp=tmp_path,
+    )
 
 
 def _drive_ifc(
@@ -317,32 +272,6 @@ def _token(page: Any) -> str:
     return token
 
 
-@contextlib.contextmanager
-def _browser_page(chromium: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
-    """A 1280x800 page of a new headless Chromium and Playwright's ``expect``.
-
-    A failure leaves ``tmp_path/failure.png``; an uncaught error of the page's scripts fails
-    the test.
-    """
-    from playwright.sync_api import expect, sync_playwright
-
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.set_default_timeout(15_000)
-        expect.set_options(timeout=15_000)
-        try:
-            yield page, expect
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
-    assert not errors, errors
-
-
 def _axe_violations(page: Any) -> list[str]:
     """axe-core's WCAG 2.x A/AA violations of the page as it is now: ``rule: nodes``."""
     from axe_playwright_python.sync_playwright import Axe
@@ -365,61 +294,97 @@ def _tab_to(page: Any, selector: str, presses: int = 25) -> None:
 
 
 def test_web_ui_demo_data_yaml_job_keyboard_and_axe(
-    chromium: str, web_server: Server, tmp_path: Path
+    browser_page: tuple[Any, Any], web_server: Server
 ) -> None:
     """Log in with the keyboard; the wizard creates a job from an edited config.yaml with the
     template's demo data (no upload), which runs to previews; axe-core finds no WCAG 2.1 A/AA
     violation on the login page, the jobs table, the wizard, the job page and the results."""
     url = web_server.url
     checked: dict[str, list[str]] = {}
-    with _browser_page(chromium, tmp_path) as (page, expect):
-        page.goto(url + "/#/login")
-        expect(page.get_by_label("User name")).to_be_visible()
-        checked["login"] = _axe_violations(page)
-        _tab_to(page, "#login-name")
-        page.keyboard.type("alice")
-        _tab_to(page, "#login-password")
-        page.keyboard.type("pw")
-        page.keyboard.press("Enter")
-        expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
-        checked["jobs"] = _axe_violations(page)
+    page, expect = browser_page
+    page.goto(url + "/#/login")
+    expect(page.get_by_label("User name")).to_be_visible()
+    checked["login"] = _axe_violations(page)
+    _tab_to(page, "#login-name")
+    page.keyboard.type("alice")
+    _tab_to(page, "#login-password")
+    page.keyboard.type("pw")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    checked["jobs"] = _axe_violations(page)
 
-        page.get_by_role("link", name="New job").first.click()
-        page.get_by_label("Template", exact=True).select_option("cyto-ifc")
-        page.get_by_label("Job name *").fill("demo run")
-        demo = page.get_by_label("Use demo data instead of uploading files")
-        expect(page.locator("#demo-help")).to_contain_text("200 synthetic cells")
-        yaml_box = page.locator("#config-yaml")
-        expect(yaml_box).to_have_value(_containing("pixel_size: 0.33"))
-        checked["wizard"] = _axe_violations(page)
-        # the job is made from the edited text, not applied to the form first
-        yaml_box.fill(yaml_box.input_value().replace("pixel_size: 0.33", "pixel_size: 0.5"))
-        _tab_to(page, "#use-demo")
-        page.keyboard.press("Space")
-        expect(demo).to_be_checked()
-        _tab_to(page, "#create-job")
-        page.keyboard.press("Enter")
-        expect(page.locator("h1 .state")).to_have_text("ready")
-        job_id = page.evaluate("location.hash").removeprefix("#/job/")
-        expect(page.locator("#input-files")).to_contain_text("ifc/ch5.tif")
-        job = page.evaluate(
-            "async id => (await fetch(`/api/v1/jobs/${id}`, {headers: {Authorization:"
-            " `Bearer ${sessionStorage.getItem('scopeflow.token')}`}})).json()",
-            job_id,
-        )
-        assert job["params"]["pixel_size"] == 0.5, job["params"]
-        checked["job ready"] = _axe_violations(page)
+    page.get_by_role("link", name="New job").first.click()
+    page.get_by_label("Template", exact=True).select_option("cyto-ifc")
+    page.get_by_label("Job name *").fill("demo run")
+    demo = page.get_by_label("Use demo data instead of uploading files")
+    expect(page.locator("#demo-help")).to_contain_text("200 synthetic cells")
+    yaml_box = page.locator("#config-yaml")
+    expect(yaml_box).to_have_value(_containing("pixel_size: 0.33"))
+    checked["wizard"] = _axe_violations(page)
+    # the job is made from the edited text, not applied to the form first
+    yaml_box.fill(yaml_box.input_value().replace("pixel_size: 0.33", "pixel_size: 0.5"))
+    _tab_to(page, "#use-demo")
+    page.keyboard.press("Space")
+    expect(demo).to_be_checked()
+    _tab_to(page, "#create-job")
+    page.keyboard.press("Enter")
+    expect(page.locator("h1 .state")).to_have_text("ready")
+    job_id = page.evaluate("location.hash").removeprefix("#/job/")
+    expect(page.locator("#input-files")).to_contain_text("ifc/ch5.tif")
+    job = page.evaluate(
+        "async id => (await fetch(`/api/v1/jobs/${id}`, {headers: {Authorization:"
+        " `Bearer ${sessionStorage.getItem('scopeflow.token')}`}})).json()",
+        job_id,
+    )
+    assert job["params"]["pixel_size"] == 0.5, job["params"]
+    checked["job ready"] = _axe_violations(page)
 
-        page.get_by_role("button", name="Start job demo run").click()
-        expect(page.locator("h1 .state")).to_have_text("succeeded", timeout=90_000)
-        expect(page.locator("#previews img").first).to_be_attached()
-        page.wait_for_function(
-            "() => [...document.querySelectorAll('#previews img')]"
-            ".every(i => i.complete && i.naturalWidth > 0)"
-        )
-        # a unit's log from the keyboard: a grid cell is a button
-        _tab_to(page, "#grid button.cell", presses=60)
-        page.keyboard.press("Enter")
-        expect(page.locator("#log-title")).not_to_be_empty()
-        checked["results"] = _axe_violations(page)
+    page.get_by_role("button", name="Start job demo run").click()
+    expect(page.locator("h1 .state")).to_have_text("succeeded", timeout=90_000)
+    expect(page.locator("#previews img").first).to_be_attached()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#previews img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    # a unit's log from the keyboard: a grid cell is a button
+    _tab_to(page, "#grid button.cell", presses=60)
+    page.keyboard.press("Enter")
+    expect(page.locator("#log-title")).not_to_be_empty()
+    checked["results"] = _axe_violations(page)
     assert all(not v for v in checked.values()), checked
+
+
+def test_the_upload_panel_lists_and_removes_input_files(
+    browser_page: tuple[Any, Any], web_server: Server, tmp_path: Path
+) -> None:
+    from scopeflow.client import Client
+
+    page, expect = browser_page
+    with Client(web_server.url) as c:
+        c.login("alice", "pw")
+        job_id = c.create_job("toy", "web", {"units": 1})["id"]
+        for name, data in [("images/a b.tif", b"a" * 3000), ("c.tif", b"c")]:
+            local = tmp_path / "f.bin"
+            local.write_bytes(data)
+            c.upload(job_id, local, name)
+        token = c.token
+    page.add_init_script(f"sessionStorage.setItem('scopeflow.token', {token!r})")
+    page.goto(f"{web_server.url}/#/job/{job_id}")
+    files = page.locator("#input-files")
+    expect(files).to_contain_text("images/a b.tif (2.9 KiB)")
+    expect(files).to_contain_text("c.tif (1 B)")
+    expect(page.locator("h1 .state")).to_have_text("ready")
+    remove_a = page.get_by_role("button", name="Remove images/a b.tif")
+    page.once("dialog", lambda d: d.dismiss())  # "Cancel" in the confirm: nothing goes
+    remove_a.click()
+    expect(files).to_contain_text("images/a b.tif")
+    page.once("dialog", lambda d: d.accept())
+    remove_a.click()
+    expect(files).not_to_contain_text("images/a b.tif")
+    expect(files).to_contain_text("c.tif")
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Remove c.tif").click()
+    expect(files).to_have_text("No input files yet.")
+    expect(page.locator("h1 .state")).to_have_text("created")
+    inputs = web_server.data / "jobs" / "alice" / job_id / "input"
+    assert not list(inputs.iterdir())

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import importlib.util
 import io
 import itertools
 import os
@@ -44,7 +43,6 @@ import zarr
 
 from scopeflow.io import write_ome_zarr
 from tests.conftest import run_cli
-from tests.integration.conftest import _unavailable
 from tests.integration.test_service_e2e import EXAMPLE, Server
 
 pytestmark = pytest.mark.timeout(120)
@@ -204,17 +202,6 @@ def test_ome_zarr_opens_over_http(server: Server, ngff: str, zarr_format: int) -
     assert job_id in r.headers["content-disposition"]
 
 
-@pytest.fixture
-def chromium() -> str:
-    """Path of Debian's chromium (skip, or fail under SCOPEFLOW_REQUIRE_INFRA=1, without it)."""
-    if importlib.util.find_spec("playwright") is None:
-        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
-    path = shutil.which("chromium")
-    if path is None:
-        _unavailable("no chromium on PATH (scripts/system-deps.sh installs Debian's)")
-    return path
-
-
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """No access log on stderr."""
@@ -250,10 +237,9 @@ _FETCH = """async ({ base, api }) => {
 
 
 def test_a_browser_reads_the_zarr_links_and_the_ui_lists_the_folder_once(
-    chromium: str, server: Server, other_origin: str, tmp_path: Path
+    browser_page: tuple[Any, Any], server: Server, other_origin: str, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import expect, sync_playwright
-
+    page, expect = browser_page
     job_id, token, run = _job_with_zarr(server, "0.5", run_it=True)
     zarr_files = sorted(
         p.relative_to(run).as_posix()
@@ -263,69 +249,53 @@ def test_a_browser_reads_the_zarr_links_and_the_ui_lists_the_folder_once(
     size = sum((run / name).stat().st_size for name in zarr_files)
     others = [p for p in (run / "outputs").rglob("*") if p.is_file() and ".zarr" not in str(p)]
     assert others, "the toy job writes files of its own"
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(accept_downloads=True)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.set_default_timeout(15_000)
-        expect.set_options(timeout=15_000)
-        try:
-            # a viewer's page on another origin: the links are readable, the API is not
-            page.goto(other_origin + "/index.html")
-            base = f"{server.url}/dl/{token}/outputs/fused.ome.zarr"
-            seen = page.evaluate(_FETCH, {"base": base, "api": f"{server.url}/api/v1/health"})
-            total = (run / "outputs" / "fused.ome.zarr" / "zarr.json").stat().st_size
-            assert seen["ranged"] == {
-                "status": 206,
-                "range": f"bytes 0-9/{total}",
-                "etag": seen["ranged"]["etag"],
-                "accept": "bytes",
-                "bytes": 10,
-            }, seen
-            assert seen["ranged"]["etag"], seen
-            assert seen["missing"] == 404, seen
-            assert seen["api"] == "TypeError", seen  # blocked by the browser: no CORS there
+    # a viewer's page on another origin: the links are readable, the API is not
+    page.goto(other_origin + "/index.html")
+    base = f"{server.url}/dl/{token}/outputs/fused.ome.zarr"
+    seen = page.evaluate(_FETCH, {"base": base, "api": f"{server.url}/api/v1/health"})
+    total = (run / "outputs" / "fused.ome.zarr" / "zarr.json").stat().st_size
+    assert seen["ranged"] == {
+        "status": 206,
+        "range": f"bytes 0-9/{total}",
+        "etag": seen["ranged"]["etag"],
+        "accept": "bytes",
+        "bytes": 10,
+    }, seen
+    assert seen["ranged"]["etag"], seen
+    assert seen["missing"] == 404, seen
+    assert seen["api"] == "TypeError", seen  # blocked by the browser: no CORS there
 
-            # the web UI: the OME-Zarr is one row, and its zip link downloads that folder
-            page.goto(server.url + "/#/login")
-            page.get_by_label("User name").fill("alice")
-            page.get_by_label("Password").fill("pw")
-            page.get_by_role("button", name="Log in").click()
-            expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
-            page.goto(f"{server.url}/#/job/{job_id}")
-            row = page.locator("#results tr.zarr")
-            expect(row).to_have_count(1)
-            expect(row).to_contain_text("outputs/fused.ome.zarr")
-            expect(row).to_contain_text(f"Zarr, {len(zarr_files)} files")
-            assert row.get_attribute("data-folder") == "outputs/fused.ome.zarr"
-            chunk_links = page.locator("#results a.download[data-path^='outputs/fused.ome.zarr']")
-            expect(chunk_links).to_have_count(0)
-            for other in others:  # the other files keep their own rows
-                name = other.relative_to(run).as_posix()
-                expect(page.locator(f"#results a.download[data-path='{name}']")).to_have_count(1)
-            expect(page.locator("#results a.download[data-path='summary.json']")).to_have_count(1)
-            link = row.get_by_role("link", name="Download outputs/fused.ome.zarr (zip)")
-            href = link.get_attribute("href")
-            assert href.startswith("/dl/") and href.endswith(
-                "/results.zip?prefix=outputs%2Ffused.ome.zarr"
-            ), href
-            row_size = row.locator("td").nth(1).inner_text()
-            assert row_size == page.evaluate(
-                f"import('/static/js/util.js').then((u) => u.bytes({size}))"
-            )
-            shots = Path(os.environ.get("SCOPEFLOW_WEB_SCREENSHOTS") or tmp_path / "shots")
-            shots.mkdir(parents=True, exist_ok=True)
-            page.locator("#results").screenshot(path=str(shots / "results-zarr.png"))
-            with page.expect_download() as info:
-                link.click()
-            assert info.value.suggested_filename == f"{job_id}-fused.ome.zarr.zip"
-            info.value.save_as(tmp_path / "zarr.zip")
-            with zipfile.ZipFile(tmp_path / "zarr.zip") as zf:
-                assert sorted(zf.namelist()) == zarr_files
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
-    assert not errors, errors
+    # the web UI: the OME-Zarr is one row, and its zip link downloads that folder
+    page.goto(server.url + "/#/login")
+    page.get_by_label("User name").fill("alice")
+    page.get_by_label("Password").fill("pw")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    page.goto(f"{server.url}/#/job/{job_id}")
+    row = page.locator("#results tr.zarr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("outputs/fused.ome.zarr")
+    expect(row).to_contain_text(f"Zarr, {len(zarr_files)} files")
+    assert row.get_attribute("data-folder") == "outputs/fused.ome.zarr"
+    chunk_links = page.locator("#results a.download[data-path^='outputs/fused.ome.zarr']")
+    expect(chunk_links).to_have_count(0)
+    for other in others:  # the other files keep their own rows
+        name = other.relative_to(run).as_posix()
+        expect(page.locator(f"#results a.download[data-path='{name}']")).to_have_count(1)
+    expect(page.locator("#results a.download[data-path='summary.json']")).to_have_count(1)
+    link = row.get_by_role("link", name="Download outputs/fused.ome.zarr (zip)")
+    href = link.get_attribute("href")
+    assert href.startswith("/dl/") and href.endswith(
+        "/results.zip?prefix=outputs%2Ffused.ome.zarr"
+    ), href
+    row_size = row.locator("td").nth(1).inner_text()
+    assert row_size == page.evaluate(f"import('/static/js/util.js').then((u) => u.bytes({size}))")
+    shots = Path(os.environ.get("SCOPEFLOW_WEB_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    page.locator("#results").screenshot(path=str(shots / "results-zarr.png"))
+    with page.expect_download() as info:
+        link.click()
+    assert info.value.suggested_filename == f"{job_id}-fused.ome.zarr.zip"
+    info.value.save_as(tmp_path / "zarr.zip")
+    with zipfile.ZipFile(tmp_path / "zarr.zip") as zf:
+        assert sorted(zf.namelist()) == zarr_files

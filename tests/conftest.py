@@ -14,6 +14,8 @@ from distributed import Client, LocalCluster
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+EXAMPLE_TEMPLATES = REPO / "src/scopeflow/service/templates.example.yaml"
+"""The service's example registry of command templates."""
 
 
 @pytest.fixture(scope="session")

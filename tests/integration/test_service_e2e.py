@@ -25,9 +25,9 @@ import pytest
 import tifffile
 
 from scopeflow.client import APIError, Client, TransferProgress
-from tests.conftest import cli_env, run_cli, scopeflow_cmd
+from tests.conftest import EXAMPLE_TEMPLATES, cli_env, run_cli, scopeflow_cmd
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "src/scopeflow/service/templates.example.yaml"
+EXAMPLE = EXAMPLE_TEMPLATES
 
 
 def _free_port() -> int:

@@ -44,12 +44,9 @@ from scopeflow.service.schedulers import (
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from scopeflow.service.worker import Worker, WorkerProcess
-from tests.conftest import cli_env, scopeflow_cmd
+from tests.conftest import EXAMPLE_TEMPLATES, cli_env, scopeflow_cmd
 from tests.unit.service.conftest import _postgres_database
 
-EXAMPLE_TEMPLATES = (
-    Path(__file__).resolve().parents[2] / "src" / "scopeflow" / "service" / "templates.example.yaml"
-)
 FINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
 

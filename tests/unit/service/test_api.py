@@ -18,35 +18,18 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from scopeflow.service.app import API_PREFIX, create_app
-from scopeflow.service.auth import create_user, issue_token
+from scopeflow.service.app import API_PREFIX
+from scopeflow.service.auth import issue_token
 from scopeflow.service.db import make_engine, session_factory, utcnow
 from scopeflow.service.settings import ServiceSettings
-
-EXAMPLE = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
+from tests.unit.service.conftest import EXAMPLE, login, service_app
 
 
 @pytest.fixture
 def api(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, ServiceSettings]]:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(EXAMPLE, data / "templates.yaml")
-    settings = ServiceSettings(data_dir=data, db_url=db_url, quota_bytes=10_000)
-    app = create_app(settings)
-    with session_factory(make_engine(settings.database_url))() as s:
-        for name in ("alice", "bob"):
-            create_user(s, name, f"{name}-password")
-        create_user(s, "root", "root-password", is_admin=True)
-        s.commit()
-    with TestClient(app) as client:
-        client.fastapi_app = app  # type: ignore[attr-defined]
+    with service_app(db_url, tmp_path, quota_bytes=10_000) as (client, settings):
+        client.fastapi_app = client.app  # type: ignore[attr-defined]
         yield client, settings
-
-
-def _login(client: TestClient, name: str) -> dict[str, str]:
-    r = client.post(f"{API_PREFIX}/auth/login", json={"name": name, "password": f"{name}-password"})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
 def _job(client: TestClient, auth: dict[str, str], **params: Any) -> dict[str, Any]:
@@ -83,7 +66,7 @@ def test_login_and_expired_tokens(api: tuple[TestClient, ServiceSettings]) -> No
     nobody = client.post(f"{API_PREFIX}/auth/login", json={"name": "carol", "password": "x"})
     assert bad.status_code == nobody.status_code == 401
     assert bad.json()["detail"] == nobody.json()["detail"]
-    auth = _login(client, "alice")
+    auth = login(client, "alice")
     assert client.get(f"{API_PREFIX}/me", headers=auth).json()["name"] == "alice"
     with session_factory(make_engine(settings.database_url))() as s:
         from sqlalchemy import select
@@ -101,7 +84,7 @@ def test_login_and_expired_tokens(api: tuple[TestClient, ServiceSettings]) -> No
 
 def test_another_users_job_is_not_found(api: tuple[TestClient, ServiceSettings]) -> None:
     client, _ = api
-    alice, bob = _login(client, "alice"), _login(client, "bob")
+    alice, bob = login(client, "alice"), login(client, "bob")
     job = _job(client, alice)
     base = f"{API_PREFIX}/jobs/{job['id']}"
     for method, url in [
@@ -142,7 +125,7 @@ def test_traversal_names_are_refused(
     api: tuple[TestClient, ServiceSettings], name: str, code: int
 ) -> None:
     client, settings = api
-    auth = _login(client, "alice")
+    auth = login(client, "alice")
     job = _job(client, auth)
     r = client.post(
         f"{API_PREFIX}/jobs/{job['id']}/files",
@@ -155,7 +138,7 @@ def test_traversal_names_are_refused(
 
 def test_a_symlink_out_of_the_job_is_refused(api: tuple[TestClient, ServiceSettings]) -> None:
     client, settings = api
-    auth = _login(client, "alice")
+    auth = login(client, "alice")
     job = _job(client, auth)
     outside = settings.data_dir.parent / "outside"
     outside.mkdir()
@@ -173,7 +156,7 @@ def test_parameters_are_checked_with_their_field_path(
     api: tuple[TestClient, ServiceSettings],
 ) -> None:
     client, _ = api
-    auth = _login(client, "alice")
+    auth = login(client, "alice")
     for params, loc in [
         ({"units": 0}, ["units"]),
         ({"units": "; rm -rf /"}, ["units"]),
@@ -196,7 +179,7 @@ def test_parameters_are_checked_with_their_field_path(
 
 def test_resumable_upload_with_an_interruption(api: tuple[TestClient, ServiceSettings]) -> None:
     client, settings = api
-    auth = _login(client, "alice")
+    auth = login(client, "alice")
     job = _job(client, auth)
     base = f"{API_PREFIX}/jobs/{job['id']}/files"
     data = bytes(range(256)) * 20  # 5,120 bytes
@@ -234,7 +217,7 @@ def test_a_wrong_digest_is_refused_and_nothing_kept(
     api: tuple[TestClient, ServiceSettings],
 ) -> None:
     client, settings = api
-    auth = _login(client, "alice")
+    auth = login(client, "alice")
     job = _job(client, auth)
     base = f"{API_PREFIX}/jobs/{job['id']}/files"
     client.post(base, json={"path": "a.bin", "size": 3, "sha256": "1" * 64}, headers=auth)
@@ -252,7 +235,7 @@ def test_start_cancel_restart_delete_follow_the_state_rules(
     api: tuple[TestClient, ServiceSettings],
 ) -> None:
     client, settings = api
-    auth = _login(client, "alice")
+    auth = login(client, "alice")
     job = _job(client, auth)
     url = f"{API_PREFIX}/jobs/{job['id']}"
     assert client.post(f"{url}/restart", headers=auth).status_code == 409  # never ran
@@ -278,7 +261,7 @@ def test_start_cancel_restart_delete_follow_the_state_rules(
 
 def test_admin_routes_are_for_admins_only(api: tuple[TestClient, ServiceSettings]) -> None:
     client, _ = api
-    alice, root = _login(client, "alice"), _login(client, "root")
+    alice, root = login(client, "alice"), login(client, "root")
     job = _job(client, alice)
     for url in ("/admin/users", "/admin/jobs"):
         assert client.get(f"{API_PREFIX}{url}", headers=alice).status_code == 403
@@ -299,7 +282,7 @@ def test_review_fixes_dates_logs_summary_restart_delete(
 ) -> None:
     """Naive dates are UTC; odd log/summary requests are 4xx; restart keeps start's checks."""
     client, settings = api
-    auth = _login(client, "alice")
+    auth = login(client, "alice")
     job = _job(client, auth)
     url = f"{API_PREFIX}/jobs/{job['id']}"
     assert (
@@ -333,7 +316,7 @@ def test_result_downloads_resume_only_the_same_file(
 ) -> None:
     """ETag + If-Range: a range of a file that changed comes back whole (200)."""
     client, settings = api
-    auth = _login(client, "alice")
+    auth = login(client, "alice")
     job = _job(client, auth)
     out = settings.jobs_dir / "alice" / job["id"] / "run" / "outputs"
     out.mkdir(parents=True)
@@ -358,7 +341,7 @@ def test_templates_installed_later_are_used_without_a_restart(
 ) -> None:
     """The API reads the registry as the file is now, as the worker does."""
     client, settings = api
-    auth = _login(client, "alice")
+    auth = login(client, "alice")
     registry = settings.data_dir / "templates.yaml"
     registry.unlink()
     assert client.get(f"{API_PREFIX}/templates", headers=auth).json() == []

@@ -15,7 +15,7 @@ from scopeflow.service.auth import authenticate, resolve_token
 from scopeflow.service.db import make_engine, session_factory
 from scopeflow.service.migrate import current_revision, head_revision
 from scopeflow.service.settings import ServiceSettings
-from tests.conftest import run_cli
+from tests.conftest import EXAMPLE_TEMPLATES, run_cli
 
 runner = CliRunner()
 
@@ -168,7 +168,7 @@ def test_installed_command(data_dir: Path) -> None:
 
 def test_admin_templates_checks_before_installing(data_dir: Path) -> None:
     """A registry with a wrong template is refused (naming it) and nothing is replaced."""
-    example = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
+    example = EXAMPLE_TEMPLATES
     args = ["admin", "templates", "--data-dir", str(data_dir)]
     first = runner.invoke(app, args)
     assert first.exit_code == 0 and "no templates yet" in first.output

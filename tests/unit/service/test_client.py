@@ -30,8 +30,9 @@ from scopeflow.service.app import create_app
 from scopeflow.service.auth import create_user
 from scopeflow.service.db import make_engine, session_factory
 from scopeflow.service.settings import ServiceSettings
+from tests.conftest import EXAMPLE_TEMPLATES
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
+EXAMPLE = EXAMPLE_TEMPLATES
 ODD_NAMES = ["a#b.txt", "q?x=1.txt", "p%41.txt", "sub dir/ä ö&+.txt", "semi;colon.txt"]
 
 

@@ -12,51 +12,30 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from scopeflow.service.app import API_PREFIX, create_app
-from scopeflow.service.auth import create_user
-from scopeflow.service.db import make_engine, session_factory
+from scopeflow.service.app import API_PREFIX
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.templates import Template
 from scopeflow.testing import make_cyto_dataset
+from tests.unit.service.conftest import EXAMPLE, login, service_app
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
 API = API_PREFIX
 
 
-def _settings(db_url: str, tmp_path: Path, **kw: Any) -> ServiceSettings:
+def _templates() -> str:
     """The example templates with smaller demo data (20 IFC images; 32 x 64 x 64 views)."""
-    data = tmp_path / "data"
-    data.mkdir()
     registry = yaml.safe_load(EXAMPLE.read_text())
     for t in registry["templates"]:
         if t["name"] == "cyto-ifc":
             t["demo"]["images"] = 20
         if t["name"] == "spim-fusion":
             t["demo"]["shape"] = [32, 64, 64]
-    (data / "templates.yaml").write_text(yaml.safe_dump(registry))
-    return ServiceSettings(data_dir=data, db_url=db_url, **kw)
+    return str(yaml.safe_dump(registry))
 
 
 @pytest.fixture
 def api(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, ServiceSettings]]:
-    settings = _settings(db_url, tmp_path)
-    with TestClient(_app(settings)) as client:
-        yield client, settings
-
-
-def _app(settings: ServiceSettings) -> Any:
-    app = create_app(settings)
-    with session_factory(make_engine(settings.database_url))() as s:
-        for name in ("alice", "bob"):
-            create_user(s, name, f"{name}-password")
-        s.commit()
-    return app
-
-
-def _login(client: TestClient, name: str) -> dict[str, str]:
-    r = client.post(f"{API}/auth/login", json={"name": name, "password": f"{name}-password"})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
+    with service_app(db_url, tmp_path, templates=_templates()) as app:
+        yield app
 
 
 def _job(client: TestClient, auth: dict[str, str], template: str, **params: Any) -> str:
@@ -76,7 +55,7 @@ def test_templates_list_their_demo_data(api: tuple[TestClient, ServiceSettings])
     client, _ = api
     listed = {
         t["name"]: t["demo"]
-        for t in client.get(f"{API}/templates", headers=_login(client, "alice")).json()
+        for t in client.get(f"{API}/templates", headers=login(client, "alice")).json()
     }
     assert listed["cyto-ifc"]["dataset"] == "cyto-ifc"
     assert "synthetic" in listed["cyto-ifc"]["description"]
@@ -88,7 +67,7 @@ def test_ifc_demo_data_are_the_generators_files_and_the_job_can_start(
     api: tuple[TestClient, ServiceSettings], tmp_path: Path
 ) -> None:
     client, settings = api
-    alice = _login(client, "alice")
+    alice = login(client, "alice")
     job_id = _job(client, alice, "cyto-ifc")
     r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
     assert r.status_code == 200, r.text
@@ -112,7 +91,7 @@ def test_ifc_demo_data_are_the_generators_files_and_the_job_can_start(
 
 def test_spim_demo_data_follow_the_jobs_parameters(api: tuple[TestClient, ServiceSettings]) -> None:
     client, settings = api
-    alice = _login(client, "alice")
+    alice = login(client, "alice")
     job_id = _job(client, alice, "spim-fusion", ntimepoints=2, angles=[0.0, 120.0, 240.0])
     r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
     assert r.status_code == 200, r.text
@@ -128,7 +107,7 @@ def test_demo_data_refused_without_writing_anything(
     api: tuple[TestClient, ServiceSettings],
 ) -> None:
     client, settings = api
-    alice, bob = _login(client, "alice"), _login(client, "bob")
+    alice, bob = login(client, "alice"), login(client, "bob")
     job_id = _job(client, alice, "cyto-ifc")
     # another user's job: not found, nothing written
     assert client.post(f"{API}/jobs/{job_id}/demo-data", headers=bob).status_code == 404
@@ -158,9 +137,11 @@ def test_demo_data_refused_without_writing_anything(
 
 
 def test_demo_data_count_against_the_quota(db_url: str, tmp_path: Path) -> None:
-    settings = _settings(db_url, tmp_path, quota_bytes=100_000)
-    with TestClient(_app(settings)) as client:
-        alice = _login(client, "alice")
+    with service_app(db_url, tmp_path, templates=_templates(), quota_bytes=100_000) as (
+        client,
+        settings,
+    ):
+        alice = login(client, "alice")
         job_id = _job(client, alice, "cyto-ifc")
         r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
         assert r.status_code == 413, r.text
@@ -188,7 +169,7 @@ def test_a_crashed_writer_leaves_nothing_in_the_way_and_one_writes_at_a_time(
     from scopeflow.service.files import file_lock
 
     client, settings = api
-    alice = _login(client, "alice")
+    alice = login(client, "alice")
     job_id = _job(client, alice, "cyto-ifc")
     job_dir = settings.jobs_dir / "alice" / job_id
     # another request is writing this job's demo data: refused, nothing touched

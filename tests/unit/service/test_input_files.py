@@ -10,7 +10,6 @@ TestClient) on SQLite and PostgreSQL; the web UI's "Remove" buttons in a headles
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,31 +17,20 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from scopeflow.service.app import API_PREFIX, create_app
-from scopeflow.service.auth import create_user
+from scopeflow.service.app import API_PREFIX
 from scopeflow.service.db import Job, make_engine, session_factory, set_state
 from scopeflow.service.files import used_bytes
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
-from tests.unit.service.test_client import Live, live  # noqa: F401  (the live service fixture)
+from tests.unit.service.conftest import login, service_app
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
 QUOTA = 10_000
 
 
 @pytest.fixture
 def api(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, ServiceSettings]]:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(EXAMPLE, data / "templates.yaml")
-    settings = ServiceSettings(data_dir=data, db_url=db_url, quota_bytes=QUOTA)
-    app = create_app(settings)
-    with session_factory(make_engine(settings.database_url))() as s:
-        for name in ("alice", "bob"):
-            create_user(s, name, f"{name}-password")
-        s.commit()
-    with TestClient(app) as client:
-        yield client, settings
+    with service_app(db_url, tmp_path, quota_bytes=QUOTA) as app:
+        yield app
 
 
 @pytest.fixture
@@ -55,15 +43,9 @@ def settings(api: tuple[TestClient, ServiceSettings]) -> ServiceSettings:
     return api[1]
 
 
-def _login(client: TestClient, name: str) -> dict[str, str]:
-    r = client.post(f"{API_PREFIX}/auth/login", json={"name": name, "password": f"{name}-password"})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
-
-
 @pytest.fixture
 def alice(client: TestClient) -> dict[str, str]:
-    return _login(client, "alice")
+    return login(client, "alice")
 
 
 @pytest.fixture
@@ -202,7 +184,7 @@ def test_only_the_owner_deletes(
     client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
 ) -> None:
     _upload(client, alice, job, "a.tif", b"a")
-    bob = _login(client, "bob")
+    bob = login(client, "bob")
     assert _delete(client, bob, job, "a.tif").status_code == 404  # as if there were no job
     assert client.delete(f"{API_PREFIX}/jobs/{job}/files/a.tif").status_code == 401
     assert (_input(settings, job) / "a.tif").exists()

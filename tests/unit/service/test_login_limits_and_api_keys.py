@@ -2,60 +2,34 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from scopeflow.service.app import API_PREFIX, create_app
-from scopeflow.service.auth import create_user
-from scopeflow.service.db import make_engine, session_factory
-from scopeflow.service.settings import ServiceSettings
+from scopeflow.service.app import API_PREFIX
 from scopeflow.service.throttle import LoginThrottle
+from tests.unit.service import conftest
+from tests.unit.service.conftest import Clock, login, service_app
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
 API = API_PREFIX
-
-
-class Clock:
-    """A settable monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 def env(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, Clock]]:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(EXAMPLE, data / "templates.yaml")
-    settings = ServiceSettings(data_dir=data, db_url=db_url)
-    app = create_app(settings)
-    clock = Clock()
-    app.state.login_throttle = LoginThrottle(clock=clock)
-    with session_factory(make_engine(settings.database_url))() as s:
-        create_user(s, "alice", "alice-pw")
-        create_user(s, "bob", "bob-pw")
-        create_user(s, "root", "root-pw", is_admin=True)
-        s.commit()
-    with TestClient(app) as client:
+    with service_app(db_url, tmp_path) as (client, _):
+        clock = Clock(1000.0)
+        client.app.state.login_throttle = LoginThrottle(clock=clock)  # type: ignore[attr-defined]
         yield client, clock
 
 
 def _login(client: TestClient, name: str, password: str | None = None) -> int:
-    r = client.post(f"{API}/auth/login", json={"name": name, "password": password or f"{name}-pw"})
+    """The status of a login of ``name`` (with its right password unless one is given)."""
+    r = client.post(
+        f"{API}/auth/login", json={"name": name, "password": password or conftest.password(name)}
+    )
     return r.status_code
-
-
-def _auth(client: TestClient, name: str) -> dict[str, str]:
-    r = client.post(f"{API}/auth/login", json={"name": name, "password": f"{name}-pw"})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
 def test_throttle_windows_and_limits() -> None:
@@ -129,7 +103,7 @@ def test_login_after_too_many_failures_is_429_even_with_the_password(
 
 def test_users_make_list_and_revoke_their_own_api_keys(env: tuple[TestClient, Clock]) -> None:
     client, _ = env
-    alice, bob = _auth(client, "alice"), _auth(client, "bob")
+    alice, bob = login(client, "alice"), login(client, "bob")
     r = client.post(f"{API}/auth/api-keys", headers=alice, json={"name": "nightly", "days": 30})
     assert r.status_code == 201, r.text
     made = r.json()
@@ -153,7 +127,7 @@ def test_users_make_list_and_revoke_their_own_api_keys(env: tuple[TestClient, Cl
 
 def test_admins_list_and_revoke_any_api_key(env: tuple[TestClient, Clock]) -> None:
     client, _ = env
-    alice, root = _auth(client, "alice"), _auth(client, "root")
+    alice, root = login(client, "alice"), login(client, "root")
     made = client.post(f"{API}/auth/api-keys", headers=alice, json={"name": "ci"}).json()
     assert client.get(f"{API}/admin/api-keys", headers=alice).status_code == 403
     assert client.delete(f"{API}/admin/api-keys/{made['id']}", headers=alice).status_code == 403

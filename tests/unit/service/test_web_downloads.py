@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,51 +18,24 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from scopeflow.service.app import API_PREFIX, create_app
-from scopeflow.service.auth import create_user
-from scopeflow.service.db import make_engine, session_factory
+from scopeflow.service.app import API_PREFIX
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.web.downloads import DownloadSigner
+from tests.unit.service.conftest import Clock, login, service_app
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "src/scopeflow/service/templates.example.yaml"
 BIG = bytes(range(256)) * 4096  # 1 MiB
-
-
-class Clock:
-    """A settable clock for the signer."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 def env(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, ServiceSettings, Clock]]:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(EXAMPLE, data / "templates.yaml")
-    settings = ServiceSettings(data_dir=data, db_url=db_url)
-    app = create_app(settings)
-    clock = Clock()
-    app.state.download_signer = DownloadSigner(clock=clock)
-    with session_factory(make_engine(settings.database_url))() as s:
-        for name in ("alice", "bob"):
-            create_user(s, name, f"{name}-password")
-        s.commit()
-    with TestClient(app) as client:
+    with service_app(db_url, tmp_path) as (client, settings):
+        clock = Clock()
+        client.app.state.download_signer = DownloadSigner(clock=clock)  # type: ignore[attr-defined]
         yield client, settings, clock
 
 
-def _login(client: TestClient, name: str) -> dict[str, str]:
-    r = client.post(f"{API_PREFIX}/auth/login", json={"name": name, "password": f"{name}-password"})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
-
-
 def _job_with_results(client: TestClient, settings: ServiceSettings, owner: str) -> str:
-    auth = _login(client, owner)
+    auth = login(client, owner)
     body = {"template": "toy", "name": "t", "params": {"units": 1}}
     r = client.post(f"{API_PREFIX}/jobs", json=body, headers=auth)
     assert r.status_code == 201, r.text
@@ -97,7 +69,7 @@ def test_a_token_serves_files_ranges_head_zarr_and_the_zip(
 ) -> None:
     client, settings, _ = env
     job_id = _job_with_results(client, settings, "alice")
-    tok = _token(client, job_id, _login(client, "alice"))
+    tok = _token(client, job_id, login(client, "alice"))
 
     r = client.get(f"/dl/{tok}/outputs/big.bin")
     assert r.status_code == 200 and r.content == BIG
@@ -131,7 +103,7 @@ def test_a_token_serves_files_ranges_head_zarr_and_the_zip(
 def test_an_expired_token_is_refused(env: tuple[TestClient, ServiceSettings, Clock]) -> None:
     client, settings, clock = env
     job_id = _job_with_results(client, settings, "alice")
-    auth = _login(client, "alice")
+    auth = login(client, "alice")
     tok = _token(client, job_id, auth)
     short = _token(client, job_id, auth, ttl_s=5)
     clock.now += 599
@@ -153,7 +125,7 @@ def test_a_token_is_for_its_own_job_and_its_results_only(
     client, settings, _ = env
     mine = _job_with_results(client, settings, "alice")
     other = _job_with_results(client, settings, "bob")
-    alice, bob = _login(client, "alice"), _login(client, "bob")
+    alice, bob = login(client, "alice"), login(client, "bob")
     tok = _token(client, mine, alice)
     # the owner only asks for tokens (someone else's job, or none: 404; no bearer: 401)
     assert (
@@ -233,7 +205,7 @@ def test_links_answer_cors_on_every_answer_and_the_preflight(
     """A viewer on another origin reads the links, errors included (a missing chunk's 404)."""
     client, settings, clock = env
     job_id = _job_with_results(client, settings, "alice")
-    alice = _login(client, "alice")
+    alice = login(client, "alice")
     tok = _token(client, job_id, alice)
     short = _token(client, job_id, alice, ttl_s=5)
 
@@ -288,7 +260,7 @@ def test_the_api_answers_no_cors(env: tuple[TestClient, ServiceSettings, Clock])
     """The bearer-token API stays same-origin: no CORS header, no preflight."""
     client, settings, _ = env
     job_id = _job_with_results(client, settings, "alice")
-    alice = _login(client, "alice")
+    alice = login(client, "alice")
     base = f"{API_PREFIX}/jobs/{job_id}"
     for r in (
         client.get(f"{base}/results", headers=ORIGIN | alice),
@@ -314,7 +286,7 @@ def test_a_zip_of_one_folder(env: tuple[TestClient, ServiceSettings, Clock]) -> 
     """``?prefix=FOLDER`` on both zip routes: that folder's result files, named as in the run."""
     client, settings, _ = env
     job_id = _job_with_results(client, settings, "alice")
-    alice = _login(client, "alice")
+    alice = login(client, "alice")
     tok = _token(client, job_id, alice)
     run = settings.jobs_dir / "alice" / job_id / "run"
     (run / "outputs" / "fused.ome.zarr.bak").write_bytes(b"not in the folder")

@@ -178,7 +178,8 @@ def test_deconvolution_narrows_the_beads_of_the_fusion(
     out = tmp_path / "deconv"
     result = run_cli(["run", "spim", "-c", truth.root / "deconv.yaml", "-w", out, "--no-progress"])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert np.isfinite(_fused(out)).all() and _fused(out).min() >= 0
+    deconvolved = _fused(out)
+    assert np.isfinite(deconvolved).all() and deconvolved.min() >= 0
     before_w, after_w = _bead_widths(truth, [fused_run, out])
     assert len(before_w) > 50
     before, after = np.median(before_w), np.median(after_w)

@@ -5,9 +5,8 @@ import { drawGrid, legend } from "./grid.js";
 import { jobActions } from "./jobs.js";
 import { showResults } from "./results.js";
 import { uploadPanel } from "./upload.js";
-import { duration, el, every, stateBadge, when } from "./util.js";
+import { BEFORE_START, TERMINAL, duration, el, every, stateBadge, when } from "./util.js";
 
-const FINAL = ["succeeded", "failed", "cancelled"];
 
 /** A log box that follows GET /jobs/{id}/logs from the returned offset. */
 function follower(jobId, pre) {
@@ -74,14 +73,14 @@ export async function jobView(main, id) {
     drawHead();
     const key = `${job.state}:${job.finished_at}:${job.attempts}`;
     if (settled === key) return;  // finished and fully drawn: only watch for a restart
-    const uploading = ["created", "uploading", "ready"].includes(job.state);
+    const uploading = BEFORE_START.includes(job.state);
     if (uploading && !uploadShown) { uploadBox.replaceChildren(uploadPanel(id, refresh)); uploadShown = true; }
     if (!uploading && uploadShown) { uploadBox.replaceChildren(); uploadShown = false; }
     drawGrid(gridBox, await get(`/jobs/${id}/progress`), selected, pick);
     await unitLog.poll();
     await schedLog.poll();
-    if (FINAL.includes(job.state) && shownResults !== key) { shownResults = key; await showResults(resultsBox, job); }
-    if (FINAL.includes(job.state)) settled = key;  // the logs were read to their end above
+    if (TERMINAL.includes(job.state) && shownResults !== key) { shownResults = key; await showResults(resultsBox, job); }
+    if (TERMINAL.includes(job.state)) settled = key;  // the logs were read to their end above
   }
 
   main.append(head, uploadBox,

@@ -2,10 +2,9 @@
 // and a streamed zip download (finished jobs); start / cancel / restart / delete / open.
 import { api, get, message } from "./api.js";
 import { downloadZip } from "./links.js";
-import { el, every, stateBadge, toast, when } from "./util.js";
+import { BEFORE_START, TERMINAL, el, every, stateBadge, toast, when } from "./util.js";
 
 const UPLOADING = ["created", "uploading"];
-const FINISHED = ["succeeded", "failed", "cancelled"];
 const MAX_UPLOAD_LOOKUPS = 20; // GET /jobs/{id}/files per row: only for the newest few
 
 /** "2 files uploading", "3 input files" … from GET /jobs/{id}/files. */
@@ -23,7 +22,7 @@ function uploadCell(job, files) {
 }
 
 function resultsCell(job) {
-  if (!FINISHED.includes(job.state)) return el("td.download");
+  if (!TERMINAL.includes(job.state)) return el("td.download");
   return el("td.download", {}, el("button.link", { type: "button", text: "zip", "aria-label": `Download the results of job ${job.name} (zip)`,
     onclick: () => downloadZip(job.id).catch((e) => toast(`Download failed: ${message(e)}`, true)) }));
 }
@@ -43,8 +42,8 @@ export function jobActions(job, after) {
   });
   const id = job.id;
   return el("div.actions", {},
-    ["created", "uploading", "ready"].includes(s) && act("Start", "POST", `/jobs/${id}/start`, ".primary"),
-    ["created", "uploading", "ready", "queued", "running"].includes(s) && act("Cancel", "POST", `/jobs/${id}/cancel`),
+    BEFORE_START.includes(s) && act("Start", "POST", `/jobs/${id}/start`, ".primary"),
+    !TERMINAL.includes(s) && act("Cancel", "POST", `/jobs/${id}/cancel`),
     ["failed", "cancelled", "succeeded"].includes(s) && act("Restart", "POST", `/jobs/${id}/restart`),
     !["queued", "running"].includes(s) && act("Delete", "DELETE", `/jobs/${id}`, ".danger"));
 }

@@ -22,6 +22,10 @@ export function el(spec, attrs = {}, ...children) {
   return node;
 }
 
+/** Job states in groups, as the service's states.py has them. */
+export const TERMINAL = ["succeeded", "failed", "cancelled"];
+export const BEFORE_START = ["created", "uploading", "ready"];
+
 /** A relative path for a URL: each component percent-encoded, the slashes kept. */
 export const enc = (p) => p.split("/").map(encodeURIComponent).join("/");
 

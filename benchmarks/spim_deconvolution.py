@@ -11,6 +11,10 @@ Data: ``--views`` Poisson-noise views of ``--size``^3 voxels, anisotropic Gaussi
 (default 1) CPU cores, the process pinned to them, ``deconvolve_views(threads=...)``.
 
     python benchmarks/spim_deconvolution.py --size 128 --views 4 --iterations 3 [--threads 2]
+        [--blocks none,64]
+
+``--blocks``: the ``block`` values measured (``none``: the whole volume at once; the SPIM
+pipeline's default is 128).
 """
 
 from __future__ import annotations
@@ -80,15 +84,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--blocks", default="none,64", help="comma-separated; none = whole")
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.threads]))
     b = bandwidth()
     n = args.size**3
     floor = BYTES_PER_VOXEL_VIEW * args.views * n / b
-    runs = [
-        measure(args.size, args.views, args.iterations, blk, args.threads) for blk in (None, 64)
-    ]
+    blocks = [None if b.strip() == "none" else int(b) for b in args.blocks.split(",")]
+    runs = [measure(args.size, args.views, args.iterations, blk, args.threads) for blk in blocks]
     for r in runs:
         r["x_floor"] = round(r["s_per_iteration"] / floor, 1)
     out = {

@@ -9,8 +9,8 @@ from scipy import ndimage
 from scopeflow.ops.spim.deconvolution import (
     _Convolver,
     _reflect_pad,
+    _split,
     _Step,
-    _update,
     deconvolve_views,
 )
 
@@ -43,35 +43,53 @@ def test_reflect_padding_in_place_is_numpys(
     assert (buf[tuple(slice(n, None) for n in padded.shape)] == -1).all()  # the rest untouched
 
 
-def test_buffered_convolution_equals_the_plain_one() -> None:
+@pytest.mark.parametrize("block", [(21, 17, 19), (8, 9, 7)])
+def test_block_convolution_is_the_mirrored_convolution(block: tuple[int, int, int]) -> None:
     rng = np.random.default_rng(1)
     vol = rng.random((21, 17, 19)).astype(np.float32)
     kernel = _psf((2.0, 1.0, 1.5), (9, 7, 11)).astype(np.float32)
-    conv = _Convolver(np, vol.shape, kernel.shape)
+    kernel[0, 0, 0] = 0.05  # not symmetric: a mirrored kernel would be caught
+    # np.pad's 'reflect' is ndimage's 'mirror'; ndimage centres odd kernels as we do
+    ref = ndimage.convolve(vol.astype(np.float64), kernel.astype(np.float64), mode="mirror")
+    conv = _Convolver(np, block, kernel.shape)
     spectrum = conv.spectrum(kernel)
-    plain = conv(vol, spectrum)
-    conv.interior()[...] = vol
-    full, off = conv.convolve_interior(spectrum)
-    sl = tuple(slice(o, o + n) for o, n in zip(off, vol.shape, strict=True))
-    np.testing.assert_allclose(full[sl], plain, rtol=1e-5, atol=1e-6)
+    padded = np.zeros(
+        [n + 2 * h for n, h in zip(vol.shape, conv.half, strict=True)], dtype=np.float32
+    )
+    padded[tuple(slice(h, h + n) for h, n in zip(conv.half, vol.shape, strict=True))] = vol
+    _reflect_pad(padded, conv.half, vol.shape)
+    for lo in [(0, 0, 0), (13, 8, 12)]:
+        ext = tuple(min(b, n - a) for a, b, n in zip(lo, block, vol.shape, strict=True))
+        want = ref[tuple(slice(a, a + n) for a, n in zip(lo, ext, strict=True))]
+        full, off = conv.convolve(padded, lo, ext, spectrum)
+        fast = full[tuple(slice(o, o + n) for o, n in zip(off, ext, strict=True))]
+        np.testing.assert_allclose(fast, want, rtol=1e-4, atol=1e-5)
+        plain = conv.convolve_plain(padded, lo, ext, spectrum)
+        np.testing.assert_allclose(plain, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.006])
-def test_compiled_update_equals_the_array_module_update(lam: float) -> None:
+@pytest.mark.parametrize("block", [None, 9])
+def test_compiled_update_equals_the_array_module_update(lam: float, block: int | None) -> None:
     rng = np.random.default_rng(2)
     shape = (20, 24, 22)
-    psf = _psf((2.0, 1.0, 1.0), (9, 7, 7))
-    psi = rng.uniform(1.0, 500.0, shape).astype(np.float32)
+    psfs = [_psf((2.0, 1.0, 1.0), (9, 7, 7)), _psf((1.0, 1.0, 2.0), (9, 7, 7))]
+    start = rng.uniform(1.0, 500.0, shape).astype(np.float32)
     phi = rng.poisson(200.0, shape).astype(np.float32)
     phi[:, :, :5] = 0  # no data there: q = 1
     w = rng.uniform(0.0, 1.0, shape).astype(np.float32)
-    k = [psf.astype(np.float32)]
+    k = [p.astype(np.float32) for p in psfs]
     opts = {"lam": lam, "top": float(phi.max()), "min_intensity": 1e-4}
-    with _Step(np, k, k, threads=1, **opts) as step:
-        c, f1, f2 = step.convolver(shape)
-        fast = step.update(psi, phi, w, (c, f1[0], f2[0]), out=None)
-    plain = _update(psi, phi, w, conv=c, f1=f1[0], f2=f2[0], **opts)
+    out = []
+    for compiled in (True, False):
+        with _Step(np, k, k[::-1], _split(shape, block), threads=1, compiled=compiled, **opts) as s:
+            psi = s.padded(start)
+            s.view(psi, phi, w, 0)
+            s.view(psi, phi, w, 1)
+            out.append(psi[s.interior].copy())
+    fast, plain = out
     assert fast.dtype == np.float32 and plain.dtype == np.float32
+    assert not np.allclose(fast, start, rtol=1e-3)  # two updates changed the estimate
     # FFTs of other plans differ by float32 rounding (both Tikhonov forms are cancellation-free)
     np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-6 * float(plain.max()))
 

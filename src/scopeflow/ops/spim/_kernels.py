@@ -171,6 +171,8 @@ _rl_jit = njit(nogil=True, cache=True, error_model="numpy")
 @_rl_jit
 def rl_ratio(  # noqa: PLR0917 (Numba: no keyword-only arguments)
     phi: ArrayF32,
+    poff: tuple[int, int, int],
+    ext: tuple[int, int, int],
     blurred: ArrayF32,
     boff: tuple[int, int, int],
     out: ArrayF32,
@@ -178,18 +180,20 @@ def rl_ratio(  # noqa: PLR0917 (Numba: no keyword-only arguments)
     z0: int,
     z1: int,
 ) -> None:
-    """``q = phi / max(blurred, 1e-12)``, 1 where ``phi`` is 0, for planes ``z0..z1-1``.
+    """``q = phi / max(blurred, 1e-12)``, 1 where ``phi`` is 0, for block planes ``z0..z1-1``.
 
-    ``blurred[boff + idx]`` and ``out[ooff + idx]`` are element ``idx`` of ``phi``'s shape.
+    The block has ``ext`` voxels; its voxel ``idx`` is ``phi[poff + idx]``, ``blurred[boff +
+    idx]`` and ``out[ooff + idx]``. Whole arrays with offsets, not block views: their rows stay
+    contiguous, so the loops vectorise.
     """
     tiny = np.float32(1e-12)
     one = np.float32(1.0)
     for k in range(z0, z1):
-        for j in range(phi.shape[1]):
-            prow = phi[k, j]
+        for j in range(ext[1]):
+            prow = phi[k + poff[0], j + poff[1], poff[2] :]
             brow = blurred[k + boff[0], j + boff[1], boff[2] :]
             orow = out[k + ooff[0], j + ooff[1], ooff[2] :]
-            for i in range(phi.shape[2]):
+            for i in range(ext[2]):
                 p = prow[i]
                 orow[i] = p / max(brow[i], tiny) if p > 0 else one
 
@@ -197,35 +201,38 @@ def rl_ratio(  # noqa: PLR0917 (Numba: no keyword-only arguments)
 @_rl_jit
 def rl_update(  # noqa: PLR0917 (Numba: no keyword-only arguments)
     psi: ArrayF32,
+    poff: tuple[int, int, int],
+    ext: tuple[int, int, int],
     u: ArrayF32,
     uoff: tuple[int, int, int],
     w: ArrayF32,
+    woff: tuple[int, int, int],
     lam: float,
     top: float,
     floor: float,
-    out: ArrayF32,
     z0: int,
     z1: int,
 ) -> None:
-    """``out = psi + w (new - psi)`` for planes ``z0..z1-1`` (``out`` may be ``psi``).
+    """``psi <- psi + w (new - psi)`` in place, for block planes ``z0..z1-1``.
 
-    ``new = psi * u[uoff + idx]``; if ``lam > 0``, ``(sqrt(1 + 2 lam n / top) - 1) / lam * top``
-    with ``n = max(new, 0)``, computed as ``2 n / (1 + sqrt(1 + 2 lam n / top))`` (the same
-    value without the cancellation of ``sqrt(...) - 1`` in float32); then ``max(new, floor)``,
-    and ``floor`` where not finite.
+    Offsets as in :func:`rl_ratio`. ``new = psi * u``; if ``lam > 0``, ``(sqrt(1 + 2 lam n /
+    top) - 1) / lam * top`` with ``n = max(new, 0)``, computed as ``2 n / (1 + sqrt(1 + 2 lam
+    n / top))`` (the same value without the cancellation of ``sqrt(...) - 1`` in float32);
+    then ``max(new, floor)``, and ``floor`` where not finite.
     """
     two_lam = np.float32(2.0 * lam)
     top32, floor32 = np.float32(top), np.float32(floor)
     one, zero = np.float32(1.0), np.float32(0.0)
     for k in range(z0, z1):
-        for j in range(psi.shape[1]):
-            prow, wrow, orow = psi[k, j], w[k, j], out[k, j]
+        for j in range(ext[1]):
+            prow = psi[k + poff[0], j + poff[1], poff[2] :]
+            wrow = w[k + woff[0], j + woff[1], woff[2] :]
             urow = u[k + uoff[0], j + uoff[1], uoff[2] :]
-            for i in range(psi.shape[2]):
+            for i in range(ext[2]):
                 p = prow[i]
                 new = p * urow[i]
                 if lam > 0:
                     n = max(new, zero)
                     new = np.float32(2.0) * n / (one + np.sqrt(one + two_lam * n / top32))
                 new = max(new, floor32) if np.isfinite(new) else floor32
-                orow[i] = p + wrow[i] * (new - p)
+                prow[i] = p + wrow[i] * (new - p)

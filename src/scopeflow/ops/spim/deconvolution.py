@@ -39,6 +39,7 @@ References
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -60,6 +61,7 @@ __all__ = [
 
 PSF_TYPES = ("independent", "efficient_bayesian", "optimization_i", "optimization_ii")
 F32 = NDArray[np.float32]
+I3 = tuple[int, int, int]
 
 
 def array_module(gpu: bool | None = None) -> Any:
@@ -153,75 +155,80 @@ def normalise_weights(weights: Sequence[ArrayLike], osem: float = 1.0) -> list[F
 
 
 class _Convolver:
-    """Same-size convolution of volumes of one shape with fixed kernels (spectra cached).
+    """Same-size convolutions of blocks of at most ``block`` voxels with fixed kernels.
 
-    The volume is padded by the kernel radius (mirrored, no dark border from zero padding) and
-    transformed at ``next_fast_len`` sizes. On the CPU (NumPy) the padded volume lives in a
-    reused buffer of the transform's size (filled in place: no padded copies), and the inverse
-    transform drops the planes and rows outside the result after the first and second axes
-    (about a fifth of its time saved); ``workers`` threads per transform.
+    The volumes live padded by the kernel radius ``half`` on each side (their borders mirrored
+    by :func:`_reflect_pad`); a block's window is the block and its ``half``-wide margins, and
+    it is transformed at the ``next_fast_len`` size ``fshape`` of the largest window (the
+    kernels' spectra are computed once at that size). The circular convolution of a window is
+    exact on its block: a block voxel only reaches window voxels, never the wrapped-around
+    ones, so the transform's extra planes may hold anything.
+
+    On the CPU (NumPy) the window is copied into a reused buffer (or, when the padded volume
+    is the transform's size, transformed where it is), and the inverse transform drops the
+    planes and rows outside the block after the first and second axes (about a fifth of its
+    time saved); ``workers`` threads per transform.
     """
 
     def __init__(
-        self, xp: Any, shape: tuple[int, ...], kshape: tuple[int, ...], workers: int = 1
+        self, xp: Any, block: tuple[int, ...], kshape: tuple[int, ...], workers: int = 1
     ) -> None:
         self.xp = xp
-        self.shape = shape
-        self.half = (kshape[0] // 2, kshape[1] // 2, kshape[2] // 2)
-        self.fshape = [
-            sfft.next_fast_len(s + k - 1, real=True) for s, k in zip(shape, kshape, strict=True)
-        ]
+        self.half: I3 = (kshape[0] // 2, kshape[1] // 2, kshape[2] // 2)
+        self.fshape = tuple(
+            sfft.next_fast_len(b + k - 1, real=True) for b, k in zip(block, kshape, strict=True)
+        )
         self.fft = sfft if xp is np else xp.fft  # scipy's FFT is the faster on the CPU
-        self.axes = (0, 1, 2)
         self.kw: dict[str, int] = {"workers": workers} if xp is np else {}
         self.buf: F32 | None = None
 
     def spectrum(self, kernel: NDArray[Any]) -> Any:
+        """The kernel's spectrum at the transform's size (its origin at voxel 0)."""
         k = self.xp.asarray(kernel, dtype=self.xp.float32)
-        return self.fft.rfftn(k, s=self.fshape, axes=self.axes, **self.kw)
+        return self.fft.rfftn(k, s=self.fshape, axes=(0, 1, 2), **self.kw)
 
-    def __call__(self, vol: Any, spectrum: Any) -> Any:
-        """``vol`` convolved (any array module)."""
-        xp = self.xp
-        pad = [(h, h) for h in self.half]
-        padded = xp.pad(vol, pad, mode="reflect")
-        spec = self.fft.rfftn(padded, s=self.fshape, axes=self.axes) * spectrum
-        full = self.fft.irfftn(spec, s=self.fshape, axes=self.axes)
-        sl = tuple(slice(2 * h, 2 * h + n) for h, n in zip(self.half, self.shape, strict=True))
-        return full[sl].astype(xp.float32, copy=False)
+    def window(self, lo: Sequence[int], ext: Sequence[int]) -> tuple[slice, ...]:
+        """The window of the block at ``lo`` (volume voxels) with ``ext`` voxels, padded."""
+        return tuple(slice(a, a + n + 2 * h) for a, n, h in zip(lo, ext, self.half, strict=True))
 
-    def buffer(self) -> F32:
-        """The (NumPy) input buffer of the transform's size: the padded volume, then zeros."""
-        if self.buf is None:
-            self.buf = np.zeros(self.fshape, dtype=np.float32)  # the zeros are never written
-        return self.buf
-
-    def interior(self) -> F32:
-        """Where the volume goes in :meth:`buffer`; its padding is filled by the convolution."""
-        sl = tuple(slice(h, h + n) for h, n in zip(self.half, self.shape, strict=True))
-        return self.buffer()[sl]
-
-    def convolve_interior(self, spectrum: Any) -> tuple[F32, tuple[int, int, int]]:
-        """The volume written to :meth:`interior`, convolved (NumPy).
+    def convolve(
+        self, padded: Any, lo: Sequence[int], ext: Sequence[int], spectrum: Any
+    ) -> tuple[Any, tuple[int, int, int]]:
+        """The block at ``lo`` with ``ext`` voxels of the padded volume, convolved (NumPy).
 
         Returns ``(full, offset)``: the result's voxel ``idx`` is ``full[offset + idx]``.
         """
-        buf = self.buffer()
-        _reflect_pad(buf, self.half, self.shape)
-        spec = sfft.rfftn(buf, **self.kw)
+        (h0, h1, h2), (n0, n1, _) = self.half, ext
+        if padded.shape == self.fshape and not any(lo):
+            spec = sfft.rfftn(padded, **self.kw)  # the whole padded volume: no copy
+        else:
+            if self.buf is None:
+                self.buf = np.zeros(self.fshape, dtype=np.float32)
+            win = padded[self.window(lo, ext)]
+            np.copyto(self.buf[tuple(slice(0, n) for n in win.shape)], win)
+            spec = sfft.rfftn(self.buf, **self.kw)
         spec *= spectrum
-        (h0, h1, h2), (n0, n1, _) = self.half, self.shape
         t = sfft.ifft(spec, axis=0, overwrite_x=True, **self.kw)[2 * h0 : 2 * h0 + n0]
         t = sfft.ifft(t, axis=1, overwrite_x=True, **self.kw)[:, 2 * h1 : 2 * h1 + n1]
         full: F32 = sfft.irfft(t, n=self.fshape[2], axis=2, **self.kw)
         return full, (0, 0, 2 * h2)
 
+    def convolve_plain(
+        self, padded: Any, lo: Sequence[int], ext: Sequence[int], spectrum: Any
+    ) -> Any:
+        """:meth:`convolve` with array-module operations (CuPy); the block's result itself."""
+        fft = self.fft
+        spec = fft.rfftn(padded[self.window(lo, ext)], s=self.fshape, axes=(0, 1, 2)) * spectrum
+        full = fft.irfftn(spec, s=self.fshape, axes=(0, 1, 2))
+        sl = tuple(slice(2 * h, 2 * h + n) for h, n in zip(self.half, ext, strict=True))
+        return full[sl].astype(self.xp.float32, copy=False)
 
-def _reflect_pad(buf: F32, half: tuple[int, ...], shape: tuple[int, ...]) -> None:
+
+def _reflect_pad(buf: Any, half: tuple[int, ...], shape: tuple[int, ...], xp: Any = np) -> None:
     """Fill the ``half``-wide borders of ``buf[half : half + shape]`` as ``np.pad`` 'reflect'."""
     if any(h >= n for h, n in zip(half, shape, strict=True)):  # reflected more than once
         sl = tuple(slice(h, h + n) for h, n in zip(half, shape, strict=True))
-        padded = np.pad(buf[sl], [(h, h) for h in half], mode="reflect")
+        padded = xp.pad(buf[sl], [(h, h) for h in half], mode="reflect")
         buf[tuple(slice(0, n) for n in padded.shape)] = padded
         return
     for ax, (h, n) in enumerate(zip(half, shape, strict=True)):
@@ -280,9 +287,10 @@ def deconvolve_views(
     gpu : bool or None
         Use CuPy (True: required; None: when available; False: NumPy).
     block : int, optional
-        Update block by block (cubes of this many voxels, each computed on a window two
-        kernel radii larger): the FFTs then need memory for one window instead of the whole
-        volume, and the result is the same as without blocks.
+        Convolve block by block, blocks of at most this many voxels per side (the volume
+        split evenly), each transformed with its margins of one kernel radius: the FFTs then
+        need memory for one block's window instead of the whole volume, and the result is the
+        same as without blocks (see :class:`_Step`).
     threads : int
         CPU threads of the FFTs and the point-wise steps (NumPy only); 1 inside a Dask worker
         whose cores are already used by the other units.
@@ -297,48 +305,93 @@ def deconvolve_views(
             "deconvolution", [("iterations/lambda/osem", "must be >= 0 / >= 0 / > 0")]
         )
     xp = array_module(gpu)
-    phi = [xp.asarray(np.asarray(v, dtype=np.float32)) for v in views]
+    phi = [xp.asarray(np.ascontiguousarray(v, dtype=np.float32)) for v in views]
     w = [xp.asarray(x) for x in normalise_weights(weights, osem)]
     k1 = [_norm(np.asarray(p, dtype=np.float64)) for p in psfs]
     k2 = backprojection_kernels(psfs, psf_type)
     if init is None:
         total = sum(wi * p for wi, p in zip(w, phi, strict=True))
         wsum = sum(w)
-        psi = xp.where(wsum > 0, total / xp.maximum(wsum, 1e-12), 0)
+        start = xp.where(wsum > 0, total / xp.maximum(wsum, 1e-12), 0)
     else:
-        psi = xp.asarray(np.asarray(init, dtype=np.float32))
-    psi = xp.maximum(psi.astype(xp.float32), min_intensity)
+        start = xp.asarray(np.asarray(init, dtype=np.float32))
+    start = xp.maximum(start.astype(xp.float32), min_intensity)
     top = float(max(float(p.max()) for p in phi)) or 1.0
-    step = _Step(xp, k1, k2, lam=lam, top=top, min_intensity=min_intensity, threads=threads)
+    step = _Step(
+        xp,
+        k1,
+        k2,
+        _split(tuple(int(n) for n in start.shape), block),
+        lam=lam,
+        top=top,
+        min_intensity=min_intensity,
+        threads=threads,
+    )
     with step:
+        psi = step.padded(start)
+        del start
         for _ in range(iterations):
             for v in range(len(phi)):
-                psi = step.view(psi, phi[v], w[v], v, block)
-    out = psi.get() if hasattr(psi, "get") else psi
-    result: F32 = np.asarray(out, dtype=np.float32)
+                step.view(psi, phi[v], w[v], v)
+        out = psi[step.interior]
+    out = out.get() if hasattr(out, "get") else out
+    result: F32 = np.ascontiguousarray(out, dtype=np.float32)
     return result
 
 
+def _split(shape: tuple[int, ...], block: int | None) -> list[list[int]]:
+    """Block edges per axis: ``shape`` cut into equal parts of at most ``block`` voxels."""
+    edges = []
+    for n in shape:
+        parts = 1 if not block else -(-n // int(block))
+        edges.append(np.linspace(0, n, parts + 1).round().astype(int).tolist())
+    return edges
+
+
 class _Step:
-    """One view's update of the estimate, whole or block by block, with cached kernels."""
+    """One view's update of the estimate, block by block, with cached kernel spectra.
+
+    The estimate ``psi`` and the ratio ``q`` live padded by the kernel radius (borders
+    mirrored). A view's update is two passes over the blocks: ``q = phi / (psi * P_v)`` for
+    every block, then ``u = q * K_v`` and ``psi``'s update for every block, in place (the second
+    pass no longer reads ``psi`` outside the block it updates). Each convolution needs only its
+    block's one-radius margins, so blocks cost little more than the whole volume and give the
+    same result.
+    """
 
     def __init__(
         self,
         xp: Any,
         k1: list[F32],
         k2: list[F32],
+        edges: list[list[int]],
         *,
         lam: float,
         top: float,
         min_intensity: float,
         threads: int,
+        compiled: bool | None = None,
     ) -> None:
-        self.xp, self.k1, self.k2 = xp, k1, k2
+        self.xp, self.edges = xp, edges
         self.opts: dict[str, float] = {"lam": lam, "top": top, "min_intensity": min_intensity}
         self.threads = max(1, int(threads)) if xp is np else 1
+        #: the Numba loops (NumPy only); False: array-module operations as with CuPy
+        self.compiled = xp is np if compiled is None else compiled
+        self.shape = tuple(e[-1] for e in edges)
+        largest = tuple(int(np.diff(e).max()) for e in edges)
+        self.conv = _Convolver(xp, largest, k1[0].shape, self.threads)
+        self.f1 = [self.conv.spectrum(k) for k in k1]
+        self.f2 = [self.conv.spectrum(k) for k in k2]
+        half = self.conv.half
+        self.interior = tuple(slice(h, h + n) for h, n in zip(half, self.shape, strict=True))
+        whole = all(len(e) == 2 for e in edges)  # one block: padded to the transform's size
+        self.pshape = (
+            self.conv.fshape
+            if whole
+            else tuple(n + 2 * h for n, h in zip(self.shape, half, strict=True))
+        )
+        self.q = xp.zeros(self.pshape, dtype=xp.float32)
         self.pool: ThreadPoolExecutor | None = None
-        self.kernels: dict[tuple[int, ...], tuple[_Convolver, list[Any], list[Any]]] = {}
-        self.spare: Any = None  # the estimate before the last whole update, reused as output
 
     def __enter__(self) -> _Step:
         if self.threads > 1:
@@ -349,58 +402,61 @@ class _Step:
         if self.pool is not None:
             self.pool.shutdown()
 
-    def convolver(self, shape: tuple[int, ...]) -> tuple[_Convolver, list[Any], list[Any]]:
-        """The convolver of windows of ``shape`` and its spectra of ``k1`` and ``k2``."""
-        if shape not in self.kernels:
-            c = _Convolver(self.xp, shape, self.k1[0].shape, self.threads)
-            self.kernels[shape] = (
-                c,
-                [c.spectrum(k) for k in self.k1],
-                [c.spectrum(k) for k in self.k2],
-            )
-        return self.kernels[shape]
+    def padded(self, vol: Any) -> Any:
+        """A padded estimate holding ``vol``."""
+        psi = self.xp.zeros(self.pshape, dtype=self.xp.float32)
+        psi[self.interior] = vol
+        return psi
 
-    def view(self, psi: Any, phi: Any, w: Any, v: int, block: int | None) -> Any:
-        """``psi`` updated with view ``v`` (``psi`` may be reused as a later output)."""
-        shape = tuple(int(n) for n in psi.shape)
-        if not block:
-            c, f1, f2 = self.convolver(shape)
-            # the output is a distinct array (vectorised loops need no overlap), recycled
-            out = self.spare if self.spare is not None and self.spare.shape == psi.shape else None
-            new = self.update(psi, phi, w, (c, f1[v], f2[v]), out=out)
-            self.spare = psi if self.xp is np else None
-            return new
-        halo = 2 * (max(self.k1[0].shape) // 2)  # psi within 2 kernel radii decides a voxel
-        new_psi = psi.copy()
-        for win, inner, dst in _blocks(shape, block, halo):
-            c, f1, f2 = self.convolver(tuple(s.stop - s.start for s in win))
-            part = self.update(psi[win], phi[win], w[win], (c, f1[v], f2[v]), out=None)
-            new_psi[dst] = part[inner]
-        return new_psi
+    def blocks(self) -> Any:
+        """``(lo, ext)`` of each block: its first voxel and its size."""
+        spans = [list(itertools.pairwise(e)) for e in self.edges]
+        for parts in itertools.product(*spans):
+            (z0, z1), (y0, y1), (x0, x1) = parts
+            yield (z0, y0, x0), (z1 - z0, y1 - y0, x1 - x0)
 
-    def update(
-        self, psi: Any, phi: Any, w: Any, kern: tuple[_Convolver, Any, Any], *, out: Any
-    ) -> Any:
-        """One view's Richardson-Lucy update of ``psi`` (arrays of one window), into ``out``.
+    def view(self, psi: Any, phi: Any, w: Any, v: int) -> None:
+        """The padded estimate ``psi`` updated in place with view ``v``."""
+        half, xp = self.conv.half, self.xp
+        _reflect_pad(psi, half, self.shape, xp)
+        for lo, ext in self.blocks():
+            self.ratio(psi, phi, lo, ext, v)
+        _reflect_pad(self.q, half, self.shape, xp)
+        for lo, ext in self.blocks():
+            self.update(psi, w, lo, ext, v)
 
-        ``kern``: the window's convolver and the view's two kernel spectra; ``out``: an array
-        of ``psi``'s shape other than ``psi``, or None for a new one (NumPy only).
-        """
-        conv, f1, f2 = kern
-        if self.xp is not np:
-            return _update(psi, phi, w, conv=conv, f1=f1, f2=f2, **self.opts)
-        from scopeflow.ops.spim._kernels import rl_ratio, rl_update  # Numba when needed
+    def ratio(self, psi: Any, phi: Any, lo: I3, ext: I3, v: int) -> None:
+        """``q = phi / (psi * P_v)`` (1 where ``phi`` is 0) on one block."""
+        h = self.conv.half
+        inner = (lo[0] + h[0], lo[1] + h[1], lo[2] + h[2])
+        if not self.compiled:
+            blurred = self.conv.convolve_plain(psi, lo, ext, self.f1[v])
+            p = phi[tuple(slice(a, a + n) for a, n in zip(lo, ext, strict=True))]
+            q = self.xp.where(p > 0, p / self.xp.maximum(blurred, 1e-12), 1.0)
+            self.q[tuple(slice(a, a + n) for a, n in zip(inner, ext, strict=True))] = q
+            return
+        from scopeflow.ops.spim._kernels import rl_ratio  # Numba when needed
 
-        psi, phi, w = (np.ascontiguousarray(a) for a in (psi, phi, w))
-        out = np.empty_like(psi) if out is None else out
-        np.copyto(conv.interior(), psi)
-        blurred, boff = conv.convolve_interior(f1)
-        buf, inner = conv.buffer(), conv.half
-        self.planes(lambda a, b: rl_ratio(phi, blurred, boff, buf, inner, a, b), len(psi))
-        u, uoff = conv.convolve_interior(f2)
+        blurred, boff = self.conv.convolve(psi, lo, ext, self.f1[v])
+        self.planes(lambda a, b: rl_ratio(phi, lo, ext, blurred, boff, self.q, inner, a, b), ext[0])
+
+    def update(self, psi: Any, w: Any, lo: I3, ext: I3, v: int) -> None:
+        """``psi`` updated from ``u = q * K_v`` on one block (see the module docstring)."""
+        h = self.conv.half
+        inner = (lo[0] + h[0], lo[1] + h[1], lo[2] + h[2])
         lam, top, floor = (float(self.opts[k]) for k in ("lam", "top", "min_intensity"))
-        self.planes(lambda a, b: rl_update(psi, u, uoff, w, lam, top, floor, out, a, b), len(psi))
-        return out
+        if not self.compiled:
+            u = self.conv.convolve_plain(self.q, lo, ext, self.f2[v])
+            target = tuple(slice(a, a + n) for a, n in zip(inner, ext, strict=True))
+            wb = w[tuple(slice(a, a + n) for a, n in zip(lo, ext, strict=True))]
+            psi[target] = _updated(self.xp, psi[target], u, wb, lam=lam, top=top, floor=floor)
+            return
+        from scopeflow.ops.spim._kernels import rl_update  # Numba when needed
+
+        u, uoff = self.conv.convolve(self.q, lo, ext, self.f2[v])
+        self.planes(
+            lambda a, b: rl_update(psi, inner, ext, u, uoff, w, lo, lam, top, floor, a, b), ext[0]
+        )
 
     def planes(self, func: Any, n: int) -> None:
         """``func(z0, z1)`` over ``0..n``, in ``threads`` slabs of planes."""
@@ -411,44 +467,14 @@ class _Step:
         list(self.pool.map(func, cuts[:-1].tolist(), cuts[1:].tolist()))
 
 
-def _update(
-    psi: Any,
-    phi: Any,
-    w: Any,
-    *,
-    conv: _Convolver,
-    f1: Any,
-    f2: Any,
-    lam: float,
-    top: float,
-    min_intensity: float,
-) -> Any:
-    """One view's Richardson-Lucy update with array-module operations (CuPy)."""
-    xp = conv.xp
-    blurred = conv(psi, f1)
-    q = xp.where(phi > 0, phi / xp.maximum(blurred, 1e-12), 1.0)
-    new = psi * conv(q.astype(xp.float32), f2)
+def _updated(xp: Any, psi: Any, u: Any, w: Any, *, lam: float, top: float, floor: float) -> Any:
+    """``psi + w (new - psi)`` with ``new = psi * u`` regularised (array-module operations)."""
+    new = psi * u
     if lam > 0:
         n = xp.maximum(new, 0)  # (sqrt(1 + 2 lam n / top) - 1) / lam * top, without cancellation
         new = 2.0 * n / (1.0 + xp.sqrt(1.0 + 2.0 * lam * n / top))
-    new = xp.where(xp.isfinite(new), xp.maximum(new, min_intensity), min_intensity)
+    new = xp.where(xp.isfinite(new), xp.maximum(new, floor), floor)
     return (psi + w * (new - psi)).astype(xp.float32)
-
-
-def _blocks(shape: tuple[int, ...], block: int, halo: int) -> Any:
-    """``(window, inner, target)`` slices: blocks of ``block`` voxels, windows with ``halo``."""
-    starts = [range(0, n, block) for n in shape]
-    for z0 in starts[0]:
-        for y0 in starts[1]:
-            for x0 in starts[2]:
-                win, inner, dst = [], [], []
-                for a, n in zip((z0, y0, x0), shape, strict=True):
-                    b = min(a + block, n)
-                    lo, hi = max(0, a - halo), min(n, b + halo)
-                    win.append(slice(lo, hi))
-                    inner.append(slice(a - lo, b - lo))
-                    dst.append(slice(a, b))
-                yield tuple(win), tuple(inner), tuple(dst)
 
 
 def fwhm(volume: ArrayLike, centre_zyx: Sequence[int], axis: int) -> float:

@@ -37,7 +37,10 @@ BENCHMARKS = {
     "cyto_features": (cyto_features.main, ["--n", "2000", "--repeat", "3"]),
     "cyto_batch_size": (cyto_batch_size.main, ["--n", "10000"]),
     "spim_ops": (spim_ops.main, []),
-    "spim_deconvolution": (spim_deconvolution.main, ["--size", "128", "--views", "4"]),
+    "spim_deconvolution": (
+        spim_deconvolution.main,
+        ["--size", "128", "--views", "4", "--iterations", "3", "--threads", "2"],
+    ),
     # installs multiview-stitcher into its own venv on first use (benchmarks/.peers)
     "peers_spim": (peers_spim.main, ["--workers", "2"]),
     "service_http": (service_http.main, ["--clients", "100", "--seconds", "30"]),

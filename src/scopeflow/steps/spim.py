@@ -182,7 +182,10 @@ class DeconvolutionParams(StrictModel):
     )
     gpu: bool | None = Field(None, description="CuPy: true = required, null = when available")
     block: int | None = Field(
-        128, ge=16, description="update in blocks of this many voxels per side (null: at once)"
+        128,
+        ge=16,
+        description="convolve in blocks of at most this many voxels per side, the volume "
+        "split evenly (memory for one block's FFTs; same result; null: the whole volume)",
     )
 
     @model_validator(mode="after")

@@ -25,10 +25,12 @@ kernel ``K_v`` depends on the PSF type [1]_:
 Weights: each view's blending weights normalised to sum to 1 over views at each voxel, then
 multiplied by ``osem`` (OSEM speed-up, 1 = none; ``number of views`` = maximal) and clipped at 1.
 
-On the CPU the point-wise steps run as two compiled loops (Numba, one pass each: the ratio
-``q_v`` written straight into the second convolution's input buffer, then the update of ``psi``
-from ``u_v``), the FFTs use ``threads`` workers and the loops ``threads`` slabs of planes; with
-CuPy, array operations do the same steps.
+The volume may be split into blocks (``block``): each convolution then transforms one block
+with one kernel radius of margin, and the result is the same as for the whole volume (see
+``_Step``). On the CPU the point-wise steps run as two compiled loops (Numba, one pass each:
+the ratio ``q_v`` written into the padded input of the second convolution, then the update of
+``psi`` in place), the FFTs use ``threads`` workers and the loops ``threads`` slabs of planes;
+with CuPy, array operations do the same steps.
 
 References
 ----------

@@ -7,12 +7,14 @@ header, garbage, an expired or revoked token) is a 401, never a 500.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scopeflow.service.auth import resolve_token
@@ -117,3 +119,22 @@ def owned_job(session: Session, user: User, job_id: str) -> Job:
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
     return job
+
+
+@contextmanager
+def input_locked(session: Session, job: Job, files: JobFiles) -> Iterator[Job]:
+    """Hold the job's input lock (:meth:`JobFiles.input_lock`) with the job re-read under it.
+
+    Raises
+    ------
+    HTTPException
+        404 when the job was deleted meanwhile.
+    """
+    gone = HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job.id!r}")
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(files.input_lock())
+            session.refresh(job)
+        except (FileNotFoundError, InvalidRequestError):  # folder or row deleted meanwhile
+            raise gone from None
+        yield job

@@ -5,6 +5,7 @@
     DATA/jobs/OWNER/JOB_ID/
       input/            the user's uploaded files (paths relative to it; see service.files)
       .uploads/         unfinished uploads (service.files.UploadStore)
+      .input.lock       held while the input changes or is checked for a start (input_lock)
       config.yaml       the pipeline configuration built from the template (worker, at start)
       run/              the engine's run directory (events.jsonl, logs/, outputs/, summary.json)
       scheduler/        the scheduler adapter's files:
@@ -21,10 +22,11 @@ talks to the scheduler, which then stops the job).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from scopeflow.service.files import UPLOADS_DIR, UploadStore
+from scopeflow.service.files import UPLOADS_DIR, UploadStore, file_lock
 
 __all__ = ["WRAPPER_MODULE", "JobFiles"]
 
@@ -56,6 +58,25 @@ class JobFiles:
     def upload_store(self) -> UploadStore:
         """The job's uploads: finished files in :attr:`input_dir`, state in :attr:`uploads_dir`."""
         return UploadStore(self.input_dir, state_dir=self.uploads_dir)
+
+    @contextlib.contextmanager
+    def input_lock(self) -> Iterator[None]:
+        """Hold the job's input lock (an exclusive ``flock`` on ``.input.lock``).
+
+        Whatever changes the input (declaring, finishing or discarding an upload, deleting an
+        input file, demo data) and the start's check that the input is complete hold it, each
+        re-reading the job's state under it: a start then never queues a job whose input is
+        changing, and each change's new state is computed after the one before it.
+
+        Raises
+        ------
+        FileNotFoundError
+            The job's folder is gone (the job was deleted).
+        """
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"job folder {self.root} is gone")
+        with file_lock(self.root / ".input.lock"):
+            yield
 
     @property
     def config(self) -> Path:

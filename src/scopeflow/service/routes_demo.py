@@ -11,13 +11,14 @@ makes data at a time (a lock that dies with its process: a request after a crash
 from __future__ import annotations
 
 import shutil
+from contextlib import ExitStack
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
 from scopeflow.service.db import set_state
 from scopeflow.service.demo_data import make_demo_data, move_demo_data
-from scopeflow.service.deps import CurrentUser, DbSession, Svc, owned_job
+from scopeflow.service.deps import CurrentUser, DbSession, Svc, input_locked, owned_job
 from scopeflow.service.files import (
     QuotaExceededError,
     UploadStore,
@@ -55,9 +56,11 @@ def write_demo_data(job_id: str, user: CurrentUser, session: DbSession, svc: Svc
         scratch = files.root / ".demo"
         made = make_demo_data(template.demo, config, scratch)
         size = sum(n for _, n in made)
-        with quota_lock(user_root):
+        with ExitStack() as stack:
             try:
                 job = owned_job(session, user, job_id)  # not deleted meanwhile
+                stack.enter_context(input_locked(session, job, files))
+                stack.enter_context(quota_lock(user_root))
                 _check_new(job.state, store)  # no upload began meanwhile
                 used = used_bytes(user_root)  # the scratch folder included
                 if used > quota:
@@ -66,8 +69,8 @@ def write_demo_data(job_id: str, user: CurrentUser, session: DbSession, svc: Svc
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise
             move_demo_data(scratch, [name for name, _ in made], files.input_dir)
-    set_state(session, job, JobState.READY)
-    session.commit()
+            set_state(session, job, JobState.READY)
+            session.commit()
     return {"files": len(made), "bytes": size, "state": job.state}
 
 

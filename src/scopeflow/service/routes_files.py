@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from scopeflow.core.errors import InvalidTransitionError
 from scopeflow.service.db import Job, set_state
-from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, owned_job
+from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, input_locked, owned_job
 from scopeflow.service.files import (
     UploadStore,
     quota_lock,
@@ -85,16 +85,19 @@ def declare_file(
     _uploadable(job)
     rel = str(safe_relpath(body.path))
     user_root = svc.settings.jobs_dir / user.name
-    with quota_lock(user_root):  # the check and the reservation are one step
-        offset = _store(svc, job).begin(
-            rel,
-            body.size,
-            body.sha256.lower(),
-            quota=svc.settings.quota_bytes,
-            used=lambda: used_bytes(user_root),  # walked only for a new upload
-            overwrite=True,
-        )
-    _move(session, job, JobState.UPLOADING)
+    files = svc.files(job)
+    with input_locked(session, job, files):
+        _uploadable(job)  # a start may have come first
+        with quota_lock(user_root):  # the check and the reservation are one step
+            offset = files.upload_store().begin(
+                rel,
+                body.size,
+                body.sha256.lower(),
+                quota=svc.settings.quota_bytes,
+                used=lambda: used_bytes(user_root),  # walked only for a new upload
+                overwrite=True,
+            )
+        _move(session, job, JobState.UPLOADING)
     return {"path": rel, "offset": offset, "size": body.size}
 
 
@@ -203,10 +206,13 @@ def finish_file(
     job = owned_job(session, user, job_id)
     _uploadable(job)
     rel = str(safe_relpath(path))
-    store = _store(svc, job)
-    final = store.finish(rel)  # DigestMismatchError -> 422, the bytes discarded
-    size = final.stat().st_size
-    _move(session, job, input_state(store), only_from=BEFORE_START)
+    files = svc.files(job)
+    with input_locked(session, job, files):
+        _uploadable(job)
+        store = files.upload_store()
+        final = store.finish(rel)  # DigestMismatchError -> 422, the bytes discarded
+        size = final.stat().st_size
+        _move(session, job, input_state(store), only_from=BEFORE_START)
     return {"path": rel, "size": size}
 
 
@@ -226,20 +232,23 @@ def discard_upload(
     job = owned_job(session, user, job_id)
     _uploadable(job, "its input is fixed")
     rel = str(safe_relpath(path))
-    store = _store(svc, job)
-    answer: dict[str, Any]
-    if store.pending(rel):
-        store.abort(rel)
-        answer = {"path": rel, "discarded": True}
-    else:
-        try:
-            size = store.remove(rel)  # BadPathError -> 400
-        except FileNotFoundError:  # InputNotFoundError
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, f"no input file or unfinished upload {rel!r}"
-            ) from None
-        answer = {"path": rel, "deleted": True, "size": size}
-    _move(session, job, input_state(store), only_from=BEFORE_START)
+    files = svc.files(job)
+    with input_locked(session, job, files):
+        _uploadable(job, "its input is fixed")
+        store = files.upload_store()
+        answer: dict[str, Any]
+        if store.pending(rel):
+            store.abort(rel)
+            answer = {"path": rel, "discarded": True}
+        else:
+            try:
+                size = store.remove(rel)  # BadPathError -> 400
+            except FileNotFoundError:  # InputNotFoundError
+                raise HTTPException(
+                    status.HTTP_404_NOT_FOUND, f"no input file or unfinished upload {rel!r}"
+                ) from None
+            answer = {"path": rel, "deleted": True, "size": size}
+        _move(session, job, input_state(store), only_from=BEFORE_START)
     return answer
 
 

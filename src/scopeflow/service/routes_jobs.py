@@ -7,6 +7,7 @@ marker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import delete, select
 
 from scopeflow.service.db import Job, iso, set_state
-from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, owned_job
+from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, input_locked, owned_job
 from scopeflow.service.progress import read_log, run_progress
 from scopeflow.service.states import BEFORE_START, JobState, can_delete, can_restart
 
@@ -137,18 +138,21 @@ def delete_job(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> 
     if not can_delete(job.state) or job.claimed_by is not None:
         what = "the worker still holds it" if can_delete(job.state) else f"job is {job.state}"
         raise HTTPException(status.HTTP_409_CONFLICT, f"{what}: cancel it first or retry")
-    root = svc.files(job).root
-    # compare-and-set: nobody may have started or claimed it since it was read
-    gone = session.execute(
-        delete(Job)
-        .where(Job.id == job.id, Job.state == job.state, Job.claimed_by.is_(None))
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(gone, "rowcount", 0) != 1:
-        session.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, "the job changed meanwhile: retry")
-    session.commit()
-    shutil.rmtree(root, ignore_errors=True)
+    files = svc.files(job)
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(FileNotFoundError):  # a job whose folder is gone goes too
+            stack.enter_context(files.input_lock())  # no upload writes into it meanwhile
+        # compare-and-set: nobody may have started or claimed it since it was read
+        gone = session.execute(
+            delete(Job)
+            .where(Job.id == job.id, Job.state == job.state, Job.claimed_by.is_(None))
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(gone, "rowcount", 0) != 1:
+            session.rollback()
+            raise HTTPException(status.HTTP_409_CONFLICT, "the job changed meanwhile: retry")
+        session.commit()
+        shutil.rmtree(files.root, ignore_errors=True)
 
 
 def _check_runnable(svc: Service, job: Job) -> None:
@@ -164,13 +168,14 @@ def _check_runnable(svc: Service, job: Job) -> None:
 def start_job(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> dict[str, Any]:
     """Queue a job whose uploads are complete; its full configuration is checked first (422)."""
     job = owned_job(session, user, job_id)
-    if job.state not in BEFORE_START:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}, not startable")
-    _check_runnable(svc, job)
-    if job.state is not JobState.READY:
-        set_state(session, job, JobState.READY)
-    set_state(session, job, JobState.QUEUED)
-    session.commit()
+    with input_locked(session, job, svc.files(job)):  # no upload or delete meanwhile
+        if job.state not in BEFORE_START:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}, not startable")
+        _check_runnable(svc, job)
+        if job.state is not JobState.READY:
+            set_state(session, job, JobState.READY)
+        set_state(session, job, JobState.QUEUED)
+        session.commit()
     return job_json(job)
 
 

@@ -10,6 +10,9 @@ TestClient) on SQLite and PostgreSQL; the web UI's "Remove" buttons in a headles
 from __future__ import annotations
 
 import hashlib
+import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from fastapi.testclient import TestClient
 from scopeflow.service.app import API_PREFIX
 from scopeflow.service.db import Job, make_engine, session_factory, set_state
 from scopeflow.service.files import used_bytes
+from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from tests.unit.service.conftest import login, service_app
@@ -261,3 +265,91 @@ def test_the_quota_follows_the_files_on_disk(
     assert _delete(client, alice, job, "big.bin").json()["size"] == len(big)
     assert used_bytes(user_root) < len(big)
     assert client.post(files, json=decl, headers=alice).status_code == 200  # room again
+
+
+# -- the input lock: a start and a change of the input never interleave -------------------------
+
+
+def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(call()), daemon=True)
+    thread.start()
+    time.sleep(0.5)  # it runs up to the lock the test holds
+    return thread, answers
+
+
+def _set_state(settings: ServiceSettings, job: str, *states: JobState) -> None:
+    engine = make_engine(settings.database_url)
+    with session_factory(engine)() as s:
+        row = s.get(Job, job)
+        assert row is not None
+        for state in states:
+            set_state(s, row, state)
+        s.commit()
+    engine.dispose()
+
+
+def test_a_start_sees_an_upload_declared_while_it_waited(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+) -> None:
+    _upload(client, alice, job, "a.tif", b"a")
+    files = JobFiles.of(settings.jobs_dir, "alice", job)
+    with files.input_lock():
+        thread, answers = _in_thread(
+            lambda: client.post(f"{API_PREFIX}/jobs/{job}/start", headers=alice)
+        )
+        # an upload that got the lock first (the start must not queue the job without it)
+        files.upload_store().begin("b.tif", 1, hashlib.sha256(b"b").hexdigest())
+    thread.join(30)
+    assert answers[0].status_code == 409 and "b.tif" in answers[0].json()["detail"]
+    assert _state(client, alice, job) == "ready"
+
+
+def test_an_upload_declared_while_a_start_held_the_lock_is_refused(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+) -> None:
+    _upload(client, alice, job, "a.tif", b"a")
+    files = JobFiles.of(settings.jobs_dir, "alice", job)
+    decl = {"path": "b.tif", "size": 1, "sha256": hashlib.sha256(b"b").hexdigest()}
+    with files.input_lock():
+        thread, answers = _in_thread(
+            lambda: client.post(f"{API_PREFIX}/jobs/{job}/files", json=decl, headers=alice)
+        )
+        _set_state(settings, job, JobState.QUEUED)  # the start that got the lock first
+    thread.join(30)
+    assert answers[0].status_code == 409 and "queued" in answers[0].json()["detail"]
+    assert not files.upload_store().has_uploads()
+    assert _state(client, alice, job) == "queued"
+
+
+def test_a_delete_while_a_start_held_the_lock_is_refused(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+) -> None:
+    _upload(client, alice, job, "a.tif", b"a")
+    files = JobFiles.of(settings.jobs_dir, "alice", job)
+    with files.input_lock():
+        thread, answers = _in_thread(lambda: _delete(client, alice, job, "a.tif"))
+        _set_state(settings, job, JobState.QUEUED)
+    thread.join(30)
+    assert answers[0].status_code == 409
+    assert (_input(settings, job) / "a.tif").read_bytes() == b"a"
+
+
+def test_a_change_waiting_for_a_deleted_job_is_a_404(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+) -> None:
+    _upload(client, alice, job, "a.tif", b"a")
+    files = JobFiles.of(settings.jobs_dir, "alice", job)
+    with files.input_lock():
+        thread, answers = _in_thread(lambda: _delete(client, alice, job, "a.tif"))
+        engine = make_engine(settings.database_url)
+        with session_factory(engine)() as s:  # the job deleted meanwhile (as DELETE /jobs does)
+            s.delete(s.get(Job, job))
+            s.commit()
+        engine.dispose()
+        shutil.rmtree(files.root)
+    thread.join(30)
+    assert answers[0].status_code == 404
+    assert not files.root.exists()  # nothing made again
+    r = client.post(f"{API_PREFIX}/jobs/{job}/start", headers=alice)
+    assert r.status_code == 404

@@ -26,7 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from scopeflow.service.files import UPLOADS_DIR, UploadStore, file_lock
+from scopeflow.service.files import UPLOADS_DIR, file_lock
+from scopeflow.service.uploads import UploadStore
 
 __all__ = ["WRAPPER_MODULE", "JobFiles"]
 

@@ -21,13 +21,13 @@ from scopeflow.service.demo_data import make_demo_data, move_demo_data
 from scopeflow.service.deps import CurrentUser, DbSession, Svc, input_locked, owned_job
 from scopeflow.service.files import (
     QuotaExceededError,
-    UploadStore,
     file_lock,
     quota_lock,
     used_bytes,
 )
 from scopeflow.service.routes_files import input_state
 from scopeflow.service.states import JobState
+from scopeflow.service.uploads import UploadStore
 
 __all__ = ["router"]
 

@@ -25,7 +25,6 @@ from scopeflow.core.errors import InvalidTransitionError
 from scopeflow.service.db import Job, set_state
 from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, input_locked, owned_job
 from scopeflow.service.files import (
-    UploadStore,
     quota_lock,
     regular_files,
     safe_relpath,
@@ -34,6 +33,7 @@ from scopeflow.service.files import (
 from scopeflow.service.results import result_file_response, results_zip_response
 from scopeflow.service.states import BEFORE_START, JobState
 from scopeflow.service.transfers import list_results
+from scopeflow.service.uploads import UploadStore
 
 __all__ = ["router"]
 
@@ -130,7 +130,7 @@ def list_files(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> 
     done = sorted(
         (
             {"path": p.relative_to(files.input_dir).as_posix(), "size": st.st_size}
-            for p, st in regular_files(files.input_dir)
+            for p, st in regular_files(files.input_dir, skip_temp=False)  # all uploaded
         ),
         key=lambda f: str(f["path"]),
     )

@@ -17,13 +17,13 @@ from scopeflow.service.files import (
     UploadError,
     UploadExistsError,
     UploadOffsetError,
-    UploadStore,
     quota_lock,
     regular_files,
     resolve_in,
     safe_relpath,
     used_bytes,
 )
+from scopeflow.service.uploads import UploadStore
 
 BAD_NAMES = [
     "",
@@ -114,6 +114,7 @@ def sha(data: bytes) -> str:
 
 @pytest.fixture
 def store(tmp_path: Path) -> UploadStore:
+    (tmp_path / "job" / "input").mkdir(parents=True)  # as a new job has it (JobFiles.create)
     return UploadStore(tmp_path / "job" / "input")
 
 
@@ -145,14 +146,14 @@ def test_upload_interrupted_and_resumed(store: UploadStore) -> None:
 
 
 def test_digest_computed_again_after_a_restart(store: UploadStore) -> None:
-    from scopeflow.service import files
+    from scopeflow.service import uploads
 
     data = os.urandom(50_000)
     store.begin("a.bin", len(data), sha(data))
     store.append("a.bin", 0, data[:20_000])
-    files._DIGESTS._items.clear()  # as after a restart of the service
+    uploads._DIGESTS._items.clear()  # as after a restart of the service
     store.append("a.bin", 20_000, data[20_000:])
-    files._DIGESTS._items.clear()
+    uploads._DIGESTS._items.clear()
     assert store.finish("a.bin").read_bytes() == data
 
 

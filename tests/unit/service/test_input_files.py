@@ -353,3 +353,31 @@ def test_a_change_waiting_for_a_deleted_job_is_a_404(
     assert not files.root.exists()  # nothing made again
     r = client.post(f"{API_PREFIX}/jobs/{job}/start", headers=alice)
     assert r.status_code == 404
+
+
+# -- reading creates nothing; every uploaded name is listed ----------------------------------
+
+
+def test_reading_a_jobs_files_creates_no_folder(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+) -> None:
+    root = settings.jobs_dir / "alice" / job
+    shutil.rmtree(root / "input", ignore_errors=True)
+    shutil.rmtree(root / ".uploads", ignore_errors=True)
+    base = f"{API_PREFIX}/jobs/{job}/files"
+    assert client.get(base, headers=alice).json() == {"files": [], "uploads": []}
+    assert client.get(f"{base}/a.tif", headers=alice).status_code == 422  # no upload begun
+    assert _delete(client, alice, job, "a.tif").status_code == 404
+    assert not (root / "input").exists() and not (root / ".uploads").exists()
+    _upload(client, alice, job, "a.tif", b"a")  # the first declaration makes them
+    assert (_input(settings, job) / "a.tif").read_bytes() == b"a"
+
+
+def test_a_file_named_like_an_engine_temporary_file_is_an_input(
+    client: TestClient, alice: dict[str, str], job: str
+) -> None:
+    name = ".t0.abc123.tmp"  # the engine's pattern for half-written files; not in the input
+    _upload(client, alice, job, name, b"abc")
+    listed = client.get(f"{API_PREFIX}/jobs/{job}/files", headers=alice).json()["files"]
+    assert listed == [{"path": name, "size": 3}]
+    assert _state(client, alice, job) == "ready"

@@ -143,8 +143,10 @@ def list_results(run_dir: Path, *, prefix: str | None = None) -> list[dict[str, 
     else:
         if stat.S_ISREG(st.st_mode):
             add(summary, st)
-    for path, st in regular_files(run_dir / "outputs"):
-        add(path, st)
+    outputs = run_dir / "outputs"
+    if not outputs.is_symlink():  # as result_path: nothing is served through a link
+        for path, st in regular_files(outputs):
+            add(path, st)
     return sorted(found, key=lambda r: str(r["path"]))
 
 

@@ -222,3 +222,15 @@ def test_list_results_of_one_folder(run_dir: Path, tmp_path: Path) -> None:
     archive = zipfile.ZipFile(io.BytesIO(data))
     assert archive.namelist() == names
     assert archive.read("outputs/img.ome.zarr/0/c/0/0") == b"chunk"
+
+
+def test_a_symlinked_outputs_folder_is_neither_listed_nor_served(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "scratch"
+    (run_dir / "outputs").rename(elsewhere)
+    (run_dir / "outputs").symlink_to(elsewhere)
+    assert (run_dir / "outputs" / "table.csv").is_file()  # reachable through the link
+    assert [r["path"] for r in list_results(run_dir)] == ["summary.json"]
+    assert result_path(run_dir, "outputs/table.csv") is None
+    assert list_results(run_dir, prefix="outputs/previews") == []

@@ -12,7 +12,6 @@ import inspect
 import re
 import types
 import typing
-import unicodedata
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -21,7 +20,7 @@ from pydantic.fields import FieldInfo
 
 from scopeflow.core.config import format_validation_error
 from scopeflow.core.errors import BadPathError, ConfigError
-from scopeflow.service.files import safe_relpath
+from scopeflow.service.files import path_problem, safe_relpath
 
 ROOT_FIELD = "root"
 """Configuration field the service sets to the job's input folder (never fixed or user-set)."""
@@ -242,19 +241,10 @@ def _adapter(model: type[BaseModel], path: str) -> TypeAdapter[Any]:
 def unsafe_value(text: str) -> str | None:
     """Why a user's string could lead outside the input when a pattern makes it a path, or ``None``.
 
-    The rules of :func:`~scopeflow.service.files.safe_relpath` that matter inside a longer name:
-    no leading ``/``, no backslash, no control character, no ``..`` component. (Empty strings,
-    ``.`` and ``//`` are harmless in the middle of a name and are left to the pipeline.)
+    The rules of :func:`~scopeflow.service.files.safe_relpath` that matter inside a longer name
+    (:func:`~scopeflow.service.files.path_problem` with ``fragment=True``).
     """
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
-        return "control character (NUL, newline …) or unpaired surrogate"
-    if "\\" in text:
-        return "backslash"
-    if text.startswith("/"):
-        return "leading '/' (an absolute path)"
-    if ".." in text.split("/"):
-        return "'..' path component"
-    return None
+    return path_problem(text, fragment=True)
 
 
 def check_leaf(

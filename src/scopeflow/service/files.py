@@ -33,6 +33,7 @@ __all__ = [
     "UploadExistsError",
     "UploadOffsetError",
     "file_lock",
+    "path_problem",
     "quota_lock",
     "regular_files",
     "resolve_in",
@@ -134,6 +135,46 @@ class UploadExistsError(ScopeflowError, FileExistsError):
 # -- names and paths ---------------------------------------------------------------------------
 
 
+def path_problem(name: str, *, fragment: bool = False) -> str | None:
+    """The first path rule of this module that ``name`` breaks, or ``None``.
+
+    Parameters
+    ----------
+    name
+        A client-supplied relative file name.
+    fragment
+        ``name`` is part of a longer name (a parameter value that a template's pattern turns
+        into a path): only the rules that matter inside a name apply — no control character,
+        no backslash, no leading ``/``, no ``..`` component. Empty strings, ``.``, ``//``,
+        drive letters and lengths are left to the whole name.
+    """
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+        return "control character (NUL, newline …) or unpaired surrogate"
+    if "\\" in name:
+        return "backslash (use '/' between folders)"
+    if name.startswith("/"):
+        return "absolute path (a leading '/')"
+    parts = name.split("/")
+    if ".." in parts:
+        return "'..' path component"
+    if fragment:
+        return None
+    if not name:
+        return "empty name"
+    if _DRIVE.match(name):
+        return "Windows drive letter"
+    if len(name.encode("utf-8")) > MAX_PATH_BYTES:
+        return f"longer than {MAX_PATH_BYTES} bytes"
+    for part in parts:
+        if part == "":
+            return "empty path component ('//' or a trailing '/')"
+        if part == ".":
+            return "'.' path component"
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            return f"a component is longer than {MAX_COMPONENT_BYTES} bytes"
+    return None
+
+
 def safe_relpath(name: str) -> PurePosixPath:
     """Check a client-supplied relative file name and return it as a path.
 
@@ -150,31 +191,14 @@ def safe_relpath(name: str) -> PurePosixPath:
     Raises
     ------
     BadPathError
-        The name breaks one of the path rules of this module.
+        The name breaks one of the path rules of this module (:func:`path_problem`).
     """
     if not isinstance(name, str):
         raise BadPathError(repr(name), "not a string")
-    if not name:
-        raise BadPathError(name, "empty name")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
-        raise BadPathError(name, "control character (NUL, newline …) or unpaired surrogate")
-    if "\\" in name:
-        raise BadPathError(name, "backslash (use '/' between folders)")
-    if name.startswith("/"):
-        raise BadPathError(name, "absolute path")
-    if _DRIVE.match(name):
-        raise BadPathError(name, "Windows drive letter")
-    if len(name.encode("utf-8")) > MAX_PATH_BYTES:
-        raise BadPathError(name, f"longer than {MAX_PATH_BYTES} bytes")
-    parts = name.split("/")
-    for part in parts:
-        if part == "":
-            raise BadPathError(name, "empty path component ('//' or a trailing '/')")
-        if part in (".", ".."):
-            raise BadPathError(name, f"{part!r} path component")
-        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
-            raise BadPathError(name, f"a component is longer than {MAX_COMPONENT_BYTES} bytes")
-    return PurePosixPath(*parts)
+    problem = path_problem(name)
+    if problem is not None:
+        raise BadPathError(name, problem)
+    return PurePosixPath(*name.split("/"))
 
 
 def resolve_in(root: Path, rel: str | PurePosixPath) -> Path:

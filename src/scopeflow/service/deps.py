@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -18,9 +19,11 @@ from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scopeflow.service.auth import resolve_token
-from scopeflow.service.db import Job, User
+from scopeflow.service.db import Job, User, utcnow
+from scopeflow.service.files import SettledSizes, used_bytes
 from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.settings import ServiceSettings
+from scopeflow.service.states import TERMINAL
 from scopeflow.service.templates import TemplateCache, TemplateRegistry
 
 __all__ = [
@@ -35,6 +38,10 @@ __all__ = [
 ]
 
 
+#: How long after its end a job's folder counts as settled (no process writes in it any more).
+SETTLED_AFTER = timedelta(minutes=2)
+
+
 @dataclass
 class Service:
     """What the routes share: settings, database and the template registry."""
@@ -43,6 +50,8 @@ class Service:
     engine: Engine
     sessions: sessionmaker[Session]
     template_cache: TemplateCache
+    #: sizes of the folders of jobs finished a while ago, for the quota (:meth:`used_bytes`)
+    sizes: SettledSizes = field(default_factory=SettledSizes)
 
     @property
     def templates(self) -> TemplateRegistry:
@@ -52,6 +61,25 @@ class Service:
     def files(self, job: Job) -> JobFiles:
         """The directory of ``job``."""
         return JobFiles.of(self.settings.jobs_dir, job.owner.name, job.id)
+
+    def used_bytes(self, session: Session, user: User) -> int:
+        """Bytes the user's folder holds, for the quota (:func:`files.used_bytes`).
+
+        The folders of jobs that finished over :data:`SETTLED_AFTER` ago are walked once per
+        update of the job (a restart changes it) and remembered; the others every time.
+        """
+        cutoff = utcnow() - SETTLED_AFTER
+        rows = session.execute(
+            select(Job.id, Job.updated_at).where(
+                Job.owner_id == user.id,
+                Job.state.in_(TERMINAL),
+                Job.finished_at.is_not(None),
+                Job.finished_at < cutoff,
+            )
+        )
+        settled = {job_id: updated.isoformat() for job_id, updated in rows}
+        root = self.settings.jobs_dir / user.name
+        return used_bytes(root, settled=settled, sizes=self.sizes)
 
 
 def service(request: Request) -> Service:

@@ -17,8 +17,10 @@ import fcntl
 import json
 import os
 import re
+import threading
 import unicodedata
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
@@ -29,6 +31,7 @@ __all__ = [
     "MAX_PATH_BYTES",
     "DigestMismatchError",
     "QuotaExceededError",
+    "SettledSizes",
     "UploadError",
     "UploadExistsError",
     "UploadOffsetError",
@@ -276,7 +279,12 @@ def regular_files(root: Path, *, skip_temp: bool = True) -> Iterator[tuple[Path,
             yield Path(entry.path), st
 
 
-def used_bytes(user_root: Path) -> int:
+def used_bytes(
+    user_root: Path,
+    *,
+    settled: Mapping[str, Hashable] | None = None,
+    sizes: SettledSizes | None = None,
+) -> int:
     """Bytes a user's directory holds, plus what declared uploads still have to send.
 
     Symbolic links are not followed (and count as nothing). A missing directory holds 0 bytes.
@@ -285,13 +293,70 @@ def used_bytes(user_root: Path) -> int:
     ----------
     user_root
         The folder of all of one user's jobs (or of one job).
+    settled
+        Folders directly under ``user_root`` that no longer change (jobs that finished a while
+        ago), by name, each with a version that changes whenever the folder may have (the
+        job's last update): their sizes come from ``sizes`` instead of a walk.
+    sizes
+        The remembered sizes of settled folders (needed with ``settled``).
     """
+    if not settled or sizes is None:
+        return _tree_bytes(Path(user_root))
     total = 0
-    for path, st in regular_files(user_root, skip_temp=False):
+    try:
+        entries = list(os.scandir(user_root))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                path = Path(entry.path)
+                version = settled.get(entry.name)
+                total += _tree_bytes(path) if version is None else sizes.size(path, version)
+            elif entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+        except FileNotFoundError:  # removed since scandir saw it
+            continue
+    return total
+
+
+def _tree_bytes(root: Path) -> int:
+    """Every regular file under ``root`` plus the bytes its declared uploads still need."""
+    total = 0
+    for path, st in regular_files(root, skip_temp=False):
         total += st.st_size
         if path.parent.name == UPLOADS_DIR and path.name.endswith(".json"):
             total += _pending_bytes(path)
     return total
+
+
+class SettledSizes:
+    """Sizes of folders that no longer change, each walked once per version.
+
+    Used by :func:`used_bytes` for a user's finished jobs, so that declaring an upload does not
+    walk every result file the user keeps. Thread-safe; the oldest entries are forgotten
+    beyond ``capacity``.
+    """
+
+    def __init__(self, capacity: int = 65536) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[str, Hashable], int] = OrderedDict()
+        self._capacity = capacity
+
+    def size(self, folder: Path, version: Hashable) -> int:
+        """Bytes under ``folder`` as of ``version`` (walked when not known; 0 when gone)."""
+        key = (str(folder), version)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                known = self._items[key]
+                return known if folder.is_dir() else 0
+        total = _tree_bytes(folder)
+        with self._lock:
+            self._items[key] = total
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+        return total
 
 
 def _pending_bytes(record: Path) -> int:

@@ -28,7 +28,6 @@ from scopeflow.service.files import (
     quota_lock,
     regular_files,
     safe_relpath,
-    used_bytes,
 )
 from scopeflow.service.results import result_file_response, results_zip_response
 from scopeflow.service.states import BEFORE_START, JobState
@@ -94,7 +93,7 @@ def declare_file(
                 body.size,
                 body.sha256.lower(),
                 quota=svc.settings.quota_bytes,
-                used=lambda: used_bytes(user_root),  # walked only for a new upload
+                used=lambda: svc.used_bytes(session, user),  # only for a new upload
                 overwrite=True,
             )
         _move(session, job, JobState.UPLOADING)

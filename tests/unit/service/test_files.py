@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -14,6 +15,7 @@ from scopeflow.core.errors import BadPathError, InputNotFoundError
 from scopeflow.service.files import (
     DigestMismatchError,
     QuotaExceededError,
+    SettledSizes,
     UploadError,
     UploadExistsError,
     UploadOffsetError,
@@ -551,3 +553,24 @@ def _take_lock(user: str, got: str, started: object) -> None:
     started.set()  # type: ignore[attr-defined]
     with quota_lock(Path(user)):
         Path(got).write_text(repr(time.time()))
+
+
+def test_settled_folders_are_walked_once_per_version(tmp_path: Path) -> None:
+    user = tmp_path / "user"
+    for job, n in (("job1", 300), ("job2", 50)):
+        (user / job / "run" / "outputs").mkdir(parents=True)
+        (user / job / "run" / "outputs" / "r.bin").write_bytes(b"r" * n)
+    (user / "job2" / "input").mkdir()
+    (user / "job2" / "input" / "a.bin").write_bytes(b"a" * 7)
+    sizes = SettledSizes()
+    plain = used_bytes(user)
+    assert plain == 357
+    assert used_bytes(user, settled={"job1": "v1"}, sizes=sizes) == plain
+    (user / "job1" / "late.bin").write_bytes(b"y" * 100)  # job1 is remembered as of v1
+    assert used_bytes(user, settled={"job1": "v1"}, sizes=sizes) == plain
+    assert used_bytes(user, settled={"job1": "v2"}, sizes=sizes) == plain + 100  # walked again
+    (user / "job2" / "input" / "b.bin").write_bytes(b"b" * 10)  # not settled: always walked
+    assert used_bytes(user, settled={"job1": "v2"}, sizes=sizes) == plain + 110
+    shutil.rmtree(user / "job1")  # a deleted job counts nothing, remembered or not
+    assert used_bytes(user, settled={"job1": "v2"}, sizes=sizes) == used_bytes(user) == 67
+    assert used_bytes(tmp_path / "nobody", settled={"x": 1}, sizes=sizes) == 0

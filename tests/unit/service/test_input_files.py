@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scopeflow.service.app import API_PREFIX
-from scopeflow.service.db import Job, make_engine, session_factory, set_state
+from scopeflow.service.db import Job, make_engine, session_factory, set_state, utcnow
 from scopeflow.service.files import used_bytes
 from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.settings import ServiceSettings
@@ -381,3 +382,28 @@ def test_a_file_named_like_an_engine_temporary_file_is_an_input(
     listed = client.get(f"{API_PREFIX}/jobs/{job}/files", headers=alice).json()["files"]
     assert listed == [{"path": name, "size": 3}]
     assert _state(client, alice, job) == "ready"
+
+
+def test_a_finished_jobs_files_count_against_the_quota_until_it_is_deleted(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+) -> None:
+    big = b"x" * 6_000
+    _upload(client, alice, job, "big.bin", big)
+    _set_state(settings, job, JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED)
+    engine = make_engine(settings.database_url)
+    with session_factory(engine)() as s:  # finished an hour ago: its folder is settled
+        row = s.get(Job, job)
+        assert row is not None
+        row.finished_at = utcnow() - timedelta(hours=1)
+        s.commit()
+    engine.dispose()
+    r = client.post(
+        f"{API_PREFIX}/jobs", json={"template": "toy", "name": "u", "params": {}}, headers=alice
+    )
+    other = r.json()["id"]
+    decl = {"path": "more.bin", "size": 6_000, "sha256": hashlib.sha256(big).hexdigest()}
+    files = f"{API_PREFIX}/jobs/{other}/files"
+    for _ in range(2):  # walked, then remembered: the same answer
+        assert client.post(files, json=decl, headers=alice).status_code == 413
+    assert client.delete(f"{API_PREFIX}/jobs/{job}", headers=alice).status_code == 204
+    assert client.post(files, json=decl, headers=alice).status_code == 200  # room again

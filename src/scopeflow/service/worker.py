@@ -15,7 +15,9 @@ process, ``scopeflow worker``, started by ``scopeflow server``) does the rest. E
    (``scheduler/cancel``, created by the API) is passed on to the scheduler once; then the
    scheduler's status moves the job to ``running`` / ``succeeded`` / ``failed`` /
    ``cancelled``, with exit code, times and, for failures, a short reason. ``unknown`` (the
-   scheduler could not be asked) changes nothing.
+   scheduler could not be asked) changes nothing. The states of all the round's jobs are asked
+   in one call per adapter (``Scheduler.statuses``: one ``squeue`` and at most one ``sacct``
+   for Slurm); if that call raises, each of its jobs is asked on its own.
 3. **sweep** — a job that the API moved to a final state while a worker still held its claim
    (a cancel racing a submission) has its scheduler job stopped and its claim released.
 
@@ -332,9 +334,33 @@ class Worker:
                 )
             )
             session.commit()
-            for job in jobs:
-                changed += self._guarded(session, "status update", self._poll, job)
+            asked = [job for job in jobs if self._guarded(session, "cancel", self._cancel, job)]
+            known = self._statuses(asked)
+            for job in asked:
+                poll = functools.partial(self._poll, status=known.get(job.id))
+                changed += self._guarded(session, "status update", poll, job)
         return changed
+
+    def _statuses(self, jobs: list[Job]) -> dict[str, SchedulerStatus]:
+        """The status of each job, asked of its adapter in one call per adapter.
+
+        An adapter whose call raises answers nothing here: its jobs are asked one by one
+        (:meth:`_poll`), so that one job's error stops no other.
+        """
+        by_adapter: dict[str, list[Job]] = {}
+        for job in jobs:
+            by_adapter.setdefault(job.scheduler, []).append(job)
+        known: dict[str, SchedulerStatus] = {}
+        for name, group in by_adapter.items():
+            try:
+                scheduler = self._scheduler_for(name)
+                asked = [(str(job.scheduler_id), self._files(job).root) for job in group]
+                answers = scheduler.statuses(asked)
+            except Exception as exc:
+                log.warning("%s: the status query of %d jobs failed (%s)", name, len(group), exc)
+                continue
+            known.update(zip((job.id for job in group), answers, strict=True))
+        return known
 
     def _heartbeat(self, session: Session) -> None:
         """Keep the claims of submitted jobs fresh, so that no worker takes them over."""
@@ -351,15 +377,27 @@ class Worker:
         session.commit()
         self._last_heartbeat = time.monotonic()
 
-    def _poll(self, session: Session, job: Job) -> bool:
+    def _cancel(self, session: Session, job: Job) -> bool:
+        """Pass the API's cancel marker on to the scheduler, once.
+
+        Returns True: the job's status is asked next. An error of the adapter is raised (and
+        logged by :meth:`_guarded`); that job's status then waits for the next round.
+        """
         files = self._files(job)
         sid = str(job.scheduler_id)
-        scheduler = self._scheduler_for(job.scheduler)
         if files.cancel_marker.exists() and (job.id, sid) not in self._cancel_sent:
+            scheduler = self._scheduler_for(job.scheduler)
             log.info("job %s: cancel requested; stopping %s job %s", job.id, scheduler.name, sid)
             scheduler.cancel(sid, files.root)  # an error: logged, tried again next round
             self._cancel_sent.add((job.id, sid))
-        return self._apply(session, job, files, scheduler.status(sid, files.root))
+        return True
+
+    def _poll(self, session: Session, job: Job, *, status: SchedulerStatus | None) -> bool:
+        """Apply ``status`` (the round's answer), or ask the adapter for this job alone."""
+        files = self._files(job)
+        if status is None:
+            status = self._scheduler_for(job.scheduler).status(str(job.scheduler_id), files.root)
+        return self._apply(session, job, files, status)
 
     def _apply(self, session: Session, job: Job, files: JobFiles, status: SchedulerStatus) -> bool:
         if status.state is SchedulerState.UNKNOWN:

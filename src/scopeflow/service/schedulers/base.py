@@ -19,17 +19,22 @@ password): adapters start them with :func:`job_environment`.
 
 Adapters keep no state in memory: a worker that restarts re-attaches to a job from its
 scheduler id and directory alone.
+
+The worker asks for the state of all its active jobs at once (:meth:`Scheduler.statuses`): the
+base class asks :meth:`Scheduler.status` job by job; the ``slurm`` adapter answers with one
+``squeue`` (and one ``sacct`` for the jobs ``squeue`` no longer lists) per call.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from scopeflow.service.jobfiles import JobFiles
 
@@ -127,22 +132,39 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
-class Scheduler(Protocol):
-    """What the worker needs from a scheduler adapter."""
+class Scheduler(ABC):
+    """What the worker needs from a scheduler adapter (adapters subclass it)."""
 
     name: str
 
+    @abstractmethod
     def submit(self, spec: JobSpec) -> str:
         """Start (or queue) the job; return the scheduler's id for it."""
-        ...
 
+    @abstractmethod
     def status(self, scheduler_id: str, job_dir: Path) -> SchedulerStatus:
         """The job's state (re-attaching from the id and directory alone)."""
-        ...
 
+    def statuses(self, jobs: Sequence[tuple[str, Path]]) -> list[SchedulerStatus]:
+        """The states of several jobs, in the order of ``jobs``.
+
+        Parameters
+        ----------
+        jobs
+            ``(scheduler_id, job_dir)`` of each job.
+
+        Returns
+        -------
+        list of SchedulerStatus
+            What :meth:`status` says of each. This default asks :meth:`status` job by job (an
+            exception of one ends the call); an adapter whose scheduler can answer for many
+            jobs at once (``slurm``) overrides it with one query per call.
+        """
+        return [self.status(scheduler_id, job_dir) for scheduler_id, job_dir in jobs]
+
+    @abstractmethod
     def cancel(self, scheduler_id: str, job_dir: Path) -> None:
         """Ask for the job to stop; its status becomes ``cancelled`` once it has."""
-        ...
 
 
 def read_exit_record(job_dir: Path) -> dict[str, Any] | None:

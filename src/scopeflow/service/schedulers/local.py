@@ -30,6 +30,7 @@ from scopeflow.core.fileio import atomic_write_json
 from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.schedulers.base import (
     JobSpec,
+    Scheduler,
     SchedulerState,
     SchedulerStatus,
     job_environment,
@@ -39,7 +40,7 @@ from scopeflow.service.schedulers.base import (
 __all__ = ["LocalScheduler"]
 
 
-class LocalScheduler:
+class LocalScheduler(Scheduler):
     """Jobs as detached local processes.
 
     Parameters

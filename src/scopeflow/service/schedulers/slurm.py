@@ -11,15 +11,24 @@ State: the job's own exit record (written by the wrapper) is read first. Without
 says whether it is pending or running; a job ``squeue`` no longer lists is looked up in
 ``sacct``. A query that fails (non-zero exit, timeout, unparsable output) gives ``unknown``:
 never taken as completion.
+
+:meth:`SlurmScheduler.statuses` asks for many jobs at once: one ``squeue --jobs=ID,ID,…`` for all
+of them and one ``sacct --jobs=…`` for those ``squeue`` no longer lists (:data:`IDS_PER_CALL` ids
+at most per command line). Some Slurm versions refuse the whole list when one id in it is no
+longer known (``Invalid job id specified``, a job purged from the controller); the adapter then
+lists its user's jobs (``squeue --user=UID``) and picks its own from them.
+:meth:`~SlurmScheduler.status` is the same query for one job.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
 import sys
 import unicodedata
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +36,17 @@ from scopeflow.core.errors import ClusterError, ConfigError
 from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.schedulers.base import (
     JobSpec,
+    Scheduler,
     SchedulerState,
     SchedulerStatus,
     job_environment,
     status_from_exit_record,
 )
 
-__all__ = ["SlurmScheduler", "render_script"]
+__all__ = ["IDS_PER_CALL", "SlurmScheduler", "render_script"]
+
+IDS_PER_CALL = 500
+"""The most job ids one ``squeue`` or ``sacct`` command line carries; more take several calls."""
 
 _SAFE = {
     "partition": r"[A-Za-z0-9_.,-]{1,64}",
@@ -66,6 +79,39 @@ _SACCT = {
     "RUNNING": SchedulerState.RUNNING,
     "REQUEUED": SchedulerState.PENDING,
 }
+
+
+_JOB_ID = re.compile(r"\d{1,20}")
+_SQUEUE_FORMAT = "--format=%i|%T"
+_SACCT_FORMAT = "--format=JobID,State,ExitCode"
+
+
+def _unknown(detail: str) -> SchedulerStatus:
+    return SchedulerStatus(SchedulerState.UNKNOWN, None, detail)
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), IDS_PER_CALL):
+        yield list(ids[start : start + IDS_PER_CALL])
+
+
+def _squeue_rows(stdout: str, wanted: set[str]) -> dict[str, str]:
+    """``{job id: state}`` from ``squeue --format=%i|%T`` lines, for the ids in ``wanted``."""
+    listed: dict[str, str] = {}
+    for line in stdout.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        if job_id in wanted:
+            listed.setdefault(job_id, state.strip())
+    return listed
+
+
+def _sacct_status(fields: list[str]) -> SchedulerStatus:
+    """The status of one ``State|ExitCode`` row of ``sacct``."""
+    words = fields[0].split()
+    state = words[0] if words else ""  # "CANCELLED by 0" -> CANCELLED
+    code_text = fields[1].split(":")[0] if len(fields) > 1 else ""
+    code = int(code_text) if code_text.isdigit() else None
+    return SchedulerStatus(_SACCT.get(state, SchedulerState.UNKNOWN), code, state.lower())
 
 
 def _checked(key: str, value: Any) -> str:
@@ -132,7 +178,7 @@ def render_script(spec: JobSpec, python: str) -> str:
     return "\n".join([*lines, *exports, shlex.join(command), ""])
 
 
-class SlurmScheduler:
+class SlurmScheduler(Scheduler):
     """Jobs through Slurm's command-line tools.
 
     Parameters
@@ -196,39 +242,101 @@ class SlurmScheduler:
 
     def status(self, scheduler_id: str, job_dir: Path) -> SchedulerStatus:
         """Exit record, else squeue, else sacct; ``unknown`` when they cannot tell."""
-        final = status_from_exit_record(job_dir)
-        if final is not None:
-            return final
-        try:
-            q = self._run("squeue", "-h", "-j", scheduler_id, "-o", "%T")
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return SchedulerStatus(SchedulerState.UNKNOWN, None, f"squeue: {exc}")
-        state = q.stdout.strip()
-        if q.returncode == 0 and state in _SQUEUE:
-            return SchedulerStatus(_SQUEUE[state], None, state.lower())
-        listed = q.returncode == 0 and state != ""
-        if listed:  # a state squeue shows that is not in the table
-            return SchedulerStatus(SchedulerState.UNKNOWN, None, f"squeue: {state}")
-        if q.returncode != 0 and "Invalid job id" not in q.stderr:
-            return SchedulerStatus(SchedulerState.UNKNOWN, None, f"squeue: {q.stderr.strip()}")
-        final = status_from_exit_record(job_dir)  # it may have finished in between
-        if final is not None:
-            return final
-        return self._sacct(scheduler_id)
+        return self.statuses([(scheduler_id, job_dir)])[0]
 
-    def _sacct(self, scheduler_id: str) -> SchedulerStatus:
+    def statuses(self, jobs: Sequence[tuple[str, Path]]) -> list[SchedulerStatus]:
+        """The states of ``jobs`` (``(scheduler_id, job_dir)`` each), in their order.
+
+        Each job's exit record first; for the jobs without one, one ``squeue`` for all; for
+        those ``squeue`` no longer lists (and still without an exit record), one ``sacct``. A
+        query that fails makes the jobs it was asked about ``unknown``; an id that is not a
+        Slurm job id (digits) is ``unknown`` without a query.
+        """
+        found: list[SchedulerStatus | None] = [status_from_exit_record(d) for _, d in jobs]
+        ask: list[int] = []
+        for i, (sid, _) in enumerate(jobs):
+            if found[i] is not None:
+                continue
+            if _JOB_ID.fullmatch(sid):
+                ask.append(i)
+            else:
+                found[i] = _unknown(f"not a Slurm job id: {sid!r}")
+        gone: list[int] = []
+        if ask:
+            listed = self._squeue(sorted({jobs[i][0] for i in ask}, key=int))
+            for i in ask:
+                if isinstance(listed, SchedulerStatus):  # squeue failed
+                    found[i] = listed
+                    continue
+                state = listed.get(jobs[i][0])
+                if state is None:
+                    found[i] = status_from_exit_record(jobs[i][1])  # it may have ended meanwhile
+                    if found[i] is None:
+                        gone.append(i)
+                elif state in _SQUEUE:
+                    found[i] = SchedulerStatus(_SQUEUE[state], None, state.lower())
+                else:  # a state squeue shows that is not in the table
+                    found[i] = _unknown(f"squeue: {state}")
+        if gone:
+            accounted = self._sacct(sorted({jobs[i][0] for i in gone}, key=int))
+            for i in gone:
+                if isinstance(accounted, SchedulerStatus):
+                    found[i] = accounted
+                else:
+                    found[i] = accounted.get(
+                        jobs[i][0], _unknown("sacct: no accounting record yet")
+                    )
+        return [s if s is not None else _unknown("not asked") for s in found]
+
+    def _squeue(self, ids: list[str]) -> dict[str, str] | SchedulerStatus:
+        """``{job id: state}`` of the ``ids`` squeue lists, or ``unknown`` when it fails."""
+        listed: dict[str, str] = {}
+        for chunk in _chunks(ids):
+            try:
+                q = self._run("squeue", "--noheader", f"--jobs={','.join(chunk)}", _SQUEUE_FORMAT)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return _unknown(f"squeue: {exc}")
+            if q.returncode != 0 and "Invalid job id" not in q.stderr:
+                return _unknown(f"squeue: {q.stderr.strip()}")
+            if q.returncode != 0 and len(chunk) > 1:  # one id of the list is no longer known
+                return self._squeue_mine(set(ids))
+            if q.returncode == 0:  # else: the one job is no longer known, so not listed
+                listed.update(_squeue_rows(q.stdout, set(chunk)))
+        return listed
+
+    def _squeue_mine(self, wanted: set[str]) -> dict[str, str] | SchedulerStatus:
+        """The jobs of this user that squeue lists, restricted to ``wanted``."""
         try:
-            a = self._run("sacct", "-n", "-X", "-P", "-j", scheduler_id, "-o", "State,ExitCode")
+            q = self._run("squeue", "--noheader", f"--user={os.getuid()}", _SQUEUE_FORMAT)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return SchedulerStatus(SchedulerState.UNKNOWN, None, f"sacct: {exc}")
-        rows = [r.split("|") for r in a.stdout.strip().splitlines() if "|" in r]
-        if a.returncode != 0 or not rows:
-            why = a.stderr.strip() or "no accounting record yet"
-            return SchedulerStatus(SchedulerState.UNKNOWN, None, f"sacct: {why}")
-        state = rows[0][0].split()[0]  # "CANCELLED by 0" -> CANCELLED
-        code_text = rows[0][1].split(":")[0] if len(rows[0]) > 1 else ""
-        code = int(code_text) if code_text.isdigit() else None
-        return SchedulerStatus(_SACCT.get(state, SchedulerState.UNKNOWN), code, state.lower())
+            return _unknown(f"squeue: {exc}")
+        if q.returncode != 0:
+            return _unknown(f"squeue: {q.stderr.strip()}")
+        return _squeue_rows(q.stdout, wanted)
+
+    def _sacct(self, ids: list[str]) -> dict[str, SchedulerStatus] | SchedulerStatus:
+        """``{job id: status}`` of the ``ids`` sacct has a record of, or ``unknown`` on failure."""
+        rows: dict[str, list[str]] = {}
+        for chunk in _chunks(ids):
+            try:
+                a = self._run(
+                    "sacct",
+                    "--noheader",
+                    "--allocations",
+                    "--parsable2",
+                    f"--jobs={','.join(chunk)}",
+                    _SACCT_FORMAT,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return _unknown(f"sacct: {exc}")
+            if a.returncode != 0:
+                return _unknown(f"sacct: {a.stderr.strip() or 'no accounting record yet'}")
+            wanted = set(chunk)
+            for line in a.stdout.splitlines():
+                job_id, *fields = line.strip().split("|")
+                if job_id in wanted and fields:
+                    rows.setdefault(job_id, fields)  # the first row, as sacct lists them
+        return {job_id: _sacct_status(fields) for job_id, fields in rows.items()}
 
     def cancel(self, scheduler_id: str, job_dir: Path) -> None:
         """Mark the job cancelled and ``scancel`` it (SIGTERM, then Slurm's own kill).

@@ -6,19 +6,30 @@ import { enc } from "./util.js";
 
 const MARGIN_MS = 60_000; // renew a token with less than a minute left
 const cache = new Map(); // `${jobId}:${ttl}` -> { token, until }
+const pending = new Map(); // `${jobId}:${ttl}` -> the promise of the token being asked for
 
 export const isFresh = (held) => held.until - Date.now() > MARGIN_MS;
 
-/** A token for job `jobId`'s results, valid at least a minute more (renewed when needed). */
-export async function linkToken(jobId, ttlS = 600) {
+/**
+ * A token for job `jobId`'s results, valid at least a minute more (renewed when needed).
+ * Callers that come while a token is being asked for wait for that same request; a request
+ * that fails is forgotten (the next caller asks again).
+ */
+export function linkToken(jobId, ttlS = 600) {
   const key = `${jobId}:${ttlS}`;
   const held = cache.get(key);
-  if (held && isFresh(held)) return held;
-  const r = await post(`/web/jobs/${jobId}/download-token`, { ttl_s: ttlS });
-  // the local clock from now, not the server's `expires`: clocks may differ
-  const fresh = { token: r.token, until: Date.now() + r.ttl_s * 1000 };
-  cache.set(key, fresh);
-  return fresh;
+  if (held && isFresh(held)) return Promise.resolve(held);
+  let asking = pending.get(key);
+  if (!asking) {
+    asking = post(`/web/jobs/${jobId}/download-token`, { ttl_s: ttlS }).then((r) => {
+      // the local clock from now, not the server's `expires`: clocks may differ
+      const fresh = { token: r.token, until: Date.now() + r.ttl_s * 1000 };
+      cache.set(key, fresh);
+      return fresh;
+    }).finally(() => { if (pending.get(key) === asking) pending.delete(key); });
+    pending.set(key, asking);
+  }
+  return asking;
 }
 
 /** The URL of a result file (or "results.zip") under a token. */

@@ -330,7 +330,9 @@ class Client:
         The bytes go to ``dest.part`` (the file's ``ETag`` to ``dest.part.etag``) and are renamed
         to ``dest`` when complete. A later call continues the part with an HTTP ``Range`` and
         ``If-Range``: only while the result is still the file the part came from; otherwise the
-        service sends the whole file again. An existing ``dest`` is replaced, never appended to.
+        service sends the whole file again. A part that is already whole (the service answers
+        416 with the file's size) is renamed without sending it again. An existing ``dest`` is
+        replaced, never appended to.
         """
         url = f"/jobs/{_q(job_id)}/results/{_q(remote)}"
         return self._fetch(url, Path(dest), progress, True)
@@ -366,8 +368,16 @@ class Client:
         tag_file = dest.with_name(dest.name + ".part.etag")
         ranged = {"Range": f"bytes={have}-", "If-Range": etag} if have and etag else {}
         with self._http.stream("GET", url, headers=self._headers(ranged)) as r:
-            if r.status_code == 416:  # the part is not a prefix of the file (any more)
-                return True
+            if r.status_code == 416:
+                # An If-Range that does not match makes the service send the whole file
+                # (RFC 9110, 13.1.5), so a 416 answers a part of the same file whose range starts
+                # at or past its end: complete when its size is the file's, ``bytes */N``.
+                m = re.fullmatch(r"bytes \*/(\d+)", r.headers.get("content-range", ""))
+                if m is None or int(m.group(1)) != have:
+                    return True  # the part is longer than the file: start over
+                if progress is not None:
+                    progress(TransferProgress(str(dest), have, have, time.monotonic(), have))
+                return False
             if r.status_code >= 400:
                 r.read()
                 self._raise_for(r)

@@ -273,6 +273,24 @@ def test_a_part_of_a_changed_file_is_dropped(live: Live, client: Client, tmp_pat
     assert seen[-1].resumed_from == 0
 
 
+def test_a_complete_part_is_finished_without_downloading_it_again(
+    live: Live, client: Client, tmp_path: Path
+) -> None:
+    job_id = _job(client)
+    _result(live, job_id, "big.bin", BIG)
+    dest = tmp_path / "big.bin"
+    (tmp_path / "big.bin.part").write_bytes(BIG)  # a download that stopped before the rename
+    (tmp_path / "big.bin.part.etag").write_text(_etag(live, client, job_id, "big.bin"))
+    answers: list[int] = []
+    client._http.event_hooks["response"].append(lambda r: answers.append(r.status_code))
+    seen: list[TransferProgress] = []
+    client.download(job_id, "outputs/big.bin", dest, progress=seen.append)
+    assert answers == [416]  # the range past the end says the part is whole: nothing re-sent
+    assert dest.read_bytes() == BIG
+    assert seen[-1].resumed_from == seen[-1].done == seen[-1].total == len(BIG)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]
+
+
 @pytest.mark.parametrize("part", [b"x" * 1000, BIG + b"more than the file"])
 def test_a_part_without_an_etag_or_past_the_end_starts_over(
     live: Live, client: Client, tmp_path: Path, part: bytes

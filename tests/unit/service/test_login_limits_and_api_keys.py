@@ -32,6 +32,13 @@ def _login(client: TestClient, name: str, password: str | None = None) -> int:
     return r.status_code
 
 
+def _guess(t: LoginThrottle, name: str, addresses: list[str], tries: int) -> None:
+    """``tries`` wrong passwords for ``name`` from each address, as many as each is allowed."""
+    for _ in range(tries):
+        for address in addresses:
+            t.begin(name, address)  # counted as a failure, never taken back
+
+
 def test_throttle_windows_and_limits() -> None:
     clock = Clock()
     t = LoginThrottle(window_s=60, per_pair=3, per_address=5, per_name=7, clock=clock)
@@ -49,10 +56,12 @@ def test_throttle_windows_and_limits() -> None:
     for name in ("b", "c", "d", "e", "f"):
         t.begin(name, "3.3.3.3")
     assert t.retry_after("zed", "3.3.3.3") > 0
-    # one name from many addresses: the name limit
+    # one name from many addresses: past the name limit an address that failed for it waits
+    # after one failure (not per_pair), but an address that has not failed may still try
     for i in range(7):
         t.begin("carol", f"10.0.0.{i}")
-    assert t.retry_after("carol", "10.0.0.99") > 0
+    assert t.retry_after("carol", "10.0.0.0") == 60
+    assert t.retry_after("carol", "10.0.0.99") == 0
 
 
 def test_throttle_counts_attempts_in_flight_and_takes_successes_back() -> None:
@@ -71,6 +80,50 @@ def test_throttle_counts_attempts_in_flight_and_takes_successes_back() -> None:
         assert wait == 0
         t.succeeded(f"user{i}", "lab", started)
     assert t.retry_after("someone", "lab") == 0
+
+
+@pytest.mark.parametrize(
+    ("attackers", "limits"),
+    [(4, {"per_name": 20}), (25, {})],  # 4 addresses at their pair limit reach per_name=20
+    ids=["4-addresses", "25-addresses-defaults"],
+)
+def test_many_addresses_cannot_lock_a_user_out(attackers: int, limits: dict[str, int]) -> None:
+    clock = Clock()
+    t = LoginThrottle(clock=clock, **limits)
+    bad = [f"203.0.113.{i}" for i in range(attackers)]
+    _guess(t, "alice", bad, tries=5)
+    assert all(t.retry_after("alice", a) > 0 for a in bad)  # each at its pair limit
+    # the user, from an address never seen: the first try is allowed, and a right password works
+    wait, started = t.begin("alice", "198.51.100.7")
+    assert wait == 0
+    t.succeeded("alice", "198.51.100.7", started)
+    # a mistyped password from a fresh address: one try per window while the name is attacked
+    assert t.begin("alice", "198.51.100.8")[0] == 0
+    assert t.retry_after("alice", "198.51.100.8") == 300
+    # an address the user logged in from before keeps its full pair limit
+    for _ in range(5):
+        clock.now += 1
+        assert t.begin("alice", "198.51.100.7")[0] == 0
+    assert t.retry_after("alice", "198.51.100.7") > 0
+    # and the attackers get no more tries from their addresses until the window moves on
+    assert all(t.begin("alice", a)[0] > 0 for a in bad)
+
+
+def test_the_slowdown_ends_with_the_attack() -> None:
+    clock = Clock()
+    t = LoginThrottle(window_s=60, per_pair=3, per_address=10, per_name=6, clock=clock)
+    _guess(t, "dora", ["a", "b"], tries=3)  # 6 failures: the name is under attack
+    t.begin("dora", "home")
+    assert t.retry_after("dora", "home") == 60  # one failure is all a new address gets
+    clock.now += 61  # the attack's failures (and home's) leave the window
+    for _ in range(3):
+        assert t.begin("dora", "home")[0] == 0  # per_pair again
+    assert t.retry_after("dora", "home") > 0
+
+
+def test_the_throttle_refuses_settings_that_lock_a_name_out() -> None:
+    with pytest.raises(ValueError, match="per_pair_attacked"):
+        LoginThrottle(per_pair_attacked=0)
 
 
 def test_throttle_memory_is_bounded() -> None:
@@ -99,6 +152,22 @@ def test_login_after_too_many_failures_is_429_even_with_the_password(
     assert _login(client, "alice") == 200
     assert _login(client, "alice", "guess") == 401
     assert _login(client, "alice") == 200
+
+
+def test_a_user_logs_in_from_a_new_address_while_many_addresses_guess(
+    env: tuple[TestClient, Clock],
+) -> None:
+    client, _ = env
+    throttle: LoginThrottle = client.app.state.login_throttle  # type: ignore[attr-defined]
+    _guess(throttle, "alice", [f"203.0.113.{i}" for i in range(40)], tries=5)  # 200 failures
+    assert _login(client, "alice") == 200  # "testclient": an address the attack did not use
+    assert _login(client, "alice", "guess") == 401
+    r = client.post(f"{API}/auth/login", json={"name": "alice", "password": "guess"})
+    assert r.status_code == 401  # known now (it logged in): the full pair limit
+    new = TestClient(client.app, client=("198.51.100.9", 40000))  # a fresh address
+    assert _login(new, "alice") == 200
+    assert _login(new, "bob", "guess") == 401  # other names are not slowed
+    assert _login(new, "bob") == 200
 
 
 def test_users_make_list_and_revoke_their_own_api_keys(env: tuple[TestClient, Clock]) -> None:

@@ -16,7 +16,8 @@ id and the expiry (Unix seconds) under a random secret made when the app starts
 (:class:`DownloadSigner`, kept in ``app.state.download_signer``). Nothing is stored; a
 restart of the service ends every link; a link cannot be revoked before it expires, and a
 deleted job or one whose owner changed refuses it. A bad or forged token is a 404 (the same
-answer as a missing file), an expired one a 401. The tokens appear in URLs, hence in access
+answer as a missing file), an expired one a 401 with ``WWW-Authenticate: Bearer …
+error="invalid_token"`` (:data:`EXPIRED_CHALLENGE`). The tokens appear in URLs, hence in access
 logs and browser history: that is why they are short-lived and good for one job's results
 only (never its inputs, never another job, never the API).
 
@@ -59,6 +60,7 @@ from scopeflow.service.results import result_file_response, results_zip_response
 __all__ = [
     "CORS_HEADERS",
     "DEFAULT_TTL_S",
+    "EXPIRED_CHALLENGE",
     "MAX_TTL_S",
     "PREFLIGHT_HEADERS",
     "DownloadSigner",
@@ -177,16 +179,31 @@ def _job_of_token(request: Request, session: DbSession, token: str) -> Job:
     if job is None or verdict is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such download")
     if not verdict:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "this download link has expired")
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "this download link has expired",
+            headers={"WWW-Authenticate": EXPIRED_CHALLENGE},
+        )
     return job
 
 
 _HEADERS = {"Cache-Control": "private, max-age=60", "Referrer-Policy": "no-referrer"}
 
+EXPIRED_CHALLENGE = (
+    'Bearer realm="scopeflow", error="invalid_token", '
+    'error_description="this download link has expired"'
+)
+"""``WWW-Authenticate`` of the 401 for an expired link (RFC 9110 15.5.2 requires one).
+
+The token in the URL is a bearer token (RFC 6750): an expired one is ``invalid_token``, and the
+way on is a new token (a new link), not a password, so no browser login dialog opens (that
+happens only for ``Basic`` and the like).
+"""
+
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "Content-Range, Content-Length, Accept-Ranges, ETag, "
-    "Content-Type",
+    "Content-Type, WWW-Authenticate",
 }
 """CORS headers of every ``/dl/`` answer (any origin: the token in the URL is the credential)."""
 PREFLIGHT_HEADERS = CORS_HEADERS | {

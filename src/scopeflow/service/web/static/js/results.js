@@ -3,16 +3,13 @@
 // a short-lived download token (links.js): the browser streams them, nothing is held in memory.
 // A Zarr folder (thousands of chunk files) is one row of the list, downloaded as its own zip.
 import { get, message } from "./api.js";
-import { linkToken, linkURL, streamLink } from "./links.js";
+import { linkToken, linkURL, previewImage, streamLink } from "./links.js";
 import { bytes, el, when } from "./util.js";
 
 const base = (p) => p.split("/").pop();
 const VIEWER_TTL_S = 8 * 3600; // napari / Fiji read an OME-Zarr lazily: a working day
 // the first path component that ends in .zarr, and the folders above it: "outputs/x.ome.zarr"
 const ZARR_FOLDER = /^(.*?\.zarr)\//;
-
-/** The URL of the zip of one folder of the results under a token (results.zip?prefix=…). */
-const folderZipURL = (token, folder) => `${linkURL(token, "results.zip")}?prefix=${encodeURIComponent(folder)}`;
 
 /** The rows of the file table: one per file, but one per Zarr folder (files, total size, zip). */
 function fileRows(files, jobId, held) {
@@ -36,7 +33,7 @@ function fileRows(files, jobId, held) {
     const { folder, n, size } = entry;
     const a = el("a.download-folder", { "data-prefix": folder, download: `${jobId}-${base(folder)}.zip`, text: "zip",
       "aria-label": `Download ${folder} (zip)` });
-    streamLink(a, jobId, held, (token) => folderZipURL(token, folder));
+    streamLink(a, jobId, held);
     return el("tr.zarr", { "data-folder": folder },
       el("td", {}, `${folder}/ `, el("span.small.muted", { text: `Zarr, ${n} file${n === 1 ? "" : "s"}` })),
       el("td", { text: bytes(size) }), el("td", {}, a));
@@ -95,14 +92,12 @@ export async function showResults(box, job) {
   const ordered = [...pngs.filter((f) => /^outputs\/(previews|qc)\//.test(f.path)), ...pngs.filter((f) => !/^outputs\/(previews|qc)\//.test(f.path))].slice(0, 24);
   const previews = el("div.previews#previews");
   for (const f of ordered) {
-    const img = el("img", { alt: `preview ${f.path}`, loading: "lazy", src: linkURL(held.token, f.path) });
-    let retried = false; // a lazy image loaded after its token expired: once more with a new one
-    img.addEventListener("error", () => {
-      if (retried) { img.alt = `${f.path}: not loaded`; return; }
-      retried = true;
-      linkToken(job.id).then((t) => { img.src = linkURL(t.token, f.path); }).catch(() => { img.alt = `${f.path}: not loaded`; });
-    });
-    previews.append(el("figure", {}, el("a", { href: img.src, target: "_blank", rel: "noopener" }, img), el("figcaption", { text: f.path })));
+    // the image and its link follow a renewed token (links.js), so neither breaks when it expires
+    const img = el("img", { alt: `preview ${f.path}`, loading: "lazy", "data-path": f.path });
+    previewImage(img, job.id, held);
+    const a = el("a", { "data-path": f.path, target: "_blank", rel: "noopener" }, img);
+    streamLink(a, job.id, held);
+    previews.append(el("figure", {}, a, el("figcaption", { text: f.path })));
   }
   if (files.some((f) => ZARR_FOLDER.test(f.path))) {
     try { viewer = await linkToken(job.id, VIEWER_TTL_S); } catch { /* no snippet then */ }

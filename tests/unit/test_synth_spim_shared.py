@@ -1,5 +1,5 @@
 """Work the synthetic SPIM generator shares: view photons across channels and illuminations,
-and the drawn scene across the dataset and its ground truth."""
+the drawn scene across the dataset and its ground truth, and the registration error measure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from scopeflow.testing import make_spim_dataset, render_ground_truth
+from scopeflow.core import affine as _affine
+from scopeflow.testing import (
+    make_spim_dataset,
+    registration_errors,
+    render_ground_truth,
+)
 from scopeflow.testing._spim import (
     ATTENUATION_LENGTH,
     BACKGROUND,
@@ -94,3 +99,20 @@ def test_same_seed_same_pixels_with_several_channels(tmp_path: Path, illuminatio
                 tifffile.imread(a.path("tiff", 1, 1, c=c, i=i)),
                 tifffile.imread(b.path("tiff", 1, 1, c=c, i=i)),
             )
+
+
+def test_registration_errors_of_chosen_pairs(tmp_path: Path) -> None:
+    truth = make_spim_dataset(tmp_path, **{**KW, "views": 3, "timepoints": 1})  # type: ignore[arg-type]
+    models = [
+        _affine.compose(_affine.translation([0.1 * v, 0.0, 0.0]), a)
+        for v, a in enumerate(truth.true_affines)
+    ]
+    every = registration_errors(truth, models)
+    parts = [registration_errors(truth, models, pairs=[p]) for p in ((0, 1), (0, 2), (1, 2))]
+    np.testing.assert_array_equal(every, np.concatenate(parts))
+    np.testing.assert_allclose(parts[1], 0.2, atol=1e-9)
+    np.testing.assert_array_equal(
+        registration_errors(truth, models, pairs=[(1, 2), (0, 1)]),
+        np.concatenate([parts[2], parts[0]]),
+    )
+    assert registration_errors(truth, models, pairs=[]).shape == (0,)

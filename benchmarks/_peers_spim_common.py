@@ -25,8 +25,7 @@ from scopeflow.ops.spim.fusion import (  # noqa: E402
     FusionGrid,
     union_bounds,
 )
-from scopeflow.ops.spim.models import apply_model  # noqa: E402
-from scopeflow.testing import SpimTruth, beads_in_view_index  # noqa: E402
+from scopeflow.testing import SpimTruth, registration_errors  # noqa: E402
 
 ITERATIONS = 10_000
 PARTS = ("registration", "fusion", "content", "deconvolution")
@@ -75,13 +74,14 @@ def _setup(shape: tuple[int, int, int]) -> Setup:
 
 
 def _pair_error(truth: SpimTruth, i: int, j: int, model_xyz: np.ndarray) -> dict[str, float]:
-    both = np.intersect1d(
-        beads_in_view_index(truth, i, 0, margin=2.0), beads_in_view_index(truth, j, 0, margin=2.0)
-    )
-    w = truth.beads_world[both]
-    pi = _affine.apply(truth.nominal_affines[i], truth.world_to_view(i, 0, w))
-    pj = _affine.apply(truth.nominal_affines[j], truth.world_to_view(j, 0, w))
-    d = np.linalg.norm(apply_model(model_xyz, pi) - pj, axis=1)
+    """Error of a pairwise model that maps view ``i``'s nominal world onto view ``j``'s.
+
+    As view ``i``'s pixel → world model it is ``model · nominal_i``, view ``j`` keeping its
+    nominal one: :func:`registration_errors` of that pair (time point 0, 2 voxels of margin).
+    """
+    models = list(truth.nominal_affines)
+    models[i] = _affine.compose(np.asarray(model_xyz, dtype=np.float64), models[i])
+    d = registration_errors(truth, models, 0, margin=2.0, pairs=[(i, j)])
     return {"mean": round(float(d.mean()), 4), "max": round(float(d.max()), 3)}
 
 

@@ -50,7 +50,6 @@ Channels and illuminations
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +58,8 @@ from numpy.typing import NDArray
 
 from scopeflow.core import affine as _affine
 from scopeflow.core.errors import ConfigError
-from scopeflow.testing._spim_render import render_view, specimen_field
-from scopeflow.testing._spim_scene import make_beads, make_geometry, make_specimen
+from scopeflow.testing._spim_cache import draw_scene
+from scopeflow.testing._spim_render import add_beads, expose, specimen_signal
 from scopeflow.testing._spim_truth import SpimTruth
 from scopeflow.testing._spim_write import (
     CZI_PATTERN,
@@ -178,16 +177,15 @@ def make_spim_dataset(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
-    geometry = make_geometry(
-        rng, views=views, timepoints=timepoints, shape=shape, voxel_size=voxel_size
+    scene = draw_scene(
+        seed,
+        views=views,
+        timepoints=timepoints,
+        shape=shape,
+        voxel_size=voxel_size,
+        margin=4.0 * max(PSF_SIGMA),
     )
-    specimen = make_specimen(rng, shape=shape, voxel_size=voxel_size)
-    beads, brightness = make_beads(
-        rng, geometry=geometry, specimen=specimen, shape=shape, margin=4.0 * max(PSF_SIGMA)
-    )
-    spacing = min(voxel_size)
-    field, origin = specimen_field(specimen, spacing)
+    geometry, specimen, beads = scene.geometry, scene.specimen, scene.beads
 
     combos = [(c, i) for c in range(channels) for i in range(illuminations)]
     tiff_files: list[list[Any]] = [
@@ -205,32 +203,44 @@ def make_spim_dataset(
     czi_files = [CZI_PATTERN.format(t=t) for t in range(timepoints)] if write_czi else []
     for t in range(timepoints):
         volumes: list[list[NDArray[np.uint16]]] = [[] for _ in range(channels)]
-        for v, (c, i) in itertools.product(range(views), combos):
-            key = [seed, 1, t, v] + ([c, i] if multi else [])
-            noise = np.random.default_rng(np.random.SeedSequence(key))
+        for v in range(views):
             px_to_world = _affine.compose(
                 _affine.translation(-geometry.drifts[t]), geometry.true[v]
             )
-            vol = render_view(
+            # the photons of a view are the same in every channel and illumination but for the
+            # beads (channel 0 only) and the light sheet's side, applied by expose()
+            specimen_only = specimen_signal(
                 shape=shape,
                 voxel_size=voxel_size,
                 px_to_world=px_to_world,
-                beads_world=beads,
-                bead_brightness=brightness,
-                field=field,
-                field_origin=origin,
-                field_spacing=spacing,
+                field=scene.field,
+                field_origin=scene.field_origin,
+                field_spacing=scene.field_spacing,
                 psf_sigma=PSF_SIGMA,
-                attenuation_length=ATTENUATION_LENGTH,
-                background=BACKGROUND,
-                camera_offset=CAMERA_OFFSET,
-                rng=noise,
-                beads=c == 0,
-                illumination_side=(i % 2) if illuminations > 1 else None,
-                illumination_length=ILLUMINATION_LENGTH,
             )
-            write_tiff_view(out / pattern.format(t=t, v=v, c=c, i=i), vol, voxel_size)
-            volumes[c].append(vol)
+            with_beads = specimen_only.copy() if channels > 1 else specimen_only
+            add_beads(
+                with_beads,
+                voxel_size=voxel_size,
+                px_to_world=px_to_world,
+                beads_world=beads,
+                bead_brightness=scene.bead_brightness,
+                psf_sigma=PSF_SIGMA,
+            )
+            for c, i in combos:
+                key = [seed, 1, t, v] + ([c, i] if multi else [])
+                vol = expose(
+                    with_beads if c == 0 else specimen_only,
+                    voxel_size=voxel_size,
+                    attenuation_length=ATTENUATION_LENGTH,
+                    background=BACKGROUND,
+                    camera_offset=CAMERA_OFFSET,
+                    rng=np.random.default_rng(np.random.SeedSequence(key)),
+                    illumination_side=(i % 2) if illuminations > 1 else None,
+                    illumination_length=ILLUMINATION_LENGTH,
+                )
+                write_tiff_view(out / pattern.format(t=t, v=v, c=c, i=i), vol, voxel_size)
+                volumes[c].append(vol)
         if write_czi:
             write_czi_timepoint(
                 out / czi_files[t],

@@ -13,14 +13,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from scopeflow.core import affine as _affine
 from scopeflow.core.errors import ConfigError
+from scopeflow.testing._spim_cache import draw_scene
 from scopeflow.testing._spim_render import (
     BEAD_PHOTONS,
     NUCLEUS_PHOTONS,
     _sample_field,
-    specimen_field,
     splat_points,
 )
-from scopeflow.testing._spim_scene import make_beads, make_geometry, make_specimen
 from scopeflow.testing._spim_truth import SpimTruth
 
 __all__ = ["render_ground_truth"]
@@ -40,7 +39,8 @@ def render_ground_truth(
     Parameters
     ----------
     truth
-        The dataset's ground truth (its scene is drawn again from ``truth.seed``).
+        The dataset's ground truth. Its scene is drawn again from ``truth.seed``, or taken from
+        the cache :func:`make_spim_dataset` filled when it made the dataset in this process.
     origin_xyz, spacing, shape_zyx
         The grid.
     psf_sigma
@@ -56,25 +56,21 @@ def render_ground_truth(
     """
     from scopeflow.testing._spim import PSF_SIGMA
 
-    rng = np.random.default_rng(np.random.SeedSequence([truth.seed, 0]))
-    geometry = make_geometry(
-        rng,
+    scene = draw_scene(
+        truth.seed,
         views=truth.n_views,
         timepoints=truth.n_timepoints,
         shape=truth.shape,
         voxel_size=truth.voxel_size,
+        margin=4.0 * max(PSF_SIGMA),
     )
-    specimen = make_specimen(rng, shape=truth.shape, voxel_size=truth.voxel_size)
-    bead_xyz, brightness = make_beads(
-        rng, geometry=geometry, specimen=specimen, shape=truth.shape, margin=4.0 * max(PSF_SIGMA)
-    )
+    bead_xyz, brightness = scene.beads, scene.bead_brightness
     if bead_xyz.shape != truth.beads_world.shape or not np.allclose(bead_xyz, truth.beads_world):
         raise ConfigError("render_ground_truth", [("truth", "scene does not match its seed")])
     if psf_sigma is None:
         xz = float(np.sqrt((PSF_SIGMA[0] ** 2 + PSF_SIGMA[2] ** 2) / 2.0))
         psf_sigma = (xz, PSF_SIGMA[1], xz)
-    field_spacing = min(truth.voxel_size)
-    field, field_origin = specimen_field(specimen, field_spacing)
+    field, field_origin, field_spacing = scene.field, scene.field_origin, scene.field_spacing
     grid_to_world = _affine.compose(
         _affine.translation(origin_xyz), _affine.scaling((spacing, spacing, spacing))
     )

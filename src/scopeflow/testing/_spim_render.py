@@ -163,6 +163,96 @@ def splat_points(
     out += acc.reshape(out.shape)
 
 
+def _psf_px(
+    psf_sigma: tuple[float, float, float], voxel_size: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    """``(x, y, z)`` PSF sigma in voxels."""
+    vs = np.asarray(voxel_size, dtype=np.float64)
+    return (psf_sigma[0] / vs[0], psf_sigma[1] / vs[1], psf_sigma[2] / vs[2])
+
+
+def specimen_signal(
+    *,
+    shape: tuple[int, int, int],
+    voxel_size: tuple[float, float, float],
+    px_to_world: NDArray[np.float64],
+    field: NDArray[np.float32],
+    field_origin: NDArray[np.float64],
+    field_spacing: float,
+    psf_sigma: tuple[float, float, float],
+) -> NDArray[np.float64]:
+    """Noise-free specimen photons of one view (step 2 of the module docstring).
+
+    Parameters are those of :func:`render_view`. Returns a new ``(z, y, x)`` float64 volume,
+    shared by every channel and illumination of the view (see :func:`add_beads`, :func:`expose`).
+    """
+    psf_px = _psf_px(psf_sigma, voxel_size)
+    signal = np.zeros(shape, dtype=np.float64)
+    to_grid = _affine.compose(
+        _affine.scaling(np.full(3, 1.0 / field_spacing)),
+        _affine.translation(-field_origin),
+        px_to_world,
+    )
+    _sample_field(signal, field, to_grid, (psf_px[2], psf_px[1], psf_px[0]))
+    signal *= NUCLEUS_PHOTONS
+    return signal
+
+
+def add_beads(
+    signal: NDArray[np.float64],
+    *,
+    voxel_size: tuple[float, float, float],
+    px_to_world: NDArray[np.float64],
+    beads_world: NDArray[np.float64],
+    bead_brightness: NDArray[np.float64],
+    psf_sigma: tuple[float, float, float],
+) -> None:
+    """Add the beads within reach of the ``(z, y, x)`` view volume ``signal`` (in place, step 1).
+
+    Parameters are those of :func:`render_view`.
+    """
+    shape = signal.shape
+    psf_px = _psf_px(psf_sigma, voxel_size)
+    pts = _affine.apply(_affine.invert(px_to_world), beads_world)
+    reach = 4.0 * np.array(psf_px) + 1.0
+    upper = np.array([shape[2], shape[1], shape[0]]) - 1.0 + reach
+    near = np.all((pts >= -reach) & (pts <= upper), axis=1)
+    splat_points(signal, pts[near], BEAD_PHOTONS * bead_brightness[near], psf_px)
+
+
+def expose(
+    signal: NDArray[np.float64],
+    *,
+    voxel_size: tuple[float, float, float],
+    attenuation_length: float,
+    background: float,
+    camera_offset: int,
+    rng: np.random.Generator,
+    illumination_side: int | None = None,
+    illumination_length: float = 200.0,
+) -> NDArray[np.uint16]:
+    """Attenuate, add background and noise, digitise (steps 3 and 4); ``signal`` is not changed.
+
+    Parameters are those of :func:`render_view`; ``signal`` is the ``(z, y, x)`` photons of
+    :func:`specimen_signal` with or without :func:`add_beads`.
+    """
+    vs = np.asarray(voxel_size, dtype=np.float64)
+    depth = np.arange(signal.shape[0], dtype=np.float64) * vs[2]
+    if illumination_side is not None:
+        x = np.arange(signal.shape[2], dtype=np.float64) * vs[0]
+        dist = x if illumination_side == 0 else x[-1] - x
+        lit = signal * np.exp(-dist / illumination_length)[None, None, :]
+        lit *= np.exp(-depth / attenuation_length)[:, None, None]
+    else:
+        lit = signal * np.exp(-depth / attenuation_length)[:, None, None]
+    lit += background
+    counts = rng.poisson(lit)
+    counts += camera_offset
+    np.clip(counts, 0, np.iinfo(np.uint16).max, out=counts)
+    out: NDArray[np.uint16] = counts.astype(np.uint16)
+    return out
+
+
 def render_view(
     *,
     shape: tuple[int, int, int],
@@ -183,6 +273,9 @@ def render_view(
     illumination_length: float = 200.0,
 ) -> NDArray[np.uint16]:
     """Render one view volume.
+
+    :func:`specimen_signal`, :func:`add_beads` and :func:`expose` in one call; a dataset with
+    several channels or illuminations calls them separately to share the first two.
 
     Parameters
     ----------
@@ -217,28 +310,31 @@ def render_view(
     numpy.ndarray
         ``(z, y, x)`` ``uint16`` volume.
     """
-    vs = np.asarray(voxel_size, dtype=np.float64)
-    psf_px = (psf_sigma[0] / vs[0], psf_sigma[1] / vs[1], psf_sigma[2] / vs[2])
-    signal = np.zeros(shape, dtype=np.float64)
-    to_grid = _affine.compose(
-        _affine.scaling(np.full(3, 1.0 / field_spacing)),
-        _affine.translation(-field_origin),
-        px_to_world,
+    signal = specimen_signal(
+        shape=shape,
+        voxel_size=voxel_size,
+        px_to_world=px_to_world,
+        field=field,
+        field_origin=field_origin,
+        field_spacing=field_spacing,
+        psf_sigma=psf_sigma,
     )
-    _sample_field(signal, field, to_grid, (psf_px[2], psf_px[1], psf_px[0]))
-    signal *= NUCLEUS_PHOTONS
-    pts = _affine.apply(_affine.invert(px_to_world), beads_world)
-    reach = 4.0 * np.array(psf_px) + 1.0
-    upper = np.array([shape[2], shape[1], shape[0]]) - 1.0 + reach
-    near = np.all((pts >= -reach) & (pts <= upper), axis=1)
     if beads:
-        splat_points(signal, pts[near], BEAD_PHOTONS * bead_brightness[near], psf_px)
-    if illumination_side is not None:
-        x = np.arange(shape[2], dtype=np.float64) * vs[0]
-        dist = x if illumination_side == 0 else x[-1] - x
-        signal *= np.exp(-dist / illumination_length)[None, None, :]
-    depth = np.arange(shape[0], dtype=np.float64) * vs[2]
-    signal *= np.exp(-depth / attenuation_length)[:, None, None]
-    signal += background
-    counts = rng.poisson(signal) + camera_offset
-    return np.clip(counts, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+        add_beads(
+            signal,
+            voxel_size=voxel_size,
+            px_to_world=px_to_world,
+            beads_world=beads_world,
+            bead_brightness=bead_brightness,
+            psf_sigma=psf_sigma,
+        )
+    return expose(
+        signal,
+        voxel_size=voxel_size,
+        attenuation_length=attenuation_length,
+        background=background,
+        camera_offset=camera_offset,
+        rng=rng,
+        illumination_side=illumination_side,
+        illumination_length=illumination_length,
+    )

@@ -312,7 +312,12 @@ def beads_in_view(truth: SpimTruth, v: int, t: int, *, margin: float = 0.0) -> N
 
 
 def registration_errors(
-    truth: SpimTruth, view_to_world: Sequence[ArrayLike], t: int = 0, *, margin: float = 2.0
+    truth: SpimTruth,
+    view_to_world: Sequence[ArrayLike],
+    t: int = 0,
+    *,
+    margin: float = 2.0,
+    pairs: Sequence[tuple[int, int]] | None = None,
 ) -> NDArray[np.float64]:
     """How far apart estimated view models put the same true beads.
 
@@ -331,17 +336,25 @@ def registration_errors(
         Time point.
     margin
         See :func:`beads_in_view_index`.
+    pairs
+        The view pairs ``(i, j)`` to measure, in this order; default: every pair ``i < j``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The errors of each pair in turn (its beads in index order), concatenated.
     """
+    if pairs is None:
+        pairs = [(i, j) for i in range(truth.n_views) for j in range(i + 1, truth.n_views)]
     errs = [np.zeros(0)]
-    for i in range(truth.n_views):
-        for j in range(i + 1, truth.n_views):
-            both = np.intersect1d(
-                beads_in_view_index(truth, i, t, margin=margin),
-                beads_in_view_index(truth, j, t, margin=margin),
-            )
-            w = truth.beads_world[both]
-            wi = _affine.apply(view_to_world[i], truth.world_to_view(i, t, w))
-            wj = _affine.apply(view_to_world[j], truth.world_to_view(j, t, w))
-            errs.append(np.linalg.norm(wi - wj, axis=1))
+    for i, j in pairs:
+        both = np.intersect1d(
+            beads_in_view_index(truth, i, t, margin=margin),
+            beads_in_view_index(truth, j, t, margin=margin),
+        )
+        w = truth.beads_world[both]
+        wi = _affine.apply(view_to_world[i], truth.world_to_view(i, t, w))
+        wj = _affine.apply(view_to_world[j], truth.world_to_view(j, t, w))
+        errs.append(np.linalg.norm(wi - wj, axis=1))
     out: NDArray[np.float64] = np.concatenate(errs)
     return out

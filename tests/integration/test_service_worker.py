@@ -45,7 +45,6 @@ from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from scopeflow.service.worker import Worker, WorkerProcess
 from tests.conftest import EXAMPLE_TEMPLATES, cli_env, scopeflow_cmd
-from tests.unit.service.conftest import _postgres_database
 
 FINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
@@ -154,14 +153,10 @@ def _kill_leftover_jobs(jobs_dir: Path) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
+@pytest.fixture
+def service(db_url: str, tmp_path: Path) -> Iterator[Service]:
     """A service with the example templates, on SQLite and (when configured) PostgreSQL."""
-    if request.param == "sqlite":
-        yield from _service(tmp_path, None)
-    else:
-        for url in _postgres_database():
-            yield from _service(tmp_path, url)
+    yield from _service(tmp_path, db_url)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Shared fixtures: a real LocalCluster, a runner for the ``scopeflow`` command, and the
-service's database (SQLite always, PostgreSQL when one is configured).
+service's database (SQLite always, PostgreSQL when one is configured) with users and jobs made
+as the service makes them.
 
 Set ``SCOPEFLOW_TEST_POSTGRES_URL`` (e.g. ``postgresql+psycopg://postgres@127.0.0.1/postgres``,
 a role allowed to create databases; ``scripts/postgres-up.sh`` prints one) to run the database
@@ -15,11 +16,17 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import dask
 import pytest
 from distributed import Client, LocalCluster
+
+if TYPE_CHECKING:  # the service is imported where it is used: most tests never need it
+    from sqlalchemy.orm import Session
+
+    from scopeflow.service.db import Job, User
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -140,3 +147,60 @@ def cheap_password_hashing() -> Iterator[None]:
     cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     with mock.patch.object(auth, "_hasher", cheap):
         yield
+
+
+def add_user(
+    session: Session,
+    name: str = "alice",
+    *,
+    password: str = "pw",
+    is_admin: bool = False,
+    group: str | None = None,
+) -> User:
+    """A user made by the service's :func:`~scopeflow.service.auth.create_user` (flushed, not
+    committed), its password hashed under :func:`cheap_password_hashing`."""
+    from scopeflow.service.auth import create_user
+
+    with cheap_password_hashing():
+        return create_user(session, name, password, is_admin=is_admin, group=group)
+
+
+def add_job(
+    session: Session,
+    owner: User,
+    *,
+    jobs_dir: Path | None = None,
+    name: str = "job",
+    template: str = "toy",
+    params: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Job:
+    """A job row of ``owner`` in state ``created``, made as ``POST /jobs`` makes it (flushed,
+    not committed).
+
+    The id is the model's default; with ``jobs_dir`` the job's folders are created under it and
+    ``run_dir`` points there, as in the service, otherwise ``run_dir`` is a path that does not
+    exist. ``params`` are stored as they are (the API checks them against the template first).
+    ``fields`` set more columns (``state=``, ``started_at=`` …) directly, bypassing
+    :func:`~scopeflow.service.db.set_state`: for tests of the model and of claims.
+    """
+    from scopeflow.service.db import Job
+    from scopeflow.service.jobfiles import JobFiles
+
+    job = Job(
+        owner_id=owner.id,
+        name=name,
+        template=template,
+        params=params if params is not None else {},
+        run_dir="",
+        **fields,
+    )
+    session.add(job)
+    session.flush()
+    job.owner = owner
+    if jobs_dir is None:
+        job.run_dir = f"/nonexistent/{owner.name}/{job.id}/run"
+    else:
+        job.run_dir = str(JobFiles.of(jobs_dir, owner.name, job.id).create().run_dir)
+    session.flush()
+    return job

@@ -23,10 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,40 +37,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from scopeflow.client import Client, TransferProgress  # noqa: E402
+from scopeflow.testing import Server  # noqa: E402
 
 DATA = HERE / ".data" / "service"
 EXAMPLE = HERE.parent / "src/scopeflow/service/templates.example.yaml"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _scopeflow(*args: str) -> list[str]:
     return [sys.executable, "-m", "scopeflow", *args]
-
-
-def _server(data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _port()
-    log = (data / "server.log").open("wb")
-    proc = subprocess.Popen(
-        _scopeflow(
-            "server", "--port", str(port), "--data-dir", str(data), "--log-level", "warning"
-        ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError((data / "server.log").read_text()[-3000:])
 
 
 async def _poll(url: str, token: str, job: str, clients: int, seconds: float) -> dict[str, Any]:
@@ -183,16 +154,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         check=True,
         capture_output=True,
     )
-    proc, url = _server(DATA)
-    try:
+    with Server(DATA, ["--log-level", "warning"]) as server:
+        url = server.url
         c = Client(url)
         token = c.login("bench", "pw")
         job = c.create_job("toy", "polled")["id"]
         polling = asyncio.run(_poll(url, token, job, args.clients, args.seconds))
         upload = _upload(url, token, args.upload_mb, DATA)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
     result = {"benchmark": "service_http", "polling": polling, "upload": upload}
     print(json.dumps(result, indent=2))
     shutil.rmtree(DATA, ignore_errors=True)

@@ -9,11 +9,8 @@ same job through the real Slurm.
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import signal
 import socket
-import subprocess
 import time
 import zipfile
 from collections.abc import Iterator
@@ -25,65 +22,10 @@ import pytest
 import tifffile
 
 from scopeflow.client import APIError, Client, TransferProgress
-from tests.conftest import EXAMPLE_TEMPLATES, cli_env, run_cli, scopeflow_cmd
+from scopeflow.testing import Server
+from tests.conftest import EXAMPLE_TEMPLATES, run_cli
 
 EXAMPLE = EXAMPLE_TEMPLATES
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A `scopeflow server` process group on a free port."""
-
-    def __init__(self, data: Path, extra: list[str] | None = None) -> None:
-        self.data = data
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.extra = extra or []
-        self.scheduler = "local"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Server:
-        log = (self.data / f"server-{self.port}.log").open("ab")
-        args = ["server", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            scopeflow_cmd(*args, "--data-dir", str(self.data), *self.extra),
-            env=cli_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"server did not answer:\n{self.log()}")
-
-    def log(self) -> str:
-        return "\n".join(p.read_text() for p in self.data.glob("server-*.log"))[-4000:]
-
-    def kill(self) -> None:
-        """SIGKILL the server's whole process group (API and worker), as a crash would."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
@@ -103,6 +45,16 @@ def server(data: Path) -> Iterator[Server]:
     srv.stop()
 
 
+def test_a_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
+    """:meth:`Server.start` does not wait out its timeout for a process that has ended."""
+    srv = Server(tmp_path / "service", ["--no-such-option"], timeout=60)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"(?s)exited with code 2:.*no-such-option"):
+        srv.start()
+    assert time.monotonic() - t0 < 30
+    assert srv.proc is not None and srv.proc.poll() == 2
+
+
 def _images(folder: Path) -> list[Path]:
     """Two small images with bright round objects for the example pipeline."""
     rng = np.random.default_rng(0)
@@ -120,23 +72,29 @@ def _images(folder: Path) -> list[Path]:
 
 
 @pytest.fixture(params=["local", pytest.param("slurm", marks=pytest.mark.slurm)])
-def any_server(request: pytest.FixtureRequest, data: Path) -> Iterator[Server]:
-    """A server with the local scheduler, or with Slurm and a user → account mapping."""
-    extra: list[str] = []
+def scheduler(request: pytest.FixtureRequest) -> str:
+    """The scheduler of :func:`any_server`: local, or the real Slurm (skipped without one)."""
     if request.param == "slurm":
         request.getfixturevalue("slurm")
+    return str(request.param)
+
+
+@pytest.fixture
+def any_server(scheduler: str, data: Path) -> Iterator[Server]:
+    """A server with the local scheduler, or with Slurm and a user → account mapping."""
+    extra: list[str] = []
+    if scheduler == "slurm":
         (data / "service.yaml").write_text(
             f"data_dir: {data}\nscheduler: slurm\n"
             "accounts:\n  alice: {account: lab42, partition: debug, qos: normal}\n"
         )
         extra = ["--config", str(data / "service.yaml")]
     srv = Server(data, extra).start()
-    srv.scheduler = request.param
     yield srv
     srv.stop()
 
 
-def test_upload_start_watch_download(any_server: Server, tmp_path: Path) -> None:
+def test_upload_start_watch_download(any_server: Server, scheduler: str, tmp_path: Path) -> None:
     """The whole flow, with the local scheduler and through the real Slurm."""
     server = any_server
     c = Client(server.url)
@@ -196,8 +154,8 @@ def test_upload_start_watch_download(any_server: Server, tmp_path: Path) -> None
     with pytest.raises(APIError) as exc:
         c.start(job["id"])
     assert exc.value.status == 409
-    assert final["scheduler"] == server.scheduler
-    if server.scheduler == "slurm":
+    assert final["scheduler"] == scheduler
+    if scheduler == "slurm":
         script = (
             server.data / "jobs" / "alice" / job["id"] / "scheduler" / "job.sbatch"
         ).read_text()

@@ -1,8 +1,9 @@
 """The job worker against real processes: the local adapter, a real Slurm, SQLite and PostgreSQL.
 
-Jobs are made directly with the database functions (as the API makes them) and moved to
-``queued``; the worker then runs the ``toy`` template (no input files, seconds per job) through
-the scheduler adapter and the real ``scopeflow run``.
+Jobs are made directly with the database functions (as the API makes them: ``add_user`` and
+``add_job`` of tests/conftest.py) and moved to ``queued``; the worker then runs the ``toy``
+template (no input files, seconds per job) through the scheduler adapter and the real
+``scopeflow run``.
 """
 
 from __future__ import annotations
@@ -22,18 +23,11 @@ from typing import Any
 
 import psutil
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from scopeflow.service.db import (
-    Job,
-    User,
-    claim_jobs,
-    make_engine,
-    new_job_id,
-    session_factory,
-    set_state,
-)
+from scopeflow.service.auth import find_user
+from scopeflow.service.db import Job, claim_jobs, make_engine, session_factory, set_state
 from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.migrate import upgrade
 from scopeflow.service.schedulers import (
@@ -44,8 +38,7 @@ from scopeflow.service.schedulers import (
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from scopeflow.service.worker import Worker, WorkerProcess
-from tests.conftest import EXAMPLE_TEMPLATES, cli_env, scopeflow_cmd
-from tests.unit.service.conftest import _postgres_database
+from tests.conftest import EXAMPLE_TEMPLATES, add_job, add_user, cli_env, scopeflow_cmd
 
 FINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
@@ -68,25 +61,18 @@ class Service:
     ) -> str:
         """A job created, made ready and queued, as the API does it; returns its id."""
         with self.sessions() as session:
-            owner = session.scalar(select(User).where(User.name == user))
-            if owner is None:
-                owner = User(name=user, password_hash="not-a-hash", group="imaging")
-                session.add(owner)
-                session.flush()
-            job_id = new_job_id()
-            files = JobFiles.of(self.settings.jobs_dir, user, job_id).create()
-            job = Job(
-                id=job_id,
-                owner=owner,
+            owner = find_user(session, user) or add_user(session, user, group="imaging")
+            job = add_job(
+                session,
+                owner,
+                jobs_dir=self.settings.jobs_dir,
                 name=name,
                 template=template,
-                params=params or {},
-                run_dir=str(files.run_dir),
+                params=params,
             )
-            session.add(job)
-            session.flush()
             set_state(session, job, JobState.READY)
             set_state(session, job, JobState.QUEUED)
+            job_id = job.id
             session.commit()
         return job_id
 
@@ -154,14 +140,10 @@ def _kill_leftover_jobs(jobs_dir: Path) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
+@pytest.fixture
+def service(db_url: str, tmp_path: Path) -> Iterator[Service]:
     """A service with the example templates, on SQLite and (when configured) PostgreSQL."""
-    if request.param == "sqlite":
-        yield from _service(tmp_path, None)
-    else:
-        for url in _postgres_database():
-            yield from _service(tmp_path, url)
+    yield from _service(tmp_path, db_url)
 
 
 @pytest.fixture

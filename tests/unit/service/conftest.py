@@ -1,25 +1,19 @@
-"""Database fixtures of the service tests: SQLite always, PostgreSQL when one is configured.
+"""Fixtures of the service tests: migrated databases, and the REST API in process.
 
-Set ``SCOPEFLOW_TEST_POSTGRES_URL`` (e.g. ``postgresql+psycopg://postgres@127.0.0.1/postgres``,
-a role allowed to create databases) to run the database tests on PostgreSQL too; each test gets
-a database of its own there, dropped afterwards.
+The databases come from :func:`tests.conftest.db_url` (SQLite always, PostgreSQL when
+``SCOPEFLOW_TEST_POSTGRES_URL`` is set).
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from scopeflow.service import auth
@@ -27,37 +21,7 @@ from scopeflow.service.app import API_PREFIX, create_app
 from scopeflow.service.db import make_engine, session_factory
 from scopeflow.service.migrate import upgrade
 from scopeflow.service.settings import ServiceSettings
-from tests.conftest import EXAMPLE_TEMPLATES
-
-POSTGRES_ENV = "SCOPEFLOW_TEST_POSTGRES_URL"
-
-
-def _postgres_database() -> Iterator[str]:
-    server = os.environ.get(POSTGRES_ENV)
-    if not server:
-        reason = f"no PostgreSQL to test against: set {POSTGRES_ENV} to run these"
-        if os.environ.get("SCOPEFLOW_REQUIRE_INFRA", "").strip().lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{reason} (SCOPEFLOW_REQUIRE_INFRA=1)", pytrace=False)
-        pytest.skip(reason)
-    name = f"scopeflow_test_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(server).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of an empty database: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{(tmp_path / 'db' / 'scopeflow.db').as_posix()}"
-    else:
-        yield from _postgres_database()
+from tests.conftest import EXAMPLE_TEMPLATES, cheap_password_hashing
 
 
 @pytest.fixture
@@ -111,15 +75,13 @@ def service_app(
 
     ``templates`` is the registry's YAML text (default: :data:`EXAMPLE`); ``settings`` go to
     :class:`ServiceSettings`. Passwords are hashed with argon2's cheapest parameters here
-    (the default ones cost about 0.3 s per user and login): what these tests check does not
-    depend on them, and tests/unit/service/test_auth.py checks the real ones.
+    (:func:`~tests.conftest.cheap_password_hashing`).
     """
     data = tmp_path / "data"
     data.mkdir()
     (data / "templates.yaml").write_text(templates or EXAMPLE.read_text(encoding="utf-8"))
     config = ServiceSettings(data_dir=data, db_url=db_url, **settings)
-    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    with mock.patch.object(auth, "_hasher", cheap):
+    with cheap_password_hashing():
         app = create_app(config)
         with session_factory(make_engine(config.database_url))() as s:
             for name in ("alice", "bob", "root"):

@@ -17,36 +17,21 @@ from scopeflow.service.db import (
     User,
     claim_jobs,
     make_engine,
-    new_job_id,
     session_factory,
     set_state,
     utcnow,
 )
 from scopeflow.service.states import JobState
+from tests.conftest import add_job, add_user
 
 S = JobState
-
-
-def _user(session: Session, name: str = "alice") -> User:
-    user = User(name=name, password_hash="x")
-    session.add(user)
-    session.flush()
-    return user
-
-
-def _job(session: Session, owner: User, **kw: Any) -> Job:
-    job_id = new_job_id()
-    job = Job(id=job_id, owner_id=owner.id, name="j", template="cyto", run_dir=f"/r/{job_id}", **kw)
-    session.add(job)
-    session.flush()
-    return job
 
 
 def test_round_trip(engine: Engine) -> None:
     make = session_factory(engine)
     with make() as s:
-        alice = _user(s)
-        job = _job(s, alice, params={"n": 3, "nested": {"a": [1, 2]}, "s": "é"})
+        alice = add_user(s)
+        job = add_job(s, alice, params={"n": 3, "nested": {"a": [1, 2]}, "s": "é"})
         s.commit()
         job_id = job.id
     assert len(job_id) == 32
@@ -66,9 +51,9 @@ def test_round_trip(engine: Engine) -> None:
 
 
 def test_timestamps_are_utc_and_naive_ones_refused(session: Session) -> None:
-    alice = _user(session)
+    alice = add_user(session)
     plus2 = datetime(2025, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
-    job = _job(session, alice, started_at=plus2)
+    job = add_job(session, alice, started_at=plus2)
     session.commit()
     session.expire_all()
     assert job.started_at == plus2
@@ -84,10 +69,11 @@ def test_timestamps_are_utc_and_naive_ones_refused(session: Session) -> None:
 
 
 def test_unique_names_and_foreign_keys(session: Session) -> None:
-    _user(session)
+    add_user(session)
     session.commit()
-    with pytest.raises(IntegrityError):
-        _user(session)
+    with pytest.raises(IntegrityError):  # past create_user's own check: the unique constraint
+        session.add(User(name="alice", password_hash="x"))
+        session.flush()
     session.rollback()
     with pytest.raises(IntegrityError):  # foreign keys are enforced (also on SQLite)
         session.add(Job(owner_id=999, name="n", template="t", run_dir="r"))
@@ -96,7 +82,7 @@ def test_unique_names_and_foreign_keys(session: Session) -> None:
 
 
 def test_set_state_bookkeeping(session: Session) -> None:
-    job = _job(session, _user(session))
+    job = add_job(session, add_user(session))
     t = datetime(2025, 1, 1, tzinfo=UTC)
     set_state(session, job, S.READY, now=t)
     set_state(session, job, "queued", now=t + timedelta(seconds=1))
@@ -127,7 +113,7 @@ def test_set_state_bookkeeping(session: Session) -> None:
 
 
 def test_set_state_refuses_what_the_table_forbids(session: Session) -> None:
-    job = _job(session, _user(session))
+    job = add_job(session, add_user(session))
     with pytest.raises(InvalidTransitionError, match=job.id):
         set_state(session, job, S.RUNNING)
     assert job.state is S.CREATED
@@ -143,7 +129,7 @@ def test_set_state_refuses_what_the_table_forbids(session: Session) -> None:
 def test_set_state_is_compare_and_set(engine: Engine) -> None:
     make = session_factory(engine)
     with make() as s:
-        job = _job(s, _user(s))
+        job = add_job(s, add_user(s))
         set_state(s, job, S.READY)
         set_state(s, job, S.QUEUED)
         s.commit()
@@ -165,9 +151,9 @@ def test_set_state_is_compare_and_set(engine: Engine) -> None:
 
 
 def test_claims_and_release(session: Session) -> None:
-    alice = _user(session)
-    jobs = [_job(session, alice, state=S.QUEUED) for _ in range(3)]
-    _job(session, alice, state=S.RUNNING)
+    alice = add_user(session)
+    jobs = [add_job(session, alice, state=S.QUEUED) for _ in range(3)]
+    add_job(session, alice, state=S.RUNNING)
     session.commit()
     got = claim_jobs(session, "w1", S.QUEUED, limit=2)
     assert [j.id for j in got] == [j.id for j in jobs[:2]]
@@ -184,7 +170,7 @@ def test_claims_and_release(session: Session) -> None:
 
 
 def test_stale_claims_are_taken_over(session: Session) -> None:
-    job = _job(session, _user(session), state=S.RUNNING)
+    job = add_job(session, add_user(session), state=S.RUNNING)
     session.commit()
     t0 = utcnow()
     assert claim_jobs(session, "dead", S.RUNNING, now=t0) == [job]
@@ -199,9 +185,9 @@ def test_two_workers_never_claim_the_same_job(engine: Engine) -> None:
     n_jobs = 40
     make = session_factory(engine)
     with make() as s:
-        alice = _user(s)
+        alice = add_user(s)
         for _ in range(n_jobs):
-            _job(s, alice, state=S.QUEUED)
+            add_job(s, alice, state=S.QUEUED)
         s.commit()
 
     # both workers read the same candidates before either writes its claims

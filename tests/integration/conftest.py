@@ -20,6 +20,10 @@ Tests using them carry ``pytest.mark.slurm`` / ``pytest.mark.mpi``.
 ``chromium``, ``browser_page``
     Debian's headless ``chromium`` driven by Playwright (skipped, or failed under
     ``SCOPEFLOW_REQUIRE_INFRA=1``, without it or the ``playwright`` package).
+
+``web_server``
+    A real ``scopeflow server`` (API and worker, :class:`scopeflow.testing.Server`) on a data
+    folder made by :func:`service_data`: the example templates and one user, alice / pw.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from typing import Any, NoReturn
 
 import pytest
 
-from tests.conftest import cli_env
+from scopeflow.testing import Server
+from tests.conftest import EXAMPLE_TEMPLATES, cli_env, run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "scripts"
@@ -270,3 +275,20 @@ def browser_page(chromium: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
         finally:
             browser.close()
     assert not errors, errors
+
+
+def service_data(folder: Path) -> Path:
+    """A service data folder ``folder/service``: the example templates and alice (password pw)."""
+    data = folder / "service"
+    data.mkdir()
+    shutil.copy(EXAMPLE_TEMPLATES, data / "templates.yaml")
+    result = run_cli(["admin", "create-user", "alice", "--password", "pw", "--data-dir", data])
+    assert result.returncode == 0, result.stderr
+    return data
+
+
+@pytest.fixture
+def web_server(tmp_path: Path) -> Iterator[Server]:
+    """A real ``scopeflow server`` on :func:`service_data`, stopped after the test."""
+    with Server(service_data(tmp_path)) as srv:
+        yield srv

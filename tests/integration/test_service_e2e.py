@@ -9,7 +9,6 @@ same job through the real Slurm.
 from __future__ import annotations
 
 import io
-import shutil
 import socket
 import time
 import zipfile
@@ -23,19 +22,13 @@ import tifffile
 
 from scopeflow.client import APIError, Client, TransferProgress
 from scopeflow.testing import Server
-from tests.conftest import EXAMPLE_TEMPLATES, run_cli
-
-EXAMPLE = EXAMPLE_TEMPLATES
+from tests.conftest import run_cli
+from tests.integration.conftest import service_data
 
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    d = tmp_path / "service"
-    d.mkdir()
-    shutil.copy(EXAMPLE, d / "templates.yaml")
-    result = run_cli(["admin", "create-user", "alice", "--password", "pw", "--data-dir", d])
-    assert result.returncode == 0, result.stderr
-    return d
+    return service_data(tmp_path)
 
 
 @pytest.fixture

@@ -21,9 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +29,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from scopeflow.testing import make_cyto_dataset
-from tests.conftest import run_cli
-from tests.integration.test_service_e2e import EXAMPLE, Server
+from scopeflow.testing import Server, make_cyto_dataset
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[Server]:
-    data = tmp_path / "service"
-    data.mkdir()
-    shutil.copy(EXAMPLE, data / "templates.yaml")
-    result = run_cli(["admin", "create-user", "alice", "--password", "pw", "--data-dir", data])
-    assert result.returncode == 0, result.stderr
-    srv = Server(data).start()
-    yield srv
-    srv.stop()
 
 
 def _images(folder: Path) -> Path:

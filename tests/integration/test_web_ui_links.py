@@ -9,19 +9,16 @@ token without waiting ten minutes.
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scopeflow.client import Client
-from tests.conftest import run_cli
-from tests.integration.test_service_e2e import EXAMPLE, Server
+from scopeflow.testing import Server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -38,18 +35,6 @@ def _spend_token(page: Any) -> None:
     in whole seconds (two asked for in the same second are the same)."""
     time.sleep(1.1)
     page.evaluate(SHIFT_CLOCK, 10 * 60_000)
-
-
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[Server]:
-    data = tmp_path / "service"
-    data.mkdir()
-    shutil.copy(EXAMPLE, data / "templates.yaml")
-    result = run_cli(["admin", "create-user", "alice", "--password", "pw", "--data-dir", data])
-    assert result.returncode == 0, result.stderr
-    srv = Server(data).start()
-    yield srv
-    srv.stop()
 
 
 def _png(width: int = 4, height: int = 3) -> bytes:

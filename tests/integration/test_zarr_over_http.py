@@ -27,7 +27,6 @@ import http.server
 import io
 import itertools
 import os
-import shutil
 import threading
 import time
 import zipfile
@@ -42,8 +41,8 @@ import pytest
 import zarr
 
 from scopeflow.io import write_ome_zarr
-from tests.conftest import run_cli
-from tests.integration.test_service_e2e import EXAMPLE, Server
+from scopeflow.testing import Server
+from tests.integration.conftest import service_data
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,14 +52,8 @@ SHAPE = (1, 2, 4, 48, 40)  # t, c, z, y, x
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A real ``scopeflow server`` (API and worker) with one user, alice."""
-    data = tmp_path_factory.mktemp("zarr-http") / "service"
-    data.mkdir()
-    shutil.copy(EXAMPLE, data / "templates.yaml")
-    result = run_cli(["admin", "create-user", "alice", "--password", "pw", "--data-dir", data])
-    assert result.returncode == 0, result.stderr
-    srv = Server(data).start()
-    yield srv
-    srv.stop()
+    with Server(service_data(tmp_path_factory.mktemp("zarr-http"))) as srv:
+        yield srv
 
 
 def _image() -> npt.NDArray[np.uint16]:

@@ -221,9 +221,11 @@ def test_public_names_of_scopeflow_testing() -> None:
     assert sorted(st.__all__) == [
         "CytoKind",
         "CytoTruth",
+        "Server",
         "SpimTruth",
         "beads_in_view",
         "beads_in_view_index",
+        "free_port",
         "make_cyto_dataset",
         "make_spim_dataset",
         "read_truth_table",

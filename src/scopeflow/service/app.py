@@ -86,6 +86,7 @@ def create_app(settings: ServiceSettings, *, migrate: bool = True) -> FastAPI:
     # more connections than the thread pool's 40 threads that run the sync routes
     engine = make_engine(settings.database_url, pool_size=20, max_overflow=30)
     templates = TemplateCache(settings.templates_path)  # reloaded when the file changes
+    templates.get()  # loaded now, not by the first requests
     app = FastAPI(
         title="scopeflow",
         version=__version__,

@@ -20,6 +20,7 @@ import copy
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -553,25 +554,33 @@ class TemplateCache:
         self._registry: TemplateRegistry | None = None
         self._stamp: tuple[int, int] | None = None
         self._problem: str | None = None
+        self._lock = threading.Lock()
 
     def get(self) -> TemplateRegistry | None:
-        """The registry, or None while there is none that loads."""
+        """The registry, or None while there is none that loads.
+
+        Threads that ask while the file is (re)loaded wait for that load: none of them gets
+        the registry from before it (or none at all, on the first load).
+        """
         try:
             st = self.path.stat()
         except OSError as exc:
-            self._report(f"no template registry at {self.path} ({exc.strerror}): no job is run")
+            with self._lock:
+                self._report(f"no template registry at {self.path} ({exc.strerror}): no job is run")
             return None
         stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            self._stamp = stamp
-            try:
-                self._registry = TemplateRegistry.load(self.path)
-            except ScopeflowError as exc:
-                self._report(f"cannot load the template registry: {exc}")
-            else:
-                self._problem = None
-                _log.info("templates from %s: %s", self.path, ", ".join(self._registry.names()))
-        return self._registry
+        with self._lock:
+            if stamp != self._stamp:
+                try:
+                    self._registry = TemplateRegistry.load(self.path)
+                except ScopeflowError as exc:
+                    self._report(f"cannot load the template registry: {exc}")
+                else:
+                    self._problem = None
+                    names = ", ".join(self._registry.names())
+                    _log.info("templates from %s: %s", self.path, names)
+                self._stamp = stamp  # after the load: a failed one is not tried again
+            return self._registry
 
     def _report(self, text: str) -> None:
         if text != self._problem:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,13 @@ from scopeflow.core.config import load_config
 from scopeflow.core.errors import ConfigError, UnknownNameError
 from scopeflow.pipelines import get_pipeline
 from scopeflow.service import templates as templates_module
-from scopeflow.service.templates import Resources, Template, TemplateRegistry, build_argv
+from scopeflow.service.templates import (
+    Resources,
+    Template,
+    TemplateCache,
+    TemplateRegistry,
+    build_argv,
+)
 from tests.conftest import cli_env
 
 EXAMPLE = Path(templates_module.__file__).with_name("templates.example.yaml")
@@ -501,3 +508,30 @@ def test_merged_config_is_what_the_job_is_built_from(tmp_path: Path) -> None:
     built = template.build_config({"segment": {"sigma": 2.0}}, tmp_path)
     assert built["segment"]["sigma"] == 2.0
     assert built["segment"]["min_area"] == 40  # the model's default, not the template's 99
+
+
+def test_template_cache_makes_readers_wait_for_a_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "templates.yaml"
+    path.write_bytes(EXAMPLE.read_bytes())
+    loading, release = threading.Event(), threading.Event()
+    real_load = TemplateRegistry.load
+
+    def slow_load(p: Path) -> TemplateRegistry:
+        loading.set()
+        release.wait(30)
+        return real_load(p)
+
+    monkeypatch.setattr(TemplateRegistry, "load", staticmethod(slow_load))
+    cache = TemplateCache(path)
+    got: list[TemplateRegistry | None] = []
+    first = threading.Thread(target=lambda: got.append(cache.get()))
+    first.start()
+    assert loading.wait(30)
+    second = threading.Thread(target=lambda: got.append(cache.get()))
+    second.start()  # the file is unchanged: before, it got the registry of no load (None)
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert len(got) == 2 and all(r is not None and "toy" in r.names() for r in got)

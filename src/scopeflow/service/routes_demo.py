@@ -23,7 +23,6 @@ from scopeflow.service.files import (
     QuotaExceededError,
     file_lock,
     quota_lock,
-    used_bytes,
 )
 from scopeflow.service.routes_files import input_state
 from scopeflow.service.states import JobState
@@ -47,12 +46,13 @@ def write_demo_data(job_id: str, user: CurrentUser, session: DbSession, svc: Svc
     config = template.merged_config(job.params)
     user_root = svc.settings.jobs_dir / user.name
     quota = svc.settings.quota_bytes
+    used = svc.used_bytes(session, user)
+    if used >= quota:  # full already: make nothing
+        raise QuotaExceededError("demo data", 0, used, quota)
     session.close()  # no database connection is held while the data are made (seconds)
     with file_lock(files.root / ".demo.lock", wait=False) as mine:
         if not mine:
             raise HTTPException(status.HTTP_409_CONFLICT, "demo data of this job are being written")
-        if used_bytes(user_root) >= quota:  # full already: make nothing
-            raise QuotaExceededError("demo data", 0, used_bytes(user_root), quota)
         scratch = files.root / ".demo"
         made = make_demo_data(template.demo, config, scratch)
         size = sum(n for _, n in made)
@@ -62,7 +62,7 @@ def write_demo_data(job_id: str, user: CurrentUser, session: DbSession, svc: Svc
                 stack.enter_context(input_locked(session, job, files))
                 stack.enter_context(quota_lock(user_root))
                 _check_new(job.state, store)  # no upload began meanwhile
-                used = used_bytes(user_root)  # the scratch folder included
+                used = svc.used_bytes(session, user)  # the scratch folder included
                 if used > quota:
                     raise QuotaExceededError("demo data", size, used - size, quota)
             except BaseException:

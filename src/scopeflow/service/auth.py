@@ -32,6 +32,7 @@ __all__ = [
     "hash_password",
     "hash_token",
     "issue_token",
+    "new_token",
     "purge_expired_tokens",
     "resolve_token",
     "revoke",
@@ -153,7 +154,20 @@ def issue_token(
     name: str | None = None,
     now: datetime | None = None,
 ) -> str:
-    """Make a new token for ``user`` and return it; it cannot be read back later.
+    """Make a new token for ``user`` and return it (:func:`new_token` without the record)."""
+    return new_token(session, user, kind, ttl, name=name, now=now)[0]
+
+
+def new_token(
+    session: Session,
+    user: User,
+    kind: TokenKind | str = TokenKind.SESSION,
+    ttl: timedelta | float | None = None,
+    *,
+    name: str | None = None,
+    now: datetime | None = None,
+) -> tuple[str, Token]:
+    """Make a new token for ``user``; return it and its record (the token cannot be read back).
 
     Parameters
     ----------
@@ -185,18 +199,17 @@ def issue_token(
         raise ValueError(f"a token's lifetime must be positive, got {ttl}")
     now = now or utcnow()
     token = secrets.token_urlsafe(32)
-    session.add(
-        Token(
-            user_id=user.id,
-            token_hash=hash_token(token),
-            kind=kind,
-            name=name,
-            created_at=now,
-            expires_at=None if ttl is None else now + ttl,
-        )
+    record = Token(
+        user_id=user.id,
+        token_hash=hash_token(token),
+        kind=kind,
+        name=name,
+        created_at=now,
+        expires_at=None if ttl is None else now + ttl,
     )
+    session.add(record)
     session.flush()
-    return token
+    return token, record
 
 
 def find_token(session: Session, token: object) -> Token | None:
@@ -207,7 +220,10 @@ def find_token(session: Session, token: object) -> Token | None:
         digest = hash_token(token)
     except UnicodeEncodeError:  # lone surrogates
         return None
-    return session.scalar(select(Token).where(Token.token_hash == digest))
+    # the owner in the same query: resolve_token (every request) returns it
+    return session.scalar(
+        select(Token).options(joinedload(Token.user)).where(Token.token_hash == digest)
+    )
 
 
 def resolve_token(session: Session, token: object, now: datetime | None = None) -> User | None:

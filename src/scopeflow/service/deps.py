@@ -25,12 +25,14 @@ from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import TERMINAL
 from scopeflow.service.templates import TemplateCache, TemplateRegistry
+from scopeflow.service.throttle import LoginThrottle
 
 __all__ = [
     "CurrentUser",
     "DbSession",
     "Service",
     "Svc",
+    "bearer_token",
     "current_user",
     "db_session",
     "owned_job",
@@ -52,6 +54,8 @@ class Service:
     template_cache: TemplateCache
     #: sizes of the folders of jobs finished a while ago, for the quota (:meth:`used_bytes`)
     sizes: SettledSizes = field(default_factory=SettledSizes)
+    #: the limit on failed logins (:mod:`scopeflow.service.throttle`)
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     @property
     def templates(self) -> TemplateRegistry:
@@ -109,6 +113,12 @@ DbSession = Annotated[Session, Depends(db_session, scope="function")]
 Svc = Annotated[Service, Depends(service)]
 
 
+def bearer_token(request: Request) -> str | None:
+    """The token of the request's ``Authorization: Bearer …`` header, or None."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def current_user(request: Request, session: DbSession) -> User:
     """The user of the request's bearer token.
 
@@ -117,9 +127,8 @@ def current_user(request: Request, session: DbSession) -> User:
     HTTPException
         401 without a valid, unexpired token.
     """
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    user = resolve_token(session, token.strip()) if scheme.lower() == "bearer" else None
+    token = bearer_token(request)
+    user = resolve_token(session, token) if token is not None else None
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

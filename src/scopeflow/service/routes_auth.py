@@ -17,14 +17,12 @@ from scopeflow.service.auth import (
     api_key_json,
     api_keys,
     authenticate,
-    find_token,
-    issue_token,
+    new_token,
     revoke,
     revoke_api_key,
 )
-from scopeflow.service.db import TokenKind, utcnow
-from scopeflow.service.deps import CurrentUser, DbSession, Svc
-from scopeflow.service.throttle import LoginThrottle
+from scopeflow.service.db import TokenKind, iso
+from scopeflow.service.deps import CurrentUser, DbSession, Svc, bearer_token
 
 __all__ = ["router"]
 
@@ -54,15 +52,6 @@ class ApiKeyCreate(BaseModel):
     days: int = Field(90, ge=1, le=MAX_API_KEY_DAYS, description="days until the key expires")
 
 
-def login_throttle(request: Request) -> LoginThrottle:
-    """The app's limit on failed logins (made on first use)."""
-    state = request.app.state
-    if getattr(state, "login_throttle", None) is None:
-        state.login_throttle = LoginThrottle()
-    throttle: LoginThrottle = state.login_throttle
-    return throttle
-
-
 @router.post("/auth/login")
 def login(body: Login, request: Request, session: DbSession, svc: Svc) -> dict[str, Any]:
     """A session token for a user name and password (401 otherwise, the same for both).
@@ -70,7 +59,7 @@ def login(body: Login, request: Request, session: DbSession, svc: Svc) -> dict[s
     After too many failures (see :mod:`scopeflow.service.throttle`) a 429 with
     ``Retry-After``, before the password is checked.
     """
-    throttle = login_throttle(request)
+    throttle = svc.login_throttle
     address = request.client.host if request.client else ""
     wait, started = throttle.begin(body.name, address)  # counted as a failure until right
     if wait:
@@ -83,16 +72,15 @@ def login(body: Login, request: Request, session: DbSession, svc: Svc) -> dict[s
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong user name or password")
     throttle.succeeded(body.name, address, started)
-    ttl = timedelta(seconds=svc.settings.token_ttl_s)
-    token = issue_token(session, user, ttl=ttl)
+    token, record = new_token(session, user, ttl=svc.settings.token_ttl_s)
     session.commit()
-    return {"token": token, "expires_at": (utcnow() + ttl).isoformat(), "user": user.name}
+    return {"token": token, "expires_at": iso(record.expires_at), "user": user.name}
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
 def logout(request: Request, user: CurrentUser, session: DbSession) -> None:
     """Revoke the token of this request."""
-    revoke(session, request.headers.get("authorization", "").partition(" ")[2].strip())
+    revoke(session, bearer_token(request) or "")
     session.commit()
 
 
@@ -105,9 +93,9 @@ def me(user: CurrentUser) -> dict[str, Any]:
 @router.post("/auth/api-keys", status_code=status.HTTP_201_CREATED)
 def create_api_key(body: ApiKeyCreate, user: CurrentUser, session: DbSession) -> dict[str, Any]:
     """A new API key of the caller (for scripts); the key is in this answer only."""
-    key = issue_token(session, user, TokenKind.API_KEY, timedelta(days=body.days), name=body.name)
-    record = find_token(session, key)  # this key's record (not the newest of the user's)
-    assert record is not None
+    key, record = new_token(
+        session, user, TokenKind.API_KEY, timedelta(days=body.days), name=body.name
+    )
     answer = {**api_key_json(record), "key": key}
     session.commit()
     return answer

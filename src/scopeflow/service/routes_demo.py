@@ -24,7 +24,6 @@ from scopeflow.service.files import (
     file_lock,
     quota_lock,
 )
-from scopeflow.service.routes_files import input_state
 from scopeflow.service.states import JobState
 from scopeflow.service.uploads import UploadStore
 
@@ -80,5 +79,5 @@ def _check_new(state: JobState, store: UploadStore) -> None:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"demo data go into a new job; this one is {state}"
         )
-    if input_state(store) is not JobState.CREATED:
+    if store.input_state() is not JobState.CREATED:
         raise HTTPException(status.HTTP_409_CONFLICT, "the job has input files already")

@@ -14,6 +14,8 @@ symlinks …).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -22,13 +24,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from scopeflow.core.errors import InvalidTransitionError
-from scopeflow.service.db import Job, set_state
+from scopeflow.service.db import Job, User, set_state
 from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, input_locked, owned_job
 from scopeflow.service.files import (
     quota_lock,
     regular_files,
     safe_relpath,
 )
+from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.results import result_file_response, results_zip_response
 from scopeflow.service.states import BEFORE_START, JobState
 from scopeflow.service.transfers import list_results
@@ -65,14 +68,21 @@ def _store(svc: Service, job: Job) -> UploadStore:
     return svc.files(job).upload_store()
 
 
-def input_state(store: UploadStore) -> JobState:
-    """The state a job that has not started is in, from its input (:meth:`JobState.for_input`)."""
-    return JobState.for_input(uploads=store.has_uploads(), files=store.has_files())
+@contextmanager
+def _changing_input(
+    session: Session, user: User, job_id: str, svc: Service, what: str = "no uploads now"
+) -> Iterator[tuple[Job, JobFiles]]:
+    """The caller's job and its files, under its input lock, if its input may still change.
 
-
-def _uploadable(job: Job, what: str = "no uploads now") -> None:
-    if job.state not in BEFORE_START:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}: {what}")
+    The state is checked under the lock (:func:`~scopeflow.service.deps.input_locked`): a
+    start that came first makes this a 409.
+    """
+    job = owned_job(session, user, job_id)
+    files = svc.files(job)
+    with input_locked(session, job, files):
+        if job.state not in BEFORE_START:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}: {what}")
+        yield job, files
 
 
 @router.post("/jobs/{job_id}/files")
@@ -80,13 +90,9 @@ def declare_file(
     job_id: str, body: FileDeclaration, user: CurrentUser, session: DbSession, svc: Svc
 ) -> dict[str, Any]:
     """Declare (or resume) an upload; answers the bytes already held."""
-    job = owned_job(session, user, job_id)
-    _uploadable(job)
-    rel = str(safe_relpath(body.path))
     user_root = svc.settings.jobs_dir / user.name
-    files = svc.files(job)
-    with input_locked(session, job, files):
-        _uploadable(job)  # a start may have come first
+    with _changing_input(session, user, job_id, svc) as (job, files):
+        rel = str(safe_relpath(body.path))
         with quota_lock(user_root):  # the check and the reservation are one step
             offset = files.upload_store().begin(
                 rel,
@@ -166,7 +172,8 @@ async def upload_chunk(
 
     def check() -> UploadStore:
         job = owned_job(session, user, job_id)
-        _uploadable(job)
+        if job.state not in BEFORE_START:  # (a declared upload is needed anyway: see start)
+            raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}: no uploads now")
         store = _store(svc, job)
         session.close()
         return store
@@ -202,16 +209,12 @@ def finish_file(
     job_id: str, path: str, user: CurrentUser, session: DbSession, svc: Svc
 ) -> dict[str, Any]:
     """Verify size and SHA-256 and move the file into place (422 on a mismatch)."""
-    job = owned_job(session, user, job_id)
-    _uploadable(job)
-    rel = str(safe_relpath(path))
-    files = svc.files(job)
-    with input_locked(session, job, files):
-        _uploadable(job)
+    with _changing_input(session, user, job_id, svc) as (job, files):
+        rel = str(safe_relpath(path))
         store = files.upload_store()
         final = store.finish(rel)  # DigestMismatchError -> 422, the bytes discarded
         size = final.stat().st_size
-        _move(session, job, input_state(store), only_from=BEFORE_START)
+        _move(session, job, store.input_state(), only_from=BEFORE_START)
     return {"path": rel, "size": size}
 
 
@@ -228,12 +231,8 @@ def discard_upload(
     started. The job's state then follows its input (:meth:`JobState.for_input`): ``uploading``
     while an upload is unfinished, ``ready`` with a finished input file, else ``created``.
     """
-    job = owned_job(session, user, job_id)
-    _uploadable(job, "its input is fixed")
-    rel = str(safe_relpath(path))
-    files = svc.files(job)
-    with input_locked(session, job, files):
-        _uploadable(job, "its input is fixed")
+    with _changing_input(session, user, job_id, svc, "its input is fixed") as (job, files):
+        rel = str(safe_relpath(path))
         store = files.upload_store()
         answer: dict[str, Any]
         if store.pending(rel):
@@ -247,7 +246,7 @@ def discard_upload(
                     status.HTTP_404_NOT_FOUND, f"no input file or unfinished upload {rel!r}"
                 ) from None
             answer = {"path": rel, "deleted": True, "size": size}
-        _move(session, job, input_state(store), only_from=BEFORE_START)
+        _move(session, job, store.input_state(), only_from=BEFORE_START)
     return answer
 
 

@@ -45,6 +45,7 @@ from scopeflow.service.files import (
     safe_relpath,
     used_bytes,
 )
+from scopeflow.service.states import JobState
 
 __all__ = ["UploadStore"]
 
@@ -387,6 +388,10 @@ class UploadStore:
         uploads write into the input tree.
         """
         return next(regular_files(self.input_dir, skip_temp=False), None) is not None
+
+    def input_state(self) -> JobState:
+        """The state of a job that has not started, from its input (:meth:`JobState.for_input`)."""
+        return JobState.for_input(uploads=self.has_uploads(), files=self.has_files())
 
     def pending(self, path: str) -> bool:
         """Whether an upload of ``path`` is unfinished."""

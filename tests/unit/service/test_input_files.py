@@ -9,11 +9,11 @@ TestClient) on SQLite and PostgreSQL; the web UI's "Remove" buttons in a headles
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -271,12 +271,37 @@ def test_the_quota_follows_the_files_on_disk(
 # -- the input lock: a start and a change of the input never interleave -------------------------
 
 
-def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
-    answers: list[Any] = []
-    thread = threading.Thread(target=lambda: answers.append(call()), daemon=True)
-    thread.start()
-    time.sleep(0.5)  # it runs up to the lock the test holds
-    return thread, answers
+InThread = Callable[[Callable[[], Any]], tuple[threading.Thread, list[Any]]]
+
+
+@pytest.fixture
+def in_thread(monkeypatch: pytest.MonkeyPatch) -> InThread:
+    """Run a request in a thread; return once it waits for a job's input lock.
+
+    The request's ``flock`` on a ``.input.lock`` (from a thread other than the test's) tells
+    that it got there: the test then changes the job while the request waits.
+    """
+    real_flock = fcntl.flock
+    arrived = threading.Event()
+
+    def flock(fd: Any, operation: int) -> None:
+        number = fd if isinstance(fd, int) else fd.fileno()
+        waiting = threading.current_thread() is not threading.main_thread()
+        if waiting and Path(f"/proc/self/fd/{number}").readlink().name == ".input.lock":
+            arrived.set()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+
+    def run(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+        arrived.clear()
+        answers: list[Any] = []
+        thread = threading.Thread(target=lambda: answers.append(call()), daemon=True)
+        thread.start()
+        assert arrived.wait(30), "the request never reached the job's input lock"
+        return thread, answers
+
+    return run
 
 
 def _set_state(settings: ServiceSettings, job: str, *states: JobState) -> None:
@@ -291,12 +316,16 @@ def _set_state(settings: ServiceSettings, job: str, *states: JobState) -> None:
 
 
 def test_a_start_sees_an_upload_declared_while_it_waited(
-    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+    client: TestClient,
+    settings: ServiceSettings,
+    alice: dict[str, str],
+    job: str,
+    in_thread: InThread,
 ) -> None:
     _upload(client, alice, job, "a.tif", b"a")
     files = JobFiles.of(settings.jobs_dir, "alice", job)
     with files.input_lock():
-        thread, answers = _in_thread(
+        thread, answers = in_thread(
             lambda: client.post(f"{API_PREFIX}/jobs/{job}/start", headers=alice)
         )
         # an upload that got the lock first (the start must not queue the job without it)
@@ -307,13 +336,17 @@ def test_a_start_sees_an_upload_declared_while_it_waited(
 
 
 def test_an_upload_declared_while_a_start_held_the_lock_is_refused(
-    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+    client: TestClient,
+    settings: ServiceSettings,
+    alice: dict[str, str],
+    job: str,
+    in_thread: InThread,
 ) -> None:
     _upload(client, alice, job, "a.tif", b"a")
     files = JobFiles.of(settings.jobs_dir, "alice", job)
     decl = {"path": "b.tif", "size": 1, "sha256": hashlib.sha256(b"b").hexdigest()}
     with files.input_lock():
-        thread, answers = _in_thread(
+        thread, answers = in_thread(
             lambda: client.post(f"{API_PREFIX}/jobs/{job}/files", json=decl, headers=alice)
         )
         _set_state(settings, job, JobState.QUEUED)  # the start that got the lock first
@@ -324,12 +357,16 @@ def test_an_upload_declared_while_a_start_held_the_lock_is_refused(
 
 
 def test_a_delete_while_a_start_held_the_lock_is_refused(
-    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+    client: TestClient,
+    settings: ServiceSettings,
+    alice: dict[str, str],
+    job: str,
+    in_thread: InThread,
 ) -> None:
     _upload(client, alice, job, "a.tif", b"a")
     files = JobFiles.of(settings.jobs_dir, "alice", job)
     with files.input_lock():
-        thread, answers = _in_thread(lambda: _delete(client, alice, job, "a.tif"))
+        thread, answers = in_thread(lambda: _delete(client, alice, job, "a.tif"))
         _set_state(settings, job, JobState.QUEUED)
     thread.join(30)
     assert answers[0].status_code == 409
@@ -337,12 +374,16 @@ def test_a_delete_while_a_start_held_the_lock_is_refused(
 
 
 def test_a_change_waiting_for_a_deleted_job_is_a_404(
-    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+    client: TestClient,
+    settings: ServiceSettings,
+    alice: dict[str, str],
+    job: str,
+    in_thread: InThread,
 ) -> None:
     _upload(client, alice, job, "a.tif", b"a")
     files = JobFiles.of(settings.jobs_dir, "alice", job)
     with files.input_lock():
-        thread, answers = _in_thread(lambda: _delete(client, alice, job, "a.tif"))
+        thread, answers = in_thread(lambda: _delete(client, alice, job, "a.tif"))
         engine = make_engine(settings.database_url)
         with session_factory(engine)() as s:  # the job deleted meanwhile (as DELETE /jobs does)
             s.delete(s.get(Job, job))

@@ -216,8 +216,10 @@ class UploadStore:
                 in_use = used_bytes(self.input_dir.parent)
             else:
                 in_use = used() if callable(used) else used
-            if in_use + size > quota:
-                raise QuotaExceededError(rel, size, in_use, quota)
+            # a file this one replaces leaves with it: its bytes are not counted twice
+            replaced = target.stat().st_size if overwrite and target.is_file() else 0
+            if in_use - replaced + size > quota:
+                raise QuotaExceededError(rel, size, in_use - replaced, quota)
         part.write_bytes(b"")
         atomic_write_json(
             record_path,

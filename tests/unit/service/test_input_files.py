@@ -448,3 +448,15 @@ def test_a_finished_jobs_files_count_against_the_quota_until_it_is_deleted(
         assert client.post(files, json=decl, headers=alice).status_code == 413
     assert client.delete(f"{API_PREFIX}/jobs/{job}", headers=alice).status_code == 204
     assert client.post(files, json=decl, headers=alice).status_code == 200  # room again
+
+
+def test_replacing_a_file_counts_only_the_new_one_against_the_quota(
+    client: TestClient, settings: ServiceSettings, alice: dict[str, str], job: str
+) -> None:
+    old, new = b"o" * 6_000, b"n" * 7_000  # each fits the 10,000-byte quota, not both
+    _upload(client, alice, job, "big.bin", old)
+    _upload(client, alice, job, "big.bin", new)  # was a 413: the old file was counted too
+    assert (_input(settings, job) / "big.bin").read_bytes() == new
+    other = {"path": "more.bin", "size": 3_001, "sha256": hashlib.sha256(b"m").hexdigest()}
+    r = client.post(f"{API_PREFIX}/jobs/{job}/files", json=other, headers=alice)
+    assert r.status_code == 413  # 7,000 held: the quota still counts what is there

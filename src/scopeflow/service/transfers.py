@@ -5,7 +5,7 @@ The results of a run are the files under its ``outputs/`` folder plus ``summary.
 never listed nor followed.
 
 Memory stays bounded whatever the file sizes: :func:`iter_file` reads one chunk at a time and
-:func:`iter_zip` writes the archive into a small buffer that it empties after every chunk.
+:func:`zip_listed` writes the archive into a small buffer that it empties after every chunk.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 import stat
 import time
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
@@ -27,7 +27,6 @@ __all__ = [
     "ByteRange",
     "RangeNotSatisfiableError",
     "iter_file",
-    "iter_zip",
     "list_results",
     "parse_range",
     "zip_listed",
@@ -255,25 +254,23 @@ class _Sink:
         return data
 
 
-def iter_zip(
-    run_dir: Path,
-    files: Iterable[str] | None = None,
-    *,
-    compress: bool = False,
-    chunk: int = CHUNK,
+def zip_listed(
+    run_dir: Path, listed: list[dict[str, Any]], *, compress: bool = False, chunk: int = CHUNK
 ) -> Iterator[bytes]:
-    """Stream a zip archive of result files, without holding any file in memory.
+    """Stream a zip archive of result files as :func:`list_results` returned them.
 
-    ZIP64 entries are used for files that need them (over 2 GiB); the archive is written as
-    a stream (sizes in data descriptors), which every common unzip tool reads.
+    No file is held in memory: the archive is written into a small buffer emptied after every
+    chunk. ZIP64 entries are used for files that need them (over 2 GiB); sizes go into data
+    descriptors (a streamed archive), which every common unzip tool reads.
 
     Parameters
     ----------
     run_dir
         The run directory; archive names are relative to it.
-    files
-        Relative paths to include (each checked with :func:`~scopeflow.service.files.resolve_in`);
-        default: :func:`list_results`.
+    listed
+        The files, as :func:`list_results` lists them. Their names were found by walking the
+        run (regular files, no symbolic link), so they are not checked again one by one: on a
+        run of 100,000 Zarr chunks that check took longer than the listing itself.
     compress
         Deflate the entries (default: store them; microscopy images rarely compress well and
         storing is much faster).
@@ -284,27 +281,6 @@ def iter_zip(
     ------
     bytes
         Consecutive pieces of the archive (at most about ``chunk`` bytes each).
-
-    Raises
-    ------
-    BadPathError
-        A path in ``files`` is not acceptable or leaves the run directory.
-    """
-    run_dir = Path(run_dir)
-    if files is None:
-        return zip_listed(run_dir, list_results(run_dir), compress=compress, chunk=chunk)
-    paths = [(name, resolve_in(run_dir, name)) for name in files]  # all checked before we start
-    return _zip_stream(paths, compress=compress, chunk=chunk)
-
-
-def zip_listed(
-    run_dir: Path, listed: list[dict[str, Any]], *, compress: bool = False, chunk: int = CHUNK
-) -> Iterator[bytes]:
-    """:func:`iter_zip` of result files as :func:`list_results` returned them.
-
-    Their names were found by walking the run (regular files, no symbolic link), so they are
-    not checked again one by one: on a run of 100,000 Zarr chunks that check took longer than
-    the listing itself.
     """
     paths = [(str(r["path"]), Path(run_dir) / str(r["path"])) for r in listed]
     return _zip_stream(paths, compress=compress, chunk=chunk)

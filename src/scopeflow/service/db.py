@@ -41,7 +41,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
 
-from scopeflow.core.errors import InvalidTransitionError
+from scopeflow.core.errors import ConfigError, InvalidTransitionError
 from scopeflow.service._sqltypes import StrEnumType, UTCDateTime, iso, utcnow
 from scopeflow.service.states import JobState, check_transition, is_terminal
 
@@ -164,12 +164,19 @@ class Job(Base):
 # -- engines and sessions ----------------------------------------------------------------------
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def _sqlite_file(url: URL) -> Path:
+    """The file of a SQLite URL; the API and the worker share it, so it must be one."""
     database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    if database.startswith("file:"):
-        return None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        raise ConfigError(
+            "database_url",
+            [
+                (
+                    "database_url",
+                    f"SQLite needs a file path (e.g. sqlite:////data/scopeflow.db), got {url}",
+                )
+            ],
+        )
     return Path(database)
 
 
@@ -178,7 +185,8 @@ def make_engine(
 ) -> Engine:
     """Create the engine of a database URL, set up for the service.
 
-    SQLite: the folder of the file is created, foreign keys are enforced, the journal is in WAL
+    SQLite: a file (the API and the worker are two processes; in-memory databases and ``file:``
+    URIs are refused), whose folder is created; foreign keys are enforced, the journal is in WAL
     mode (the API and the worker read while the other writes) and a writer waits up to 30 s for
     a lock. Other databases: connections are checked before use.
 
@@ -202,17 +210,15 @@ def make_engine(
     if url.get_backend_name() != "sqlite":
         return create_engine(url, echo=echo, pool_pre_ping=True, **pool)
     path = _sqlite_file(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, echo=echo, connect_args={"timeout": 30}, **pool)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        if path is not None:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     return engine

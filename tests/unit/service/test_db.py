@@ -11,7 +11,7 @@ from sqlalchemy import Engine, event, select, text, update
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from scopeflow.core import InvalidTransitionError
+from scopeflow.core import ConfigError, InvalidTransitionError
 from scopeflow.service.db import (
     Job,
     User,
@@ -233,3 +233,9 @@ def test_postgresql_urls_use_psycopg3() -> None:
     engine = make_engine("postgresql://user:pw@localhost/db")  # does not connect
     assert engine.dialect.driver == "psycopg"
     engine.dispose()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory"])
+def test_a_sqlite_database_must_be_a_file(url: str) -> None:
+    with pytest.raises(ConfigError, match="SQLite needs a file path"):
+        make_engine(url)

@@ -253,11 +253,13 @@ def templates_cmd(
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target, load.read_text(encoding="utf-8"))
         out.print(f"installed {len(registry)} templates into {target}")
-    if not target.exists():
+    elif target.exists():
+        registry = TemplateRegistry.load(target)
+    else:
         out.print(f"no templates yet: install some with --load FILE (into {target})")
         return
     table = Table("template", "pipeline", "user parameters", "resources")
-    for t in TemplateRegistry.load(target):
+    for t in registry:
         res = t.resources
         table.add_row(
             t.name,

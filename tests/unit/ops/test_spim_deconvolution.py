@@ -90,6 +90,14 @@ def test_kernels_weights_and_bad_input() -> None:
         backprojection_kernels([np.ones((4, 5, 5))], "independent")
     with pytest.raises(ConfigError, match="positive sum"):
         backprojection_kernels([np.zeros((3, 3, 3))], "independent")
+    views = [np.ones((8, 20, 20), np.float32)] * 2
+    for weights, init in (  # NaN planes came back, not an error
+        ([np.ones((8, 20, 20))] * 2, np.ones((12, 20, 20))),
+        ([np.ones((8, 20, 20)), np.ones((8, 20, 21))], None),
+        ([np.ones((8, 20, 20))], None),
+    ):
+        with pytest.raises(ConfigError, match="one \\(z, y, x\\) shape"):
+            deconvolve_views(views, weights, p, iterations=1, init=init)
 
 
 def test_fwhm_of_a_gaussian() -> None:

@@ -42,7 +42,7 @@ References
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -220,7 +220,9 @@ class _Convolver:
     ) -> Any:
         """:meth:`convolve` with array-module operations (CuPy); the block's result itself."""
         fft = self.fft
-        spec = fft.rfftn(padded[self.window(lo, ext)], s=self.fshape, axes=(0, 1, 2)) * spectrum
+        whole = padded.shape == self.fshape and not any(lo)  # transformed where it is
+        win = padded if whole else padded[self.window(lo, ext)]
+        spec = fft.rfftn(win, s=self.fshape, axes=(0, 1, 2)) * spectrum
         full = fft.irfftn(spec, s=self.fshape, axes=(0, 1, 2))
         sl = tuple(slice(2 * h, 2 * h + n) for h, n in zip(self.half, ext, strict=True))
         return full[sl].astype(self.xp.float32, copy=False)
@@ -306,18 +308,18 @@ def deconvolve_views(
         raise ConfigError(
             "deconvolution", [("iterations/lambda/osem", "must be >= 0 / >= 0 / > 0")]
         )
+    shapes = {np.shape(a) for a in (*views, *weights, *([] if init is None else [init]))}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or len(views) != len(weights):
+        raise ConfigError(
+            "deconvolution",
+            [("views/weights/init", f"one (z, y, x) shape and a weight per view, got {shapes}")],
+        )
     xp = array_module(gpu)
     phi = [xp.asarray(np.ascontiguousarray(v, dtype=np.float32)) for v in views]
     w = [xp.asarray(x) for x in normalise_weights(weights, osem)]
     k1 = [_norm(np.asarray(p, dtype=np.float64)) for p in psfs]
     k2 = backprojection_kernels(psfs, psf_type)
-    if init is None:
-        total = sum(wi * p for wi, p in zip(w, phi, strict=True))
-        wsum = sum(w)
-        start = xp.where(wsum > 0, total / xp.maximum(wsum, 1e-12), 0)
-    else:
-        start = xp.asarray(np.asarray(init, dtype=np.float32))
-    start = xp.maximum(start.astype(xp.float32), min_intensity)
+    start = _start(xp, phi, w, init, min_intensity)
     top = float(max(float(p.max()) for p in phi)) or 1.0
     step = _Step(
         xp,
@@ -339,6 +341,17 @@ def deconvolve_views(
     out = out.get() if hasattr(out, "get") else out
     result: F32 = np.ascontiguousarray(out, dtype=np.float32)
     return result
+
+
+def _start(xp: Any, phi: list[Any], w: list[Any], init: ArrayLike | None, floor: float) -> Any:
+    """The first estimate: ``init``, or the weighted average of the views (float32)."""
+    if init is None:
+        total = sum(wi * p for wi, p in zip(w, phi, strict=True))
+        wsum = sum(w)
+        start = xp.where(wsum > 0, total / xp.maximum(wsum, 1e-12), 0)
+    else:
+        start = xp.asarray(np.asarray(init, dtype=np.float32))
+    return xp.maximum(start.astype(xp.float32), floor)
 
 
 def _split(shape: tuple[int, ...], block: int | None) -> list[list[int]]:
@@ -375,7 +388,7 @@ class _Step:
         compiled: bool | None = None,
     ) -> None:
         self.xp, self.edges = xp, edges
-        self.opts: dict[str, float] = {"lam": lam, "top": top, "min_intensity": min_intensity}
+        self.lam, self.top, self.floor = float(lam), float(top), float(min_intensity)
         self.threads = max(1, int(threads)) if xp is np else 1
         #: the Numba loops (NumPy only); False: array-module operations as with CuPy
         self.compiled = xp is np if compiled is None else compiled
@@ -410,27 +423,27 @@ class _Step:
         psi[self.interior] = vol
         return psi
 
-    def blocks(self) -> Any:
-        """``(lo, ext)`` of each block: its first voxel and its size."""
+    def blocks(self) -> Iterator[tuple[I3, I3, I3]]:
+        """``(lo, ext, inner)`` of each block: first voxel, size, first voxel when padded."""
+        h = self.conv.half
         spans = [list(itertools.pairwise(e)) for e in self.edges]
         for parts in itertools.product(*spans):
             (z0, z1), (y0, y1), (x0, x1) = parts
-            yield (z0, y0, x0), (z1 - z0, y1 - y0, x1 - x0)
+            yield (z0, y0, x0), (z1 - z0, y1 - y0, x1 - x0), (z0 + h[0], y0 + h[1], x0 + h[2])
 
     def view(self, psi: Any, phi: Any, w: Any, v: int) -> None:
         """The padded estimate ``psi`` updated in place with view ``v``."""
         half, xp = self.conv.half, self.xp
         _reflect_pad(psi, half, self.shape, xp)
-        for lo, ext in self.blocks():
-            self.ratio(psi, phi, lo, ext, v)
+        for block in self.blocks():
+            self.ratio(psi, phi, block, v)
         _reflect_pad(self.q, half, self.shape, xp)
-        for lo, ext in self.blocks():
-            self.update(psi, w, lo, ext, v)
+        for block in self.blocks():
+            self.update(psi, w, block, v)
 
-    def ratio(self, psi: Any, phi: Any, lo: I3, ext: I3, v: int) -> None:
+    def ratio(self, psi: Any, phi: Any, block: tuple[I3, I3, I3], v: int) -> None:
         """``q = phi / (psi * P_v)`` (1 where ``phi`` is 0) on one block."""
-        h = self.conv.half
-        inner = (lo[0] + h[0], lo[1] + h[1], lo[2] + h[2])
+        lo, ext, inner = block
         if not self.compiled:
             blurred = self.conv.convolve_plain(psi, lo, ext, self.f1[v])
             p = phi[tuple(slice(a, a + n) for a, n in zip(lo, ext, strict=True))]
@@ -442,11 +455,10 @@ class _Step:
         blurred, boff = self.conv.convolve(psi, lo, ext, self.f1[v])
         self.planes(lambda a, b: rl_ratio(phi, lo, ext, blurred, boff, self.q, inner, a, b), ext[0])
 
-    def update(self, psi: Any, w: Any, lo: I3, ext: I3, v: int) -> None:
+    def update(self, psi: Any, w: Any, block: tuple[I3, I3, I3], v: int) -> None:
         """``psi`` updated from ``u = q * K_v`` on one block (see the module docstring)."""
-        h = self.conv.half
-        inner = (lo[0] + h[0], lo[1] + h[1], lo[2] + h[2])
-        lam, top, floor = (float(self.opts[k]) for k in ("lam", "top", "min_intensity"))
+        lo, ext, inner = block
+        lam, top, floor = self.lam, self.top, self.floor
         if not self.compiled:
             u = self.conv.convolve_plain(self.q, lo, ext, self.f2[v])
             target = tuple(slice(a, a + n) for a, n in zip(inner, ext, strict=True))

@@ -369,10 +369,16 @@ def fuse_timepoint(ctx: UnitContext) -> dict[str, Any]:
     if cfg.fusion_switch == "deconvolution":
         psfs = _psfs(ctx, cfg, sd, resaved, grid, read=read)
     channels: dict[int, np.ndarray] = {}
-    for c in range(len(cfg.channels)):
+    # the channel whose views the PSFs were read from goes first: they are freed after it
+    order = sorted(
+        range(len(cfg.channels)),
+        key=lambda c: not any(k.setup in read for k in cfg.view_keys(channel=c)),
+    )
+    for c in order:
         keys = cfg.view_keys(channel=c)
         missing = [k.setup for k in keys if k.setup not in read]
-        read.update(zip(missing, _views_of(resaved, t, missing), strict=True))
+        if missing:
+            read.update(zip(missing, _views_of(resaved, t, missing), strict=True))
         views = [read.pop(k.setup) for k in keys]
         models = [sd.view_model(t, k.setup) for k in keys]
         if psfs is not None:

@@ -17,8 +17,9 @@ import tifffile
 from scopeflow.core import affine as _affine
 from scopeflow.ops.spim.bead_bias import intensity_gradient_shift
 from scopeflow.ops.spim.beads import detect_beads
-from scopeflow.ops.spim.models import apply_model
-from scopeflow.ops.spim.register import MatchOptions, register_points
+from scopeflow.ops.spim.models import apply_model, fit_model
+from scopeflow.ops.spim.ransac import RansacResult
+from scopeflow.ops.spim.register import MatchOptions, _trim, register_points
 from scopeflow.testing import SpimTruth, make_spim_dataset, registration_errors
 
 
@@ -66,3 +67,26 @@ def test_views_register_to_sub_pixel_accuracy(
     err = registration_errors(truth, estimated)
     assert err.mean() <= bar, (err.mean(), err.max(), nominal_error.mean())
     assert err.max() <= 0.5, (err.mean(), err.max())
+
+
+def test_the_residual_trim_keeps_at_least_the_inliers_ransac_needs() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 100, (12, 3))
+    q = p + np.array([2.0, -1.0, 0.5])
+    q[:6] += rng.normal(0, 0.01, (6, 3))  # six matches near-exact, six 0.5 px off
+    q[6:, 0] += 0.5
+    inliers = np.ones(12, bool)
+    start = RansacResult(fit_model("affine", p, q), inliers, 0.0)
+    loose = _trim(p, q, start, model="affine", regularize=0.0, factor=1.5)
+    assert loose.inliers.sum() < 12  # without a floor the trim goes below min_inliers
+    kept = _trim(p, q, start, model="affine", regularize=0.0, factor=1.5, least=12)
+    assert kept.inliers.sum() == 12  # at least min_inliers stay
+    few = _trim(
+        p[:5],
+        q[:5],
+        RansacResult(start.model, inliers[:5], 0.0),
+        model="affine",
+        regularize=0.0,
+        factor=0.1,
+    )
+    assert few.inliers.sum() >= 4  # never below the points an affine fit needs

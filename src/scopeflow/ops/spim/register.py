@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from scopeflow.ops.spim.descriptors import match_descriptors
-from scopeflow.ops.spim.models import apply_model, fit_model
+from scopeflow.ops.spim.models import MIN_POINTS, apply_model, fit_model
 from scopeflow.ops.spim.optimize import GlobalFit, optimize_views
 from scopeflow.ops.spim.ransac import RansacResult, ransac
 
@@ -109,12 +109,21 @@ def match_pair(
         seed=seed,
     )
     if result.model is not None and o.trim > 0:
-        result = _trim(p, q, result, model=o.model, regularize=o.regularize, factor=o.trim)
+        result = _trim(
+            p, q, result, model=o.model, regularize=o.regularize, factor=o.trim, least=o.min_inliers
+        )
     return PairMatch(cand, result)
 
 
 def _trim(
-    p: F64, q: F64, result: RansacResult, *, model: str, regularize: float, factor: float
+    p: F64,
+    q: F64,
+    result: RansacResult,
+    *,
+    model: str,
+    regularize: float,
+    factor: float,
+    least: int = 0,
 ) -> RansacResult:
     """RANSAC's result with only inliers whose residual is at most ``factor`` times the median.
 
@@ -122,15 +131,17 @@ def _trim(
     off; a handful of those bias the least-squares fits. The residuals of true matches are
     localisation noise (~0.1 px), so a bound relative to their median removes the others.
     Starts from RANSAC's model and refits until the set is stable; the model and error
-    returned are those of the kept set.
+    returned are those of the kept set. A trim that would keep fewer than ``least`` matches (the
+    RANSAC acceptance rule) or than the model needs is not made.
     """
     assert result.model is not None
+    fewest = max(least, MIN_POINTS[model])
     keep, fitted = result.inliers, result.model
     for _ in range(10):
         dist = np.linalg.norm(apply_model(fitted, p) - q, axis=1)
         bound = factor * float(np.median(dist[keep]))
         again = result.inliers & (dist <= max(bound, 1e-9))
-        if np.array_equal(again, keep) or again.sum() < 3:
+        if np.array_equal(again, keep) or again.sum() < fewest:
             break
         keep = again
         fitted = fit_model(model, p[keep], q[keep], regularize=regularize)

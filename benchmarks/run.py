@@ -41,6 +41,10 @@ BENCHMARKS = {
         spim_deconvolution.main,
         ["--size", "128", "--views", "4", "--iterations", "3", "--threads", "2"],
     ),
+    "spim_deconvolution_256": (
+        spim_deconvolution.main,
+        ["--size", "256", "--iterations", "2", "--threads", "2", "--blocks", "none,128"],
+    ),
     # installs multiview-stitcher into its own venv on first use (benchmarks/.peers)
     "peers_spim": (peers_spim.main, ["--workers", "2"]),
     "service_http": (service_http.main, ["--clients", "100", "--seconds", "30"]),
@@ -60,10 +64,11 @@ def main() -> None:
         "platform": platform.platform(),
     }
     for name, (func, argv) in BENCHMARKS.items():
-        print(f"== {name}: python benchmarks/{name}.py {' '.join(argv)}", flush=True)
+        command = f"python benchmarks/{func.__module__.rsplit('.', 1)[-1]}.py {' '.join(argv)}"
+        print(f"== {name}: {command}", flush=True)
         result = func(argv)
         result.update(
-            command=f"python benchmarks/{name}.py {' '.join(argv)}",
+            command=command,
             machine=machine,
             date=time.strftime("%Y-%m-%d"),
         )

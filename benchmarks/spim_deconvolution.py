@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+if __name__ == "__main__":  # not when benchmarks/run.py imports it: its other runs inherit env
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import numpy as np
+from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -77,6 +78,26 @@ def measure(
     return {"block": block, "s_per_iteration": round(per_iteration, 3)}
 
 
+def _measure_all(args: argparse.Namespace) -> dict[str, Any]:
+    """The bandwidth, the floor and each ``--blocks`` run."""
+    b = bandwidth()
+    n = args.size**3
+    floor = BYTES_PER_VOXEL_VIEW * args.views * n / b
+    blocks = [None if x.strip() == "none" else int(x) for x in args.blocks.split(",")]
+    runs = [measure(args.size, args.views, args.iterations, blk, args.threads) for blk in blocks]
+    for r in runs:
+        r["x_floor"] = round(r["s_per_iteration"] / floor, 1)
+    return {
+        "benchmark": "spim_deconvolution",
+        "voxels": n,
+        "views": args.views,
+        "threads": args.threads,
+        "bandwidth_gb_s": round(b / 1e9, 2),
+        "floor_s_per_iteration": round(floor, 4),
+        "runs": runs,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command-line entry point; prints the figures as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -86,24 +107,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--blocks", default="none,64", help="comma-separated; none = whole")
     args = parser.parse_args(argv)
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.threads]))
-    b = bandwidth()
-    n = args.size**3
-    floor = BYTES_PER_VOXEL_VIEW * args.views * n / b
-    blocks = [None if b.strip() == "none" else int(b) for b in args.blocks.split(",")]
-    runs = [measure(args.size, args.views, args.iterations, blk, args.threads) for blk in blocks]
-    for r in runs:
-        r["x_floor"] = round(r["s_per_iteration"] / floor, 1)
-    out = {
-        "benchmark": "spim_deconvolution",
-        "voxels": n,
-        "views": args.views,
-        "threads": args.threads,
-        "bandwidth_gb_s": round(b / 1e9, 2),
-        "floor_s_per_iteration": round(floor, 4),
-        "runs": runs,
-    }
+    pinned = hasattr(os, "sched_setaffinity")
+    cpus = os.sched_getaffinity(0) if pinned else set()
+    if pinned:
+        os.sched_setaffinity(0, set(sorted(cpus)[: args.threads]))
+    try:
+        out = _measure_all(args)
+    finally:  # run.py runs other benchmarks in this process afterwards
+        if pinned:
+            os.sched_setaffinity(0, cpus)
     print(json.dumps(out, indent=2))
     return out
 

@@ -225,6 +225,7 @@ def test_public_names_of_scopeflow_testing() -> None:
         "SpimTruth",
         "beads_in_view",
         "beads_in_view_index",
+        "clear_scene_cache",
         "free_port",
         "make_cyto_dataset",
         "make_spim_dataset",

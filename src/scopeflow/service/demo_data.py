@@ -76,13 +76,14 @@ def make_demo_data(demo: DemoData, config: dict[str, Any], scratch: Path) -> lis
     ConfigError
         The job's parameters do not allow the data (e.g. no ``angles``).
     """
-    from scopeflow.testing import make_cyto_dataset, make_spim_dataset
+    from scopeflow.testing import clear_scene_cache, make_cyto_dataset, make_spim_dataset
 
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
     try:
         if demo.dataset == "spim":
             make_spim_dataset(scratch, write_czi=False, seed=demo.seed, **_spim_args(demo, config))
+            clear_scene_cache()  # the API process keeps no scene (up to ~120 MB each)
         else:
             kind = demo.dataset.removeprefix("cyto-")
             make_cyto_dataset(scratch, kind=kind, n=demo.images, seed=demo.seed)

@@ -12,6 +12,7 @@ from scopeflow.testing._cyto import make_cyto_dataset
 from scopeflow.testing._cyto_truth import CytoKind, CytoTruth, read_truth_table
 from scopeflow.testing._server import Server, free_port
 from scopeflow.testing._spim import make_spim_dataset
+from scopeflow.testing._spim_cache import clear_scene_cache
 from scopeflow.testing._spim_groundtruth import render_ground_truth
 from scopeflow.testing._spim_truth import (
     SpimTruth,
@@ -27,6 +28,7 @@ __all__ = [
     "SpimTruth",
     "beads_in_view",
     "beads_in_view_index",
+    "clear_scene_cache",
     "free_port",
     "make_cyto_dataset",
     "make_spim_dataset",

@@ -116,3 +116,8 @@ def draw_scene(
         voxel_size=(float(voxel_size[0]), float(voxel_size[1]), float(voxel_size[2])),
         margin=float(margin),
     )
+
+
+def clear_scene_cache() -> None:
+    """Forget the cached scenes (a long-lived process that made a dataset frees them)."""
+    _draw.cache_clear()

@@ -16,6 +16,7 @@ from scopeflow.service.app import API_PREFIX
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.templates import Template
 from scopeflow.testing import make_cyto_dataset
+from scopeflow.testing._spim_cache import _draw
 from tests.unit.service.conftest import EXAMPLE, login, service_app
 
 API = API_PREFIX
@@ -95,6 +96,7 @@ def test_spim_demo_data_follow_the_jobs_parameters(api: tuple[TestClient, Servic
     job_id = _job(client, alice, "spim-fusion", ntimepoints=2, angles=[0.0, 120.0, 240.0])
     r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
     assert r.status_code == 200, r.text
+    assert _draw.cache_info().currsize == 0  # the API process keeps no drawn scene
     inputs = _inputs(settings, "alice", job_id)
     tiffs = sorted(p.name for p in (inputs / "tiff").iterdir())
     assert tiffs == [f"t{t:03d}_v{v:02d}.tif" for t in range(2) for v in range(3)]

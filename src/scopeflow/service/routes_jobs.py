@@ -248,10 +248,8 @@ def job_summary(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) ->
     """The run's ``summary.json`` (404 before the run has written one)."""
     job = owned_job(session, user, job_id)
     path = svc.files(job).run_dir / "summary.json"
-    if not path.exists():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no summary yet")
     try:
         summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no readable summary yet") from None
+    except (OSError, ValueError):  # not written yet (or being written)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no summary yet") from None
     return summary

@@ -14,12 +14,7 @@ from numpy.typing import ArrayLike, NDArray
 from scopeflow.core import affine as _affine
 from scopeflow.core.errors import ConfigError
 from scopeflow.testing._spim_cache import draw_scene
-from scopeflow.testing._spim_render import (
-    BEAD_PHOTONS,
-    NUCLEUS_PHOTONS,
-    _sample_field,
-    splat_points,
-)
+from scopeflow.testing._spim_render import add_beads, specimen_signal
 from scopeflow.testing._spim_truth import SpimTruth
 
 __all__ = ["render_ground_truth"]
@@ -70,20 +65,27 @@ def render_ground_truth(
     if psf_sigma is None:
         xz = float(np.sqrt((PSF_SIGMA[0] ** 2 + PSF_SIGMA[2] ** 2) / 2.0))
         psf_sigma = (xz, PSF_SIGMA[1], xz)
-    field, field_origin, field_spacing = scene.field, scene.field_origin, scene.field_spacing
     grid_to_world = _affine.compose(
         _affine.translation(origin_xyz), _affine.scaling((spacing, spacing, spacing))
     )
-    to_field = _affine.compose(
-        _affine.scaling(np.full(3, 1.0 / field_spacing)),
-        _affine.translation(-field_origin),
-        grid_to_world,
+    # a view's noise-free photons, rendered for a "view" that is the grid itself
+    voxel_size = (spacing, spacing, spacing)
+    out = specimen_signal(
+        shape=shape_zyx,
+        voxel_size=voxel_size,
+        px_to_world=grid_to_world,
+        field=scene.field,
+        field_origin=scene.field_origin,
+        field_spacing=scene.field_spacing,
+        psf_sigma=psf_sigma,
     )
-    psf_px = (psf_sigma[0] / spacing, psf_sigma[1] / spacing, psf_sigma[2] / spacing)
-    out = np.zeros(shape_zyx, dtype=np.float64)
-    _sample_field(out, field, to_field, (psf_px[2], psf_px[1], psf_px[0]))
-    out *= NUCLEUS_PHOTONS
     if beads:
-        pts = _affine.apply(_affine.invert(grid_to_world), bead_xyz)
-        splat_points(out, pts, BEAD_PHOTONS * brightness, psf_px)
+        add_beads(
+            out,
+            voxel_size=voxel_size,
+            px_to_world=grid_to_world,
+            beads_world=bead_xyz,
+            bead_brightness=brightness,
+            psf_sigma=psf_sigma,
+        )
     return out

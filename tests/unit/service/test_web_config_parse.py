@@ -115,3 +115,19 @@ def test_a_previewed_config_parses_back(
     assert r.status_code == 200, r.text
     r = c.post(PARSE, json={"template": template, "yaml": r.json()["yaml"]}, headers=auth)
     assert r.status_code == 200, r.text
+
+
+def test_the_preview_and_job_creation_answer_the_same_problems(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """Both build ``detail`` with :func:`~scopeflow.service.web.router.problems_json`."""
+    c, auth = client
+    params = {"segment": {"sigma": -1}, "nonsense": 1}
+    r = c.post(PREVIEW, json={"template": "example-segment", "params": params}, headers=auth)
+    assert r.status_code == 200, r.text
+    previewed = r.json()["detail"]
+    body = {"template": "example-segment", "name": "n", "params": params}
+    r = c.post(f"{API_PREFIX}/jobs", json=body, headers=auth)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == previewed
+    assert ["segment", "sigma"] in [p["loc"] for p in previewed], previewed

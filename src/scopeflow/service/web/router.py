@@ -18,6 +18,7 @@ The JSON routes need the bearer token (:data:`scopeflow.service.deps.CurrentUser
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import PurePosixPath
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "STATIC_DIR",
     "NoAliasLoader",
     "merge_config",
+    "problems_json",
     "router",
     "user_params_from",
 ]
@@ -83,6 +85,23 @@ class _NoAliasDumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+def problems_json(problems: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Problems as the API answers them: ``[{"loc": [...], "msg": ...}]``.
+
+    Parameters
+    ----------
+    problems
+        ``(key path, message)`` pairs, as :attr:`ConfigError.problems` holds them; the dotted
+        key path becomes the ``loc`` list (``"segment.sigma"`` → ``["segment", "sigma"]``).
+
+    Returns
+    -------
+    list of dict
+        The ``detail`` of a 422 (:mod:`scopeflow.service.app`) and of the web routes here.
+    """
+    return [{"loc": key.split("."), "msg": msg} for key, msg in problems]
 
 
 def _capped(problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -156,7 +175,7 @@ def user_params_from(
         ``fixed`` values that were changed and keys that are neither fixed nor user parameters.
     """
     params: dict[str, Any] = {}
-    problems: list[dict[str, Any]] = []
+    problems: list[tuple[str, str]] = []
     for path in template.user_parameters:
         value = _get_path(config, path)
         if value is not _MISSING:
@@ -178,23 +197,21 @@ def user_params_from(
                 walk(value, path)
                 continue
             if _get_path(fixed, path) is _MISSING and not isinstance(value, dict):
-                msg = "not a parameter of this template (ignored)"
-                problems.append({"loc": path.split("."), "msg": msg})
+                problems.append((path, "not a parameter of this template (ignored)"))
             elif isinstance(value, dict):
                 walk(value, path)
             elif value != _get_path(fixed, path):
-                msg = "fixed by the template: the change is ignored"
-                problems.append({"loc": path.split("."), "msg": msg})
+                problems.append((path, "fixed by the template: the change is ignored"))
 
     walk(config, "")
-    return params, problems
+    return params, problems_json(problems)
 
 
 def _problems(template: Template, params: dict[str, Any]) -> list[dict[str, Any]]:
     try:
         template.check_params(params)
     except ConfigError as exc:
-        return [{"loc": key.split("."), "msg": msg} for key, msg in exc.problems]
+        return problems_json(exc.problems)
     return []
 
 

@@ -66,3 +66,50 @@ def test_a_view_left_during_its_first_request_stops_polling(
     expect(page.locator("main h1")).to_have_count(1)
     expect(page.locator("main h1")).to_have_text("Jobs")
     expect(page.locator("#grid-box")).to_have_count(0)
+
+
+def _hold_and_release(page: Any, held: list[Any], rounds: int, every_ms: int = 700) -> None:
+    """Let the page run ``rounds`` times ``every_ms``, answering the held requests after each:
+    requests made meanwhile wait for each other's answers, as on a slow connection."""
+    for _ in range(rounds):
+        page.wait_for_timeout(every_ms)
+        while held:
+            held.pop(0).continue_()
+
+
+def test_a_log_read_by_overlapping_polls_is_shown_once(
+    browser_page: tuple[Any, Any], web_server: Server
+) -> None:
+    page, expect = browser_page
+    c, token = _login(web_server)
+    with c:
+        job_id = str(c.create_job("toy", "logs", {"units": 1})["id"])
+        c.start(job_id)
+        assert c.wait(job_id, timeout=90, poll_s=0.3)["state"] == "succeeded", web_server.log()
+        step = c.progress(job_id)["steps"][0]
+        unit = next(iter(step["units"]))
+    root = web_server.data / "jobs" / "alice" / job_id
+    unit_text = "".join(f"unit line {i}\n" for i in range(5))
+    sched_text = "".join(f"scheduler line {i}\n" for i in range(5))
+    for path, text in (
+        (root / "run" / "logs" / step["step"] / f"{unit}.log", unit_text),
+        (root / "scheduler" / "stderr.log", sched_text),
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    held: list[Any] = []
+    logs = re.compile(rf".*/api/v1/jobs/{job_id}/logs\?.*")
+    page.route(logs, lambda route: held.append(route))  # noqa: PLW0108 (not a builtin: playwright)
+    page.add_init_script(f"sessionStorage.setItem('scopeflow.token', {token!r})")
+    page.goto(f"{web_server.url}/#/job/{job_id}")
+    # the page reads the scheduler's log when it opens and on its first refresh
+    _hold_and_release(page, held, rounds=5)
+    expect(page.locator("#sched-log")).to_contain_text("scheduler line 4")
+    # a click on a cell reads the unit's log, and refreshes the page, which reads it too
+    page.locator("#grid button.cell").first.click()
+    _hold_and_release(page, held, rounds=5)
+    expect(page.locator("#unit-log")).to_contain_text("unit line 4")
+    _hold_and_release(page, held, rounds=3)
+    assert page.locator("#sched-log").text_content() == sched_text
+    assert page.locator("#unit-log").text_content() == unit_text

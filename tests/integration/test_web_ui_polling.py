@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
 import pytest
 
 from scopeflow.client import Client
@@ -33,6 +34,11 @@ def _count(page: Any, pattern: re.Pattern[str]) -> list[str]:
     seen: list[str] = []
     page.on("request", lambda r: seen.append(r.url) if pattern.fullmatch(r.url) else None)
     return seen
+
+
+def _job_ids(urls: list[str]) -> list[str]:
+    """The job id of each ``…/api/v1/jobs/ID/…`` URL."""
+    return [u.split("/api/v1/jobs/")[1].split("/")[0] for u in urls]
 
 
 def test_a_view_left_during_its_first_request_stops_polling(
@@ -113,3 +119,40 @@ def test_a_log_read_by_overlapping_polls_is_shown_once(
     _hold_and_release(page, held, rounds=3)
     assert page.locator("#sched-log").text_content() == sched_text
     assert page.locator("#unit-log").text_content() == unit_text
+
+
+def test_the_jobs_table_asks_upload_counts_only_when_a_job_changed(
+    browser_page: tuple[Any, Any], web_server: Server
+) -> None:
+    page, expect = browser_page
+    c, token = _login(web_server)
+    with c:
+        ids = [str(c.create_job("toy", f"waiting {i}", {"units": 1})["id"]) for i in range(3)]
+    files = re.compile(r".*/api/v1/jobs/[0-9a-f]+/files")
+    asked = _count(page, files)
+    page.add_init_script(f"sessionStorage.setItem('scopeflow.token', {token!r})")
+    page.goto(f"{web_server.url}/#/jobs")
+    rows = page.locator("#jobs tbody tr[data-job]")
+    expect(rows.locator("td.upload")).to_have_text(["no files yet"] * 3)
+    page.wait_for_timeout(6500)  # three more refreshes of the table (every 2 s)
+    assert sorted(_job_ids(asked)) == sorted(ids), asked  # one each, when first drawn
+
+    # a job that changes (an upload declared: the job is "uploading") is asked again, once
+    def declare(name: str) -> None:
+        r = httpx.post(
+            f"{web_server.url}/api/v1/jobs/{ids[0]}/files",
+            json={"path": name, "size": 10, "sha256": "0" * 64},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 200, r.text
+
+    declare("a.tif")
+    row = page.locator(f"#jobs tbody tr[data-job='{ids[0]}']")
+    expect(row.locator("td.upload")).to_have_text("1 file uploading")
+    page.wait_for_timeout(2500)
+    assert _job_ids(asked).count(ids[0]) == 2, asked
+
+    # a second upload leaves the job "uploading" and unchanged: its count follows within five
+    # refreshes (every 2 s)
+    declare("b.tif")
+    expect(row.locator("td.upload")).to_have_text("2 files uploading", timeout=20_000)

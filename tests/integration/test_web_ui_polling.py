@@ -156,3 +156,37 @@ def test_the_jobs_table_asks_upload_counts_only_when_a_job_changed(
     # refreshes (every 2 s)
     declare("b.tif")
     expect(row.locator("td.upload")).to_have_text("2 files uploading", timeout=20_000)
+
+
+def test_the_wizard_keeps_the_newest_preview(
+    browser_page: tuple[Any, Any], web_server: Server
+) -> None:
+    page, expect = browser_page
+    _, token = _login(web_server)
+    held: list[Any] = []
+    preview = re.compile(r".*/api/v1/web/config-preview$")
+    holding = [True]
+    page.route(preview, lambda route: held.append(route) if holding[0] else route.continue_())
+    page.add_init_script(f"sessionStorage.setItem('scopeflow.token', {token!r})")
+    page.goto(f"{web_server.url}/#/new")
+    yaml = page.locator("#config-yaml")
+    expect(page.get_by_label("Template", exact=True)).to_have_value("cyto-ifc")
+    for _ in range(100):  # the first template's preview, held
+        if held:
+            break
+        page.wait_for_timeout(50)
+    page.get_by_label("Template", exact=True).select_option("toy")
+    for _ in range(100):
+        if len(held) == 2:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 2, held
+
+    # the newer preview (toy) answers first, the older one (cyto-ifc) last: toy's stays
+    holding[0] = False
+    held[1].continue_()
+    expect(yaml).to_have_value(re.compile(r"units: 8"))
+    held[0].continue_()
+    page.wait_for_timeout(1000)
+    expect(yaml).to_have_value(re.compile(r"units: 8"))
+    expect(yaml).not_to_have_value(re.compile(r"ifc/ch"))

@@ -190,3 +190,25 @@ def test_the_wizard_keeps_the_newest_preview(
     page.wait_for_timeout(1000)
     expect(yaml).to_have_value(re.compile(r"units: 8"))
     expect(yaml).not_to_have_value(re.compile(r"ifc/ch"))
+
+
+def test_the_wizard_says_marked_below_only_when_it_marked_a_field(
+    browser_page: tuple[Any, Any], web_server: Server
+) -> None:
+    """A 422 from ``POST /jobs`` whose problems name no field of the form: its message."""
+    page, expect = browser_page
+    _, token = _login(web_server)
+    page.add_init_script(f"sessionStorage.setItem('scopeflow.token', {token!r})")
+    page.goto(f"{web_server.url}/#/new")
+    expect(page.locator("#config-yaml")).to_have_value(re.compile(r"ifc/ch"))
+
+    def refuse(route: Any) -> None:
+        problem = {"loc": ["body", "template"], "msg": "no such template"}
+        route.fulfill(status=422, json={"detail": [problem]})
+
+    page.route(re.compile(r".*/api/v1/jobs$"), refuse)
+    page.get_by_role("button", name="Create job").click()
+    expect(page.locator("#wizard p.error[role=alert]").last).to_have_text(
+        "body.template: no such template"
+    )
+    expect(page.locator("#wizard .invalid")).to_have_count(0)

@@ -42,6 +42,7 @@ from scopeflow.service.templates import TemplateCache
 from scopeflow.service.transfers import RangeNotSatisfiableError
 from scopeflow.service.web import router as web_router
 from scopeflow.service.web.downloads import install_links
+from scopeflow.service.web.router import problems_json
 
 __all__ = ["API_PREFIX", "ERROR_STATUS", "create_app"]
 
@@ -65,7 +66,7 @@ ERROR_STATUS: list[tuple[type[Exception], int]] = [
 def _error_body(exc: Exception) -> dict[str, Any]:
     body: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
     if isinstance(exc, ConfigError):
-        body["detail"] = [{"loc": key.split("."), "msg": msg} for key, msg in exc.problems]
+        body["detail"] = problems_json(exc.problems)
     if isinstance(exc, UploadOffsetError):
         body["expected_offset"] = exc.expected
     return body

@@ -27,7 +27,16 @@ from scopeflow.service.transfers import (
     zip_listed,
 )
 
-__all__ = ["result_file_response", "results_zip_response"]
+__all__ = ["FILE_HEADERS", "result_file_response", "results_zip_response"]
+
+FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+"""Headers of every result file answer (both routes).
+
+A result file is the job's output, served with a guessed content type on the origin whose pages
+keep the user's bearer token in ``sessionStorage``: ``nosniff`` keeps the browser to that type,
+and the ``sandbox`` policy gives an HTML or SVG result opened in a tab a unique origin with no
+script. Neither changes how an ``<img>`` shows a PNG preview or how ``fetch`` reads a file.
+"""
 
 
 def result_file_response(
@@ -35,9 +44,9 @@ def result_file_response(
 ) -> Response:
     """One result file of ``run_dir``: 200, or 206 for a ``Range`` (416 when unsatisfiable).
 
-    A ``Range`` counts only when an ``If-Range`` is absent or equals the file's ``ETag``, so a
-    client resumes only the file it started; otherwise the whole file comes back. ``HEAD``
-    gets the headers alone.
+    Every answer carries :data:`FILE_HEADERS`. A ``Range`` counts only when an ``If-Range`` is
+    absent or equals the file's ``ETag``, so a client resumes only the file it started;
+    otherwise the whole file comes back. ``HEAD`` gets the headers alone.
 
     Raises
     ------
@@ -54,7 +63,7 @@ def result_file_response(
     if_range = request.headers.get("if-range")
     wanted = request.headers.get("range") if if_range in (None, etag) else None
     rng = parse_range(wanted, size)  # RangeNotSatisfiableError -> 416
-    out = (headers or {}) | {"Accept-Ranges": "bytes", "ETag": etag}
+    out = (headers or {}) | FILE_HEADERS | {"Accept-Ranges": "bytes", "ETag": etag}
     start, end = (0, size - 1) if rng is None else (rng.start, rng.end)
     if rng is None:
         out["Content-Length"] = str(size)

@@ -335,3 +335,36 @@ def test_a_zip_of_one_folder(env: tuple[TestClient, ServiceSettings, Clock]) -> 
     # without the token or the bearer: nothing
     url = f"{API_PREFIX}/jobs/{job_id}/results.zip?prefix=outputs/fused.ome.zarr"
     assert client.get(url).status_code == 401
+
+
+def test_result_files_are_sandboxed_and_never_sniffed(
+    env: tuple[TestClient, ServiceSettings, Clock],
+) -> None:
+    """A result file is the job's output, shown on the origin that holds the user's token: both
+    routes answer it with ``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy:
+    sandbox`` (an HTML or SVG result runs no script with the page's origin), whole, ranged or
+    (the links) ``HEAD``; its guessed content type stays (a PNG is still an ``image/png``
+    preview)."""
+    client, settings, _ = env
+    job_id = _job_with_results(client, settings, "alice")
+    run = settings.jobs_dir / "alice" / job_id / "run"
+    (run / "outputs" / "report.html").write_text("<script>alert(sessionStorage)</script>")
+    alice = login(client, "alice")
+    tok = _token(client, job_id, alice)
+    routes = {
+        "api": (f"{API_PREFIX}/jobs/{job_id}/results", alice),
+        "link": (f"/dl/{tok}", {}),
+    }
+    for kind, (base, auth) in routes.items():
+        for path, media in (("outputs/report.html", "text/html"), ("outputs/qc.png", "image/png")):
+            answers = [
+                client.get(f"{base}/{path}", headers=auth),
+                client.get(f"{base}/{path}", headers=auth | {"Range": "bytes=0-3"}),
+            ]
+            if kind == "link":  # the bearer route has no HEAD
+                answers.append(client.head(f"{base}/{path}"))
+            for r in answers:
+                assert r.status_code in (200, 206), (kind, path, r.status_code)
+                assert r.headers["x-content-type-options"] == "nosniff", (kind, path)
+                assert r.headers["content-security-policy"] == "sandbox", (kind, path)
+                assert r.headers["content-type"].startswith(media), (kind, path, r.headers)

@@ -6,7 +6,10 @@
   template would get (``fixed``, then the template's ``defaults``, then ``params``) as YAML,
   with the parameter problems (``[{"loc", "msg"}]``) the API would answer at job creation.
 - ``POST /api/v1/web/config-parse`` ``{template, yaml}``: the user parameters found in an
-  edited ``config.yaml`` text, and problems (a changed ``fixed`` value, bad YAML …).
+  edited ``config.yaml`` text, and problems (a changed ``fixed`` value, bad YAML …). The text
+  is the user's: YAML anchors and aliases are refused (:class:`NoAliasLoader`; an alias bomb of
+  a few hundred bytes would expand to millions of keys), and both routes answer at most
+  :data:`MAX_PROBLEMS` problems (then one saying how many more there were).
 - ``POST /api/v1/web/jobs/{id}/download-token`` and the public ``GET /dl/{token}/…``: plain
   download links of a job's results (:mod:`scopeflow.service.web.downloads`).
 
@@ -15,6 +18,7 @@ The JSON routes need the bearer token (:data:`scopeflow.service.deps.CurrentUser
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import PurePosixPath
 from typing import Any
@@ -29,7 +33,15 @@ from scopeflow.service.deps import CurrentUser, Svc
 from scopeflow.service.templates import Template
 from scopeflow.service.web import downloads
 
-__all__ = ["STATIC_DIR", "merge_config", "router", "user_params_from"]
+__all__ = [
+    "MAX_PROBLEMS",
+    "STATIC_DIR",
+    "NoAliasLoader",
+    "merge_config",
+    "problems_json",
+    "router",
+    "user_params_from",
+]
 
 router = APIRouter()
 STATIC_DIR = resources.files("scopeflow.service.web").joinpath("static")
@@ -41,6 +53,63 @@ _TYPES = {
 }
 _MISSING = object()
 router.include_router(downloads.router)
+MAX_PROBLEMS = 100
+"""The most problems ``config-preview`` and ``config-parse`` answer (then one more: how many
+were left out)."""
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses anchors (``&a``) and aliases (``*a``, ``<<: *a``).
+
+    An alias is a shared reference: a few hundred bytes of nested aliases make a tree of
+    millions of nodes. A ``config.yaml`` needs neither, and the preview never writes them
+    (:class:`_NoAliasDumper`).
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """Refuse an alias or an anchor, else compose the node as ``SafeLoader`` does."""
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            what = f"*{event.anchor}" if isinstance(event, yaml.AliasEvent) else f"&{event.anchor}"
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"found {what}: YAML anchors and aliases are not accepted here",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that writes a value seen twice twice (no ``&id001`` / ``*id001``)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def problems_json(problems: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Problems as the API answers them: ``[{"loc": [...], "msg": ...}]``.
+
+    Parameters
+    ----------
+    problems
+        ``(key path, message)`` pairs, as :attr:`ConfigError.problems` holds them; the dotted
+        key path becomes the ``loc`` list (``"segment.sigma"`` → ``["segment", "sigma"]``).
+
+    Returns
+    -------
+    list of dict
+        The ``detail`` of a 422 (:mod:`scopeflow.service.app`) and of the web routes here.
+    """
+    return [{"loc": key.split("."), "msg": msg} for key, msg in problems]
+
+
+def _capped(problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first :data:`MAX_PROBLEMS` problems, and one saying how many more there were."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    more = len(problems) - MAX_PROBLEMS
+    return [*problems[:MAX_PROBLEMS], {"loc": [], "msg": f"… and {more} more problems"}]
 
 
 class PreviewBody(BaseModel):
@@ -106,7 +175,7 @@ def user_params_from(
         ``fixed`` values that were changed and keys that are neither fixed nor user parameters.
     """
     params: dict[str, Any] = {}
-    problems: list[dict[str, Any]] = []
+    problems: list[tuple[str, str]] = []
     for path in template.user_parameters:
         value = _get_path(config, path)
         if value is not _MISSING:
@@ -128,23 +197,21 @@ def user_params_from(
                 walk(value, path)
                 continue
             if _get_path(fixed, path) is _MISSING and not isinstance(value, dict):
-                msg = "not a parameter of this template (ignored)"
-                problems.append({"loc": path.split("."), "msg": msg})
+                problems.append((path, "not a parameter of this template (ignored)"))
             elif isinstance(value, dict):
                 walk(value, path)
             elif value != _get_path(fixed, path):
-                msg = "fixed by the template: the change is ignored"
-                problems.append({"loc": path.split("."), "msg": msg})
+                problems.append((path, "fixed by the template: the change is ignored"))
 
     walk(config, "")
-    return params, problems
+    return params, problems_json(problems)
 
 
 def _problems(template: Template, params: dict[str, Any]) -> list[dict[str, Any]]:
     try:
         template.check_params(params)
     except ConfigError as exc:
-        return [{"loc": key.split("."), "msg": msg} for key, msg in exc.problems]
+        return problems_json(exc.problems)
     return []
 
 
@@ -154,9 +221,9 @@ def config_preview(body: PreviewBody, user: CurrentUser, svc: Svc) -> dict[str, 
     template = svc.templates.get(body.template)  # UnknownNameError -> 422
     config = merge_config(template, body.params)
     return {
-        "yaml": yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
+        "yaml": yaml.dump(config, Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True),
         "config": config,
-        "detail": _problems(template, body.params),
+        "detail": _capped(_problems(template, body.params)),
     }
 
 
@@ -165,18 +232,15 @@ def config_parse(body: ParseBody, user: CurrentUser, svc: Svc) -> dict[str, Any]
     """The user parameters of an edited ``config.yaml`` (422 when it is not a YAML mapping)."""
     template = svc.templates.get(body.template)
     try:
-        config = yaml.safe_load(body.yaml) or {}
+        config = yaml.load(body.yaml, Loader=NoAliasLoader) or {}  # a safe loader
     except yaml.YAMLError as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, [{"loc": ["yaml"], "msg": str(exc)}]
-        ) from None
+        raise ConfigError("config.yaml", [("yaml", str(exc))]) from None  # 422
+    except RecursionError:  # "[[[[…" nested deeper than the parser's recursion allows
+        raise ConfigError("config.yaml", [("yaml", "nested too deeply")]) from None
     if not isinstance(config, dict):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
-            [{"loc": ["yaml"], "msg": "expected a mapping of configuration keys"}],
-        )
+        raise ConfigError("config.yaml", [("yaml", "expected a mapping of configuration keys")])
     params, problems = user_params_from(template, config)
-    return {"params": params, "detail": problems + _problems(template, params)}
+    return {"params": params, "detail": _capped(problems + _problems(template, params))}
 
 
 def _static(path: str) -> FileResponse:

@@ -8,12 +8,25 @@ import { uploadPanel } from "./upload.js";
 import { BEFORE_START, TERMINAL, duration, el, every, stateBadge, when } from "./util.js";
 
 
-/** A log box that follows GET /jobs/{id}/logs from the returned offset. */
+/**
+ * A log box that follows GET /jobs/{id}/logs from the returned offset. One read at a time: a
+ * poll asked for while one runs (a click and the page's refresh at once) waits for it and reads
+ * on from its offset, so no text is read, and shown, twice.
+ */
 function follower(jobId, pre) {
   let query = null, offset = 0, placeholder = false;
+  let running = null, next = null; // the read under way; the one read after it (shared)
   return {
     select(q) { query = q; offset = 0; pre.textContent = ""; placeholder = false; return this.poll(); },
-    async poll() {
+    poll() {
+      if (!running) {
+        running = this.read().finally(() => { running = null; });
+        return running;
+      }
+      next ??= running.catch(() => {}).then(() => { next = null; return this.poll(); });
+      return next;
+    },
+    async read() {
       if (!query) return;
       const q = query;
       for (let i = 0; i < 20; i++) {

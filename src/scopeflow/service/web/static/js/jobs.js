@@ -6,6 +6,9 @@ import { BEFORE_START, TERMINAL, el, every, stateBadge, toast, when } from "./ut
 
 const UPLOADING = ["created", "uploading"];
 const MAX_UPLOAD_LOOKUPS = 20; // GET /jobs/{id}/files per row: only for the newest few
+// a row's files are asked for again when its job changed (state, updated_at), else every Nth
+// refresh: a second upload declared or finished leaves the job "uploading" and unchanged
+const UPLOAD_LOOKUP_EVERY = 5;
 
 /** "2 files uploading", "3 input files" … from GET /jobs/{id}/files. */
 function uploadText(files) {
@@ -65,7 +68,8 @@ export function jobsView(main, query) {
         "Finished", "Upload", "Results", "Actions"].map((h) => el("th", { scope: "col", text: h })))),
       body)),
     status);
-  let refresh;
+  let refresh, ticks = 0;
+  let known = new Map(); // job id → { key, tick, files } of its last GET /jobs/{id}/files
   const draw = (jobs, uploads) => {
     body.replaceChildren(...jobs.map((j) => el("tr", { "data-job": j.id, "data-state": j.state },
       el("td", {}, el("a", { href: `#/job/${j.id}`, text: j.id.slice(0, 8), title: j.id })),
@@ -85,10 +89,17 @@ export function jobsView(main, query) {
     const q = filter.value ? `?state=${filter.value}` : "";
     try {
       const jobs = await get(`/jobs${q}`);
+      const tick = ++ticks;
       const lookups = jobs.filter((j) => UPLOADING.includes(j.state)).slice(0, MAX_UPLOAD_LOOKUPS);
-      const uploads = new Map(await Promise.all(lookups.map(async (j) =>
-        [j.id, await get(`/jobs/${j.id}/files`).catch(() => null)])));
-      draw(jobs, uploads);
+      const now = new Map();
+      await Promise.all(lookups.map(async (j) => {
+        const key = `${j.state}:${j.updated_at}`, had = known.get(j.id);
+        if (had && had.key === key && tick - had.tick < UPLOAD_LOOKUP_EVERY) { now.set(j.id, had); return; }
+        const files = await get(`/jobs/${j.id}/files`).catch(() => null);
+        if (files) now.set(j.id, { key, tick, files }); // a failed lookup is asked again next time
+      }));
+      known = now; // rows no longer shown are forgotten
+      draw(jobs, new Map([...now].map(([id, k]) => [id, k.files])));
       status.textContent = `Updated ${new Date().toLocaleTimeString()}`;
     } catch (e) { status.textContent = message(e); }
   };

@@ -4,13 +4,16 @@ import { loginView } from "./login.js";
 import { jobsView } from "./jobs.js";
 import { wizardView } from "./wizard.js";
 import { jobView } from "./job.js";
+import { el } from "./util.js";
 
 const main = document.getElementById("main");
 let stop = () => {};
+let generation = 0; // one more per route(): a view whose route is no longer the latest is stale
 
 async function route() {
   stop();
   stop = () => {};
+  const mine = ++generation;
   const hash = location.hash || "#/jobs";
   const nav = document.getElementById("nav");
   main.replaceChildren();
@@ -22,12 +25,21 @@ async function route() {
   if (token()) {
     get("/me").then((me) => { document.getElementById("who").textContent = me.name; }).catch(() => {});
   }
-  let m;
-  if (hash === "#/login") stop = loginView(main) || stop;
-  else if (hash === "#/new") stop = (await wizardView(main)) || stop;
-  else if ((m = hash.match(/^#\/job\/([0-9a-f]+)$/))) stop = (await jobView(main, m[1])) || stop;
-  else stop = jobsView(main, new URLSearchParams(hash.split("?")[1] || "")) || stop;
-  const h1 = main.querySelector("h1");
+  // each view draws into its own box: one left before its first answer came draws into a box
+  // the next route() has already taken off the page
+  const view = el("div.view");
+  main.append(view);
+  let m, stopView;
+  if (hash === "#/login") stopView = loginView(view);
+  else if (hash === "#/new") stopView = await wizardView(view);
+  else if ((m = hash.match(/^#\/job\/([0-9a-f]+)$/))) stopView = await jobView(view, m[1]);
+  else stopView = jobsView(view, new URLSearchParams(hash.split("?")[1] || ""));
+  if (mine !== generation) { // navigated away meanwhile: stop the stale view's pollers
+    if (stopView) stopView();
+    return;
+  }
+  stop = stopView || stop;
+  const h1 = view.querySelector("h1");
   document.title = h1 ? `${h1.textContent} · scopeflow` : "scopeflow";
   main.focus({ preventScroll: true });
 }

@@ -166,6 +166,7 @@ export class SchemaForm {
     for (const f of this.fields) { f.error.textContent = ""; f.node.classList.remove("invalid"); f.input.removeAttribute("aria-invalid"); }
     this.general.textContent = "";
     const rest = [];
+    let placed = 0;
     for (const p of Array.isArray(detail) ? detail : []) {
       const loc = (p.loc || []).filter((x) => x !== "body" && x !== "params").join(".");
       const f = this.fields.find((x) => x.path.join(".") === loc)
@@ -174,9 +175,10 @@ export class SchemaForm {
         f.error.textContent = (f.error.textContent ? `${f.error.textContent}; ` : "") + p.msg;
         f.node.classList.add("invalid");
         f.input.setAttribute("aria-invalid", "true");
+        placed++;
       } else rest.push(`${loc || "parameters"}: ${p.msg}`);
     }
     this.general.textContent = rest.join("; ");
-    return (detail || []).length;
+    return placed;
   }
 }

@@ -31,15 +31,18 @@ export async function wizardView(main) {
   const status = el("p.error", { role: "alert" });
 
   let form, template, timer, edited = false;
+  let previews = 0; // previews asked for: only the newest one's answer is shown
   const preview = async () => {
     if (!form || edited) return;
+    const asked = ++previews;
     const { params, errors } = form.values();
     try {
       const r = await post("/web/config-preview", { template: template.name, params });
+      if (asked !== previews) return; // a newer preview (another template, newer values) was asked
       if (!edited) yaml.value = r.yaml;
       form.showErrors([...errors, ...r.detail]);
       if (!errors.length && !r.detail.length) status.textContent = "";
-    } catch (e) { yamlMsg.textContent = message(e); }
+    } catch (e) { if (asked === previews) yamlMsg.textContent = message(e); }
   };
   const schedule = () => { clearTimeout(timer); timer = setTimeout(preview, 250); };
   const choose = () => {

@@ -34,7 +34,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -247,13 +247,26 @@ def chromium() -> str:
     return path
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the test item (``item.rep_setup``, ``rep_call``, …), so
+    that a fixture's teardown can tell whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def browser_page(chromium: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+def browser_page(
+    chromium: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Any, Any]]:
     """A 1280x800 page of a new headless Chromium (downloads allowed) and Playwright's
     ``expect``, both with 15 s timeouts; never a downloaded browser (``executable_path``).
 
-    A failing test leaves ``tmp_path/failure.png``; an uncaught error of the page's scripts
-    fails the test.
+    A failing test leaves ``tmp_path/failure.png`` (the page as the failure left it); an
+    uncaught error of the page's scripts fails the test.
     """
     from playwright.sync_api import expect, sync_playwright
 
@@ -269,9 +282,10 @@ def browser_page(chromium: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
         expect.set_options(timeout=15_000)
         try:
             yield page, expect
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            raise
+            # pytest does not raise a test's failure into its fixtures: the report says it
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
         finally:
             browser.close()
     assert not errors, errors

@@ -245,6 +245,10 @@ def test_the_cancel_marker_stops_a_running_job(service: Service, worker: Worker)
     assert job.finished_at is not None and job.claimed_by is None
     record = json.loads((files.scheduler_dir / "exit.json").read_text())
     assert record["cancelled"] is True  # the engine stopped on SIGTERM, the wrapper recorded it
+    work = {
+        unit: state for (step, unit), state in _events(files.run_dir, 1).items() if step == "work"
+    }
+    assert "u0000" in work and "done" not in work.values(), work  # stopped, not waited out
 
 
 def test_a_restarted_job_resumes_from_the_engine_checkpoints(

@@ -22,8 +22,10 @@ import contextlib
 import os
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
@@ -353,22 +355,49 @@ def test_the_upload_panel_lists_and_removes_input_files(
             c.upload(job_id, local, name)
         token = c.token
     page.add_init_script(f"sessionStorage.setItem('scopeflow.token', {token!r})")
+    deletes: list[str] = []  # every DELETE the page sends, as the URL's decoded path
+
+    def record(request: Any) -> None:
+        if request.method == "DELETE":
+            deletes.append(unquote(urlsplit(request.url).path))
+
+    page.on("request", record)
+    dialogs: list[tuple[str, str]] = []  # (the confirm's text, what was answered)
+
+    def answer(accept: bool) -> Callable[[Any], None]:
+        def handle(dialog: Any) -> None:
+            dialogs.append((dialog.message, "accept" if accept else "dismiss"))
+            if accept:
+                dialog.accept()
+            else:
+                dialog.dismiss()
+
+        return handle
+
     page.goto(f"{web_server.url}/#/job/{job_id}")
     files = page.locator("#input-files")
     expect(files).to_contain_text("images/a b.tif (2.9 KiB)")
     expect(files).to_contain_text("c.tif (1 B)")
     expect(page.locator("h1 .state")).to_have_text("ready")
     remove_a = page.get_by_role("button", name="Remove images/a b.tif")
-    page.once("dialog", lambda d: d.dismiss())  # "Cancel" in the confirm: nothing goes
+    page.once("dialog", answer(False))  # "Cancel" in the confirm: nothing goes
     remove_a.click()
     expect(files).to_contain_text("images/a b.tif")
-    page.once("dialog", lambda d: d.accept())
+    page.once("dialog", answer(True))
     remove_a.click()
     expect(files).not_to_contain_text("images/a b.tif")
     expect(files).to_contain_text("c.tif")
-    page.once("dialog", lambda d: d.accept())
+    page.once("dialog", answer(True))
     page.get_by_role("button", name="Remove c.tif").click()
     expect(files).to_have_text("No input files yet.")
     expect(page.locator("h1 .state")).to_have_text("created")
     inputs = web_server.data / "jobs" / "alice" / job_id / "input"
     assert not list(inputs.iterdir())
+    # each confirm was shown and answered; the dismissed one sent nothing
+    assert [(("a b.tif" in m), ("c.tif" in m), a) for m, a in dialogs] == [
+        (True, False, "dismiss"),
+        (True, False, "accept"),
+        (False, True, "accept"),
+    ], dialogs
+    prefix = f"/api/v1/jobs/{job_id}/files/"
+    assert sorted(deletes) == [f"{prefix}c.tif", f"{prefix}images/a b.tif"], deletes

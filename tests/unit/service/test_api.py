@@ -9,9 +9,12 @@ cancel / restart / delete. Running jobs end to end is tested with the worker
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from fastapi.testclient import TestClient
 from scopeflow.service.app import API_PREFIX
 from scopeflow.service.auth import issue_token
 from scopeflow.service.db import make_engine, session_factory, utcnow
+from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.settings import ServiceSettings
 from tests.unit.service.conftest import EXAMPLE, login, service_app
 
@@ -127,13 +131,14 @@ def test_traversal_names_are_refused(
     client, settings = api
     auth = login(client, "alice")
     job = _job(client, auth)
-    r = client.post(
-        f"{API_PREFIX}/jobs/{job['id']}/files",
-        json={"path": name, "size": 1, "sha256": "0" * 64},
-        headers=auth,
-    )
+    files = f"{API_PREFIX}/jobs/{job['id']}/files"
+    with JobFiles(settings.jobs_dir / "alice" / job["id"]).input_lock():
+        pass  # made as by any declaration: the snapshots differ only by what the name made
+    before = set(settings.data_dir.parent.rglob("*"))
+    r = client.post(files, json={"path": name, "size": 1, "sha256": "0" * 64}, headers=auth)
     assert r.status_code == code, (name, r.status_code, r.text)
-    assert not any(p.name == "x" for p in settings.data_dir.parent.rglob("x"))
+    assert set(settings.data_dir.parent.rglob("*")) == before  # nothing made, anywhere
+    assert client.get(files, headers=auth).json() == {"files": [], "uploads": []}
 
 
 def test_a_symlink_out_of_the_job_is_refused(api: tuple[TestClient, ServiceSettings]) -> None:
@@ -277,6 +282,22 @@ def test_admin_routes_are_for_admins_only(api: tuple[TestClient, ServiceSettings
     assert client.get(f"{API_PREFIX}/jobs/{job['id']}", headers=root).status_code == 404
 
 
+@contextmanager
+def _local_time(tz: str) -> Iterator[None]:
+    """This process's local time zone set to ``tz`` (``TZ`` and :func:`time.tzset`)."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = tz
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+
 def test_review_fixes_dates_logs_summary_restart_delete(
     api: tuple[TestClient, ServiceSettings],
 ) -> None:
@@ -285,9 +306,22 @@ def test_review_fixes_dates_logs_summary_restart_delete(
     auth = login(client, "alice")
     job = _job(client, auth)
     url = f"{API_PREFIX}/jobs/{job['id']}"
-    assert (
-        client.get(f"{API_PREFIX}/jobs?since=2024-01-01T00:00:00", headers=auth).status_code == 200
-    )
+    created = datetime.fromisoformat(job["created_at"]).astimezone(UTC).replace(tzinfo=None)
+    second = timedelta(seconds=1)
+
+    def listed(query: str, at: datetime) -> list[str]:
+        """The ids listed with ``?query=at`` (a naive date: no offset, no Z)."""
+        r = client.get(
+            f"{API_PREFIX}/jobs?{query}={at.isoformat(timespec='seconds')}", headers=auth
+        )
+        assert r.status_code == 200, r.text
+        return [j["id"] for j in r.json()]
+
+    with _local_time("Etc/GMT-9"):  # the process's local time 9 h ahead: naive is still UTC
+        assert listed("since", created - second) == [job["id"]]
+        assert listed("since", created + second) == []
+        assert listed("until", created - second) == []
+        assert listed("until", created + second) == [job["id"]]
     assert client.get(f"{url}/logs?step=..&unit=x", headers=auth).status_code == 422
     run = settings.jobs_dir / "alice" / job["id"] / "run"
     (run / "logs" / "s" / "u.log").mkdir(parents=True)  # a folder where a log is expected

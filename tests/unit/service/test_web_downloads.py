@@ -222,15 +222,16 @@ def test_links_answer_cors_on_every_answer_and_the_preflight(
         _assert_cors(r)
     assert answers[206].headers["content-range"] == f"bytes 0-9/{len(BIG)}"
     assert answers[416].headers["content-range"] == f"bytes */{len(BIG)}"
-    for r in (
-        client.head(f"{zarr}/0/0/0", headers=ORIGIN),
-        client.head(f"{zarr}/0/0/1", headers=ORIGIN),
-        client.get(f"/dl/{tok}/results.zip", headers=ORIGIN),
-        client.head(f"/dl/{tok}/results.zip", headers=ORIGIN),
-        client.get(f"/dl/{tok}/results.zip?prefix=outputs/missing.zarr", headers=ORIGIN),
-        client.get(f"/dl/{tok}/results.zip?prefix=../input", headers=ORIGIN),
-        client.get("/dl/garbage/outputs/big.bin", headers=ORIGIN),  # a forged token: 404
+    for expected, r in (
+        (200, client.head(f"{zarr}/0/0/0", headers=ORIGIN)),
+        (404, client.head(f"{zarr}/0/0/1", headers=ORIGIN)),  # a missing chunk
+        (200, client.get(f"/dl/{tok}/results.zip", headers=ORIGIN)),
+        (200, client.head(f"/dl/{tok}/results.zip", headers=ORIGIN)),
+        (404, client.get(f"/dl/{tok}/results.zip?prefix=outputs/missing.zarr", headers=ORIGIN)),
+        (400, client.get(f"/dl/{tok}/results.zip?prefix=../input", headers=ORIGIN)),
+        (404, client.get("/dl/garbage/outputs/big.bin", headers=ORIGIN)),  # a forged token
     ):
+        assert r.status_code == expected, (r.request.method, r.url, r.status_code, r.text)
         _assert_cors(r)
     wrong_method = client.post(f"/dl/{tok}/outputs/big.bin", headers=ORIGIN)
     assert wrong_method.status_code == 405

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 import tifffile
 
@@ -41,10 +42,9 @@ def server(data: Path) -> Iterator[Server]:
 def test_a_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
     """:meth:`Server.start` does not wait out its timeout for a process that has ended."""
     srv = Server(tmp_path / "service", ["--no-such-option"], timeout=60)
-    t0 = time.monotonic()
+    # "exited with code" comes from start's exit check, not from its timeout ("did not answer")
     with pytest.raises(RuntimeError, match=r"(?s)exited with code 2:.*no-such-option"):
         srv.start()
-    assert time.monotonic() - t0 < 30
     assert srv.proc is not None and srv.proc.poll() == 2
 
 
@@ -168,8 +168,7 @@ def test_service_killed_while_a_job_runs(data: Path) -> None:
         while c.job(job["id"])["state"] != "running":
             assert time.monotonic() < deadline, srv.log()
             time.sleep(0.3)
-        srv.kill()
-        time.sleep(1.0)
+        srv.kill()  # returns once no process of the group is left
         srv = Server(data).start()
         c = Client(srv.url, c.token)
         final = c.wait(job["id"], timeout=180, poll_s=0.5)
@@ -245,7 +244,13 @@ def test_stalled_uploads_do_not_starve_other_requests(server: Server) -> None:
                 f"Authorization: Bearer {token}\r\nContent-Length: 10\r\n\r\n".encode()
             )
             socks.append(s)
-        time.sleep(1.0)
+        # /me only once the server has accepted every stalled connection (they hold it now)
+        assert server.proc is not None
+        api = psutil.Process(server.proc.pid)  # uvicorn runs in the server's own process
+        deadline = time.monotonic() + 30
+        while (held := _established(api, server.port)) < len(socks):
+            assert time.monotonic() < deadline, f"only {held} of {len(socks)} connections held"
+            time.sleep(0.1)
         me = httpx.get(
             f"{server.url}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=20
         )
@@ -253,3 +258,11 @@ def test_stalled_uploads_do_not_starve_other_requests(server: Server) -> None:
     finally:
         for s in socks:
             s.close()
+
+
+def _established(proc: psutil.Process, port: int) -> int:
+    """How many established TCP connections on ``port`` the process ``proc`` has accepted."""
+    return sum(
+        c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+        for c in proc.net_connections(kind="tcp")
+    )

@@ -485,7 +485,6 @@ def test_the_worker_process_is_restarted_when_it_dies_and_stopped_at_the_end(
     with supervisor:
         first = supervisor.pid
         assert first is not None
-        time.sleep(1.0)
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while supervisor.pid in (None, first):
@@ -493,11 +492,12 @@ def test_the_worker_process_is_restarted_when_it_dies_and_stopped_at_the_end(
             time.sleep(0.1)
         second = supervisor.pid
         assert second is not None and supervisor.restarts == 1
+        restarted = psutil.Process(second)  # this very process, even if its pid is reused later
         job_id = sqlite_service.add_job({"units": 1})
         job, _ = sqlite_service.wait(job_id, FINAL, timeout=90)
         assert job.state is JobState.SUCCEEDED, job.error
     assert supervisor.pid is None
-    assert not psutil.pid_exists(second) or psutil.Process(second).status() == "zombie"
+    assert not restarted.is_running() or restarted.status() == psutil.STATUS_ZOMBIE
 
 
 # -- the server --------------------------------------------------------------------------------

@@ -24,6 +24,12 @@ Tests using them carry ``pytest.mark.slurm`` / ``pytest.mark.mpi``.
 ``web_server``
     A real ``scopeflow server`` (API and worker, :class:`scopeflow.testing.Server`) on a data
     folder made by :func:`service_data`: the example templates and one user, alice / pw.
+
+``shots``
+    The folder for the web tests' screenshots: ``SCOPEFLOW_WEB_SCREENSHOTS`` (``docs/screenshots``
+    refreshes the documentation's), else one in the test's temporary folder.
+
+:func:`example_images` writes the small TIFFs that the ``example-segment`` pipeline segments.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 import pytest
+import tifffile
 
 from scopeflow.testing import Server
 from tests.conftest import EXAMPLE_TEMPLATES, cli_env, run_cli
@@ -289,6 +297,30 @@ def browser_page(
         finally:
             browser.close()
     assert not errors, errors
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """The screenshots' folder: ``SCOPEFLOW_WEB_SCREENSHOTS``, else ``tmp_path/shots``."""
+    folder = Path(os.environ.get("SCOPEFLOW_WEB_SCREENSHOTS") or tmp_path / "shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def example_images(folder: Path) -> list[Path]:
+    """``folder/img0.tif`` and ``img1.tif`` (folder created when missing): 96 x 96 uint16
+    noise with four bright round objects each, for the ``example-segment`` pipeline."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96]
+    paths = []
+    for i in range(2):
+        img = rng.normal(100, 5, (96, 96))
+        for cy, cx in rng.uniform(15, 80, (4, 2)):
+            img += 400 * ((yy - cy) ** 2 + (xx - cx) ** 2 < 36)
+        paths.append(folder / f"img{i}.tif")
+        tifffile.imwrite(paths[-1], img.astype(np.uint16))
+    return paths
 
 
 def service_data(folder: Path) -> Path:

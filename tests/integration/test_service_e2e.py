@@ -19,12 +19,11 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-import tifffile
 
 from scopeflow.client import APIError, Client, TransferProgress
 from scopeflow.testing import Server
 from tests.conftest import run_cli
-from tests.integration.conftest import service_data
+from tests.integration.conftest import example_images, service_data
 
 
 @pytest.fixture
@@ -46,22 +45,6 @@ def test_a_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"(?s)exited with code 2:.*no-such-option"):
         srv.start()
     assert srv.proc is not None and srv.proc.poll() == 2
-
-
-def _images(folder: Path) -> list[Path]:
-    """Two small images with bright round objects for the example pipeline."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:96, :96]
-    paths = []
-    for i in range(2):
-        img = rng.normal(100, 5, (96, 96))
-        for cy, cx in rng.uniform(15, 80, (4, 2)):
-            img += 400 * ((yy - cy) ** 2 + (xx - cx) ** 2 < 36)
-        paths.append(folder / f"img{i}.tif")
-        tifffile.imwrite(paths[-1], img.astype(np.uint16))
-    big = folder / "big.bin"
-    big.write_bytes(rng.integers(0, 255, 3 * 2**20, dtype=np.uint8).tobytes())
-    return [*paths, big]
 
 
 @pytest.fixture(params=["local", pytest.param("slurm", marks=pytest.mark.slurm)])
@@ -93,7 +76,9 @@ def test_upload_start_watch_download(any_server: Server, scheduler: str, tmp_pat
     c = Client(server.url)
     c.login("alice", "pw")
     job = c.create_job("example-segment", "cells", {"match_distance": 3.0})
-    *images, big = _images(tmp_path)
+    images = example_images(tmp_path / "images")
+    big = tmp_path / "big.bin"
+    big.write_bytes(np.random.default_rng(0).integers(0, 255, 3 * 2**20, dtype=np.uint8).tobytes())
     for p in images:
         c.upload(job["id"], p, f"images/{p.name}")
 

@@ -13,13 +13,12 @@ previews loaded (``naturalWidth > 0``) from plain ``/dl/<token>/…`` links, a s
 zip downloaded through such links, from the results and from the jobs table.
 
 ``SCOPEFLOW_WEB_SCREENSHOTS=DIR`` writes the screenshots there (``docs/screenshots`` to refresh
-the documentation's); otherwise they go to the test's temporary folder.
+the documentation's); otherwise they go to the test's temporary folder (the ``shots`` fixture).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import zipfile
 from collections.abc import Callable
@@ -27,36 +26,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import numpy as np
 import pytest
-import tifffile
 
 from scopeflow.testing import Server, make_cyto_dataset
+from tests.integration.conftest import example_images
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def _images(folder: Path) -> Path:
-    """``folder/images/img{0,1}.tif``: bright round objects on noise."""
-    images = folder / "images"
-    images.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:96, :96]
-    for i in range(2):
-        img = rng.normal(100, 5, (96, 96))
-        for cy, cx in rng.uniform(15, 80, (4, 2)):
-            img += 400 * ((yy - cy) ** 2 + (xx - cx) ** 2 < 36)
-        tifffile.imwrite(images / f"img{i}.tif", img.astype(np.uint16))
-    return images
-
-
 def test_web_ui_end_to_end(
-    browser_page: tuple[Any, Any], web_server: Server, tmp_path: Path
+    browser_page: tuple[Any, Any], web_server: Server, shots: Path, tmp_path: Path
 ) -> None:
     page, expect = browser_page
-    shots = Path(os.environ.get("SCOPEFLOW_WEB_SCREENSHOTS") or tmp_path / "shots")
-    shots.mkdir(parents=True, exist_ok=True)
-    images = _images(tmp_path / "data")
+    images = tmp_path / "data" / "images"  # uploaded as a folder: images/img0.tif, img1.tif
+    example_images(images)
     _drive(page, expect, url=web_server.url, images=images, shots=shots, tmp=tmp_path)
 
 
@@ -148,11 +131,9 @@ def _containing(fragment: str) -> Any:
 
 
 def test_web_ui_previews_stream_links_and_cancel(
-    browser_page: tuple[Any, Any], web_server: Server, tmp_path: Path
+    browser_page: tuple[Any, Any], web_server: Server, shots: Path, tmp_path: Path
 ) -> None:
     page, expect = browser_page
-    shots = Path(os.environ.get("SCOPEFLOW_WEB_SCREENSHOTS") or tmp_path / "shots")
-    shots.mkdir(parents=True, exist_ok=True)
     make_cyto_dataset(tmp_path / "ifcdata", kind="ifc", n=60, seed=0)
     _drive_ifc(
         page,

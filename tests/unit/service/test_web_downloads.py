@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from scopeflow.service.app import API_PREFIX
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.web.downloads import DownloadSigner
-from tests.unit.service.conftest import Clock, login, service_app
+from tests.unit.service.conftest import Clock, create_job, login, service_app
 
 BIG = bytes(range(256)) * 4096  # 1 MiB
 
@@ -35,11 +35,7 @@ def env(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, ServiceSettin
 
 
 def _job_with_results(client: TestClient, settings: ServiceSettings, owner: str) -> str:
-    auth = login(client, owner)
-    body = {"template": "toy", "name": "t", "params": {"units": 1}}
-    r = client.post(f"{API_PREFIX}/jobs", json=body, headers=auth)
-    assert r.status_code == 201, r.text
-    job_id: str = r.json()["id"]
+    job_id: str = create_job(client, login(client, owner), units=1)["id"]
     run = settings.jobs_dir / owner / job_id / "run"
     (run / "outputs" / "fused.ome.zarr" / "0" / "0").mkdir(parents=True)
     (run / "outputs" / "big.bin").write_bytes(BIG)

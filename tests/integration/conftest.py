@@ -24,6 +24,12 @@ Tests using them carry ``pytest.mark.slurm`` / ``pytest.mark.mpi``.
 ``web_server``
     A real ``scopeflow server`` (API and worker, :class:`scopeflow.testing.Server`) on a data
     folder made by :func:`service_data`: the example templates and one user, alice / pw.
+
+``shots``
+    The folder for the web tests' screenshots: ``SCOPEFLOW_WEB_SCREENSHOTS`` (``docs/screenshots``
+    refreshes the documentation's), else one in the test's temporary folder.
+
+:func:`example_images` writes the small TIFFs that the ``example-segment`` pipeline segments.
 """
 
 from __future__ import annotations
@@ -34,12 +40,14 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 import pytest
+import tifffile
 
 from scopeflow.testing import Server
 from tests.conftest import EXAMPLE_TEMPLATES, cli_env, run_cli
@@ -247,13 +255,26 @@ def chromium() -> str:
     return path
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the test item (``item.rep_setup``, ``rep_call``, …), so
+    that a fixture's teardown can tell whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def browser_page(chromium: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+def browser_page(
+    chromium: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Any, Any]]:
     """A 1280x800 page of a new headless Chromium (downloads allowed) and Playwright's
     ``expect``, both with 15 s timeouts; never a downloaded browser (``executable_path``).
 
-    A failing test leaves ``tmp_path/failure.png``; an uncaught error of the page's scripts
-    fails the test.
+    A failing test leaves ``tmp_path/failure.png`` (the page as the failure left it); an
+    uncaught error of the page's scripts fails the test.
     """
     from playwright.sync_api import expect, sync_playwright
 
@@ -269,12 +290,37 @@ def browser_page(chromium: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
         expect.set_options(timeout=15_000)
         try:
             yield page, expect
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            raise
+            # pytest does not raise a test's failure into its fixtures: the report says it
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
         finally:
             browser.close()
     assert not errors, errors
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """The screenshots' folder: ``SCOPEFLOW_WEB_SCREENSHOTS``, else ``tmp_path/shots``."""
+    folder = Path(os.environ.get("SCOPEFLOW_WEB_SCREENSHOTS") or tmp_path / "shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def example_images(folder: Path) -> list[Path]:
+    """``folder/img0.tif`` and ``img1.tif`` (folder created when missing): 96 x 96 uint16
+    noise with four bright round objects each, for the ``example-segment`` pipeline."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96]
+    paths = []
+    for i in range(2):
+        img = rng.normal(100, 5, (96, 96))
+        for cy, cx in rng.uniform(15, 80, (4, 2)):
+            img += 400 * ((yy - cy) ** 2 + (xx - cx) ** 2 < 36)
+        paths.append(folder / f"img{i}.tif")
+        tifffile.imwrite(paths[-1], img.astype(np.uint16))
+    return paths
 
 
 def service_data(folder: Path) -> Path:

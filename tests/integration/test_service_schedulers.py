@@ -222,21 +222,32 @@ def test_a_local_job_ignoring_sigterm_is_killed_by_a_status_after_the_grace_peri
     tmp_path: Path,
 ) -> None:
     """``cancel`` only sends SIGTERM and returns (the worker's round does not wait); a job
-    that ignores it is still running right after, and a ``status`` past ``grace_s`` kills it."""
+    that ignores it is still running after it got it, and a ``status`` past ``grace_s`` kills
+    it."""
+    got_term = tmp_path / "got-term"
     code = (
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        "print('started', flush=True); time.sleep(300)"
+        "import pathlib, signal, time\n"
+        "def note(signum, frame):\n"
+        f"    pathlib.Path({str(got_term)!r}).touch()\n"  # and goes on sleeping
+        "signal.signal(signal.SIGTERM, note)\n"
+        "print('started', flush=True)\n"
+        "time.sleep(300)\n"  # resumed after the handler (PEP 475)
     )
     spec = _spec(tmp_path, code)
     adapter = LocalScheduler(grace_s=5)
     sid = adapter.submit(spec)
     out = spec.job_dir / "scheduler" / "stdout.log"
     deadline = time.monotonic() + 60
-    while "started" not in (out.read_text() if out.exists() else ""):  # SIGTERM is ignored now
+    while "started" not in (out.read_text() if out.exists() else ""):  # the handler is set now
         assert time.monotonic() < deadline, "the job did not start"
         time.sleep(0.1)
     adapter.cancel(sid, spec.job_dir)
-    # the wrapper forwards SIGTERM to the command, which ignores it: still running
+    deadline = time.monotonic() + 30
+    while not got_term.exists():  # the wrapper passed SIGTERM on, and the command got it
+        assert time.monotonic() < deadline, "the job never got SIGTERM"
+        time.sleep(0.05)
+    # it ignored it: its process group is still there, and the adapter says running
+    os.killpg(int(sid), 0)  # raises ProcessLookupError if the group is gone
     assert adapter.status(sid, spec.job_dir).state is SchedulerState.RUNNING
     assert _wait(lambda: adapter, sid, spec.job_dir, FINAL, 60) == SchedulerState.CANCELLED
 

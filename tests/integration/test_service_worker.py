@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +37,7 @@ from scopeflow.service.schedulers import (
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from scopeflow.service.worker import Worker, WorkerProcess
+from scopeflow.testing import Server
 from tests.conftest import EXAMPLE_TEMPLATES, add_job, add_user, cli_env, scopeflow_cmd
 
 FINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
@@ -245,6 +245,10 @@ def test_the_cancel_marker_stops_a_running_job(service: Service, worker: Worker)
     assert job.finished_at is not None and job.claimed_by is None
     record = json.loads((files.scheduler_dir / "exit.json").read_text())
     assert record["cancelled"] is True  # the engine stopped on SIGTERM, the wrapper recorded it
+    work = {
+        unit: state for (step, unit), state in _events(files.run_dir, 1).items() if step == "work"
+    }
+    assert "u0000" in work and "done" not in work.values(), work  # stopped, not waited out
 
 
 def test_a_restarted_job_resumes_from_the_engine_checkpoints(
@@ -481,7 +485,6 @@ def test_the_worker_process_is_restarted_when_it_dies_and_stopped_at_the_end(
     with supervisor:
         first = supervisor.pid
         assert first is not None
-        time.sleep(1.0)
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while supervisor.pid in (None, first):
@@ -489,49 +492,36 @@ def test_the_worker_process_is_restarted_when_it_dies_and_stopped_at_the_end(
             time.sleep(0.1)
         second = supervisor.pid
         assert second is not None and supervisor.restarts == 1
+        restarted = psutil.Process(second)  # this very process, even if its pid is reused later
         job_id = sqlite_service.add_job({"units": 1})
         job, _ = sqlite_service.wait(job_id, FINAL, timeout=90)
         assert job.state is JobState.SUCCEEDED, job.error
     assert supervisor.pid is None
-    assert not psutil.pid_exists(second) or psutil.Process(second).status() == "zombie"
+    assert not restarted.is_running() or restarted.status() == psutil.STATUS_ZOMBIE
 
 
 # -- the server --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_scopeflow_server_runs_the_api_and_a_worker_process(tmp_path: Path) -> None:
-    import httpx
-
-    port = _free_port()
     data = tmp_path / "data"
-    cmd = scopeflow_cmd("server", "--port", str(port), "--data-dir", data)
-    server = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    srv = Server(data, env=_env()).start()  # its own process group: the worker is in it
+    assert srv.proc is not None
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).is_success:
-                    break
-            assert time.monotonic() < deadline, "the server did not answer"
-            time.sleep(0.3)
-        children = psutil.Process(server.pid).children()
+        children = psutil.Process(srv.proc.pid).children()
         workers = [c for c in children if "worker" in c.cmdline()]
         assert len(workers) == 1
         assert (data / "scopeflow.db").exists()
     finally:
-        code = _stop(server)
-    output = server.stdout.read().decode() if server.stdout else ""
-    assert code == 0, output
-    assert f"http://127.0.0.1:{port}" in output
-    assert not any(w.is_running() and w.status() != "zombie" for w in workers)
+        code = _stop(srv.proc)  # SIGTERM to the server's process alone, not to its group
+    try:
+        output = srv.log(tail=10**6)  # all of it: the address is logged first
+        assert code == 0, output
+        assert srv.url in output
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # a worker left behind by a failure
+            os.killpg(srv.proc.pid, signal.SIGKILL)
 
 
 # -- Slurm -----------------------------------------------------------------------------------

@@ -13,48 +13,33 @@ previews loaded (``naturalWidth > 0``) from plain ``/dl/<token>/…`` links, a s
 zip downloaded through such links, from the results and from the jobs table.
 
 ``SCOPEFLOW_WEB_SCREENSHOTS=DIR`` writes the screenshots there (``docs/screenshots`` to refresh
-the documentation's); otherwise they go to the test's temporary folder.
+the documentation's); otherwise they go to the test's temporary folder (the ``shots`` fixture).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-import numpy as np
 import pytest
-import tifffile
 
 from scopeflow.testing import Server, make_cyto_dataset
+from tests.integration.conftest import example_images
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def _images(folder: Path) -> Path:
-    """``folder/images/img{0,1}.tif``: bright round objects on noise."""
-    images = folder / "images"
-    images.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:96, :96]
-    for i in range(2):
-        img = rng.normal(100, 5, (96, 96))
-        for cy, cx in rng.uniform(15, 80, (4, 2)):
-            img += 400 * ((yy - cy) ** 2 + (xx - cx) ** 2 < 36)
-        tifffile.imwrite(images / f"img{i}.tif", img.astype(np.uint16))
-    return images
-
-
 def test_web_ui_end_to_end(
-    browser_page: tuple[Any, Any], web_server: Server, tmp_path: Path
+    browser_page: tuple[Any, Any], web_server: Server, shots: Path, tmp_path: Path
 ) -> None:
     page, expect = browser_page
-    shots = Path(os.environ.get("SCOPEFLOW_WEB_SCREENSHOTS") or tmp_path / "shots")
-    shots.mkdir(parents=True, exist_ok=True)
-    images = _images(tmp_path / "data")
+    images = tmp_path / "data" / "images"  # uploaded as a folder: images/img0.tif, img1.tif
+    example_images(images)
     _drive(page, expect, url=web_server.url, images=images, shots=shots, tmp=tmp_path)
 
 
@@ -146,11 +131,9 @@ def _containing(fragment: str) -> Any:
 
 
 def test_web_ui_previews_stream_links_and_cancel(
-    browser_page: tuple[Any, Any], web_server: Server, tmp_path: Path
+    browser_page: tuple[Any, Any], web_server: Server, shots: Path, tmp_path: Path
 ) -> None:
     page, expect = browser_page
-    shots = Path(os.environ.get("SCOPEFLOW_WEB_SCREENSHOTS") or tmp_path / "shots")
-    shots.mkdir(parents=True, exist_ok=True)
     make_cyto_dataset(tmp_path / "ifcdata", kind="ifc", n=60, seed=0)
     _drive_ifc(
         page,
@@ -353,22 +336,49 @@ def test_the_upload_panel_lists_and_removes_input_files(
             c.upload(job_id, local, name)
         token = c.token
     page.add_init_script(f"sessionStorage.setItem('scopeflow.token', {token!r})")
+    deletes: list[str] = []  # every DELETE the page sends, as the URL's decoded path
+
+    def record(request: Any) -> None:
+        if request.method == "DELETE":
+            deletes.append(unquote(urlsplit(request.url).path))
+
+    page.on("request", record)
+    dialogs: list[tuple[str, str]] = []  # (the confirm's text, what was answered)
+
+    def answer(accept: bool) -> Callable[[Any], None]:
+        def handle(dialog: Any) -> None:
+            dialogs.append((dialog.message, "accept" if accept else "dismiss"))
+            if accept:
+                dialog.accept()
+            else:
+                dialog.dismiss()
+
+        return handle
+
     page.goto(f"{web_server.url}/#/job/{job_id}")
     files = page.locator("#input-files")
     expect(files).to_contain_text("images/a b.tif (2.9 KiB)")
     expect(files).to_contain_text("c.tif (1 B)")
     expect(page.locator("h1 .state")).to_have_text("ready")
     remove_a = page.get_by_role("button", name="Remove images/a b.tif")
-    page.once("dialog", lambda d: d.dismiss())  # "Cancel" in the confirm: nothing goes
+    page.once("dialog", answer(False))  # "Cancel" in the confirm: nothing goes
     remove_a.click()
     expect(files).to_contain_text("images/a b.tif")
-    page.once("dialog", lambda d: d.accept())
+    page.once("dialog", answer(True))
     remove_a.click()
     expect(files).not_to_contain_text("images/a b.tif")
     expect(files).to_contain_text("c.tif")
-    page.once("dialog", lambda d: d.accept())
+    page.once("dialog", answer(True))
     page.get_by_role("button", name="Remove c.tif").click()
     expect(files).to_have_text("No input files yet.")
     expect(page.locator("h1 .state")).to_have_text("created")
     inputs = web_server.data / "jobs" / "alice" / job_id / "input"
     assert not list(inputs.iterdir())
+    # each confirm was shown and answered; the dismissed one sent nothing
+    assert [(("a b.tif" in m), ("c.tif" in m), a) for m, a in dialogs] == [
+        (True, False, "dismiss"),
+        (True, False, "accept"),
+        (False, True, "accept"),
+    ], dialogs
+    prefix = f"/api/v1/jobs/{job_id}/files/"
+    assert sorted(deletes) == [f"{prefix}c.tif", f"{prefix}images/a b.tif"], deletes

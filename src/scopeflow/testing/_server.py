@@ -141,11 +141,24 @@ class Server:
         logs = sorted(self.data.glob("server-*.log"), key=lambda p: p.stat().st_mtime)
         return "\n".join(p.read_text(errors="replace") for p in logs)[-tail:]
 
-    def kill(self) -> None:
-        """SIGKILL the whole process group (API and worker), as a crash would."""
+    def kill(self, timeout: float = 30.0) -> None:
+        """SIGKILL the whole process group (API and worker), as a crash would.
+
+        Returns once no process of the group is left (the worker, not a child of this process,
+        is reaped by init); raises RuntimeError if one still is after ``timeout`` seconds.
+        """
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    os.killpg(self.proc.pid, 0)  # signal 0: is any process of the group left?
+                except ProcessLookupError:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"process group {self.proc.pid} still alive after SIGKILL")
+                time.sleep(0.05)
 
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM the process group; SIGKILL it if the server has not ended after ``grace`` s."""

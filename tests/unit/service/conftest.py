@@ -96,3 +96,17 @@ def login(client: TestClient, name: str) -> dict[str, str]:
     r = client.post(f"{API_PREFIX}/auth/login", json={"name": name, "password": password(name)})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def create_job(
+    client: TestClient, auth: dict[str, str], template: str = "toy", **params: Any
+) -> dict[str, Any]:
+    """A job made through ``POST /jobs`` by the user of ``auth`` (201): the API's answer.
+
+    ``params`` are the job's parameters; the template's defaults fill in the rest.
+    """
+    body = {"template": template, "name": f"a {template} job", "params": params}
+    r = client.post(f"{API_PREFIX}/jobs", json=body, headers=auth)
+    assert r.status_code == 201, r.text
+    job: dict[str, Any] = r.json()
+    return job

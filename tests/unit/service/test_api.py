@@ -9,11 +9,13 @@ cancel / restart / delete. Running jobs end to end is tested with the worker
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,8 +23,9 @@ from fastapi.testclient import TestClient
 from scopeflow.service.app import API_PREFIX
 from scopeflow.service.auth import issue_token
 from scopeflow.service.db import make_engine, session_factory, utcnow
+from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.settings import ServiceSettings
-from tests.unit.service.conftest import EXAMPLE, login, service_app
+from tests.unit.service.conftest import EXAMPLE, create_job, login, service_app
 
 
 @pytest.fixture
@@ -30,14 +33,6 @@ def api(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, ServiceSettin
     with service_app(db_url, tmp_path, quota_bytes=10_000) as (client, settings):
         client.fastapi_app = client.app  # type: ignore[attr-defined]
         yield client, settings
-
-
-def _job(client: TestClient, auth: dict[str, str], **params: Any) -> dict[str, Any]:
-    body = {"template": "toy", "name": "a toy", "params": params or {"units": 2}}
-    r = client.post(f"{API_PREFIX}/jobs", json=body, headers=auth)
-    assert r.status_code == 201, r.text
-    job: dict[str, Any] = r.json()
-    return job
 
 
 def test_every_route_but_health_and_login_needs_a_token(
@@ -85,7 +80,7 @@ def test_login_and_expired_tokens(api: tuple[TestClient, ServiceSettings]) -> No
 def test_another_users_job_is_not_found(api: tuple[TestClient, ServiceSettings]) -> None:
     client, _ = api
     alice, bob = login(client, "alice"), login(client, "bob")
-    job = _job(client, alice)
+    job = create_job(client, alice)
     base = f"{API_PREFIX}/jobs/{job['id']}"
     for method, url in [
         ("GET", base),
@@ -126,20 +121,21 @@ def test_traversal_names_are_refused(
 ) -> None:
     client, settings = api
     auth = login(client, "alice")
-    job = _job(client, auth)
-    r = client.post(
-        f"{API_PREFIX}/jobs/{job['id']}/files",
-        json={"path": name, "size": 1, "sha256": "0" * 64},
-        headers=auth,
-    )
+    job = create_job(client, auth)
+    files = f"{API_PREFIX}/jobs/{job['id']}/files"
+    with JobFiles(settings.jobs_dir / "alice" / job["id"]).input_lock():
+        pass  # made as by any declaration: the snapshots differ only by what the name made
+    before = set(settings.data_dir.parent.rglob("*"))
+    r = client.post(files, json={"path": name, "size": 1, "sha256": "0" * 64}, headers=auth)
     assert r.status_code == code, (name, r.status_code, r.text)
-    assert not any(p.name == "x" for p in settings.data_dir.parent.rglob("x"))
+    assert set(settings.data_dir.parent.rglob("*")) == before  # nothing made, anywhere
+    assert client.get(files, headers=auth).json() == {"files": [], "uploads": []}
 
 
 def test_a_symlink_out_of_the_job_is_refused(api: tuple[TestClient, ServiceSettings]) -> None:
     client, settings = api
     auth = login(client, "alice")
-    job = _job(client, auth)
+    job = create_job(client, auth)
     outside = settings.data_dir.parent / "outside"
     outside.mkdir()
     link = settings.jobs_dir / "alice" / job["id"] / "input" / "link"
@@ -180,7 +176,7 @@ def test_parameters_are_checked_with_their_field_path(
 def test_resumable_upload_with_an_interruption(api: tuple[TestClient, ServiceSettings]) -> None:
     client, settings = api
     auth = login(client, "alice")
-    job = _job(client, auth)
+    job = create_job(client, auth)
     base = f"{API_PREFIX}/jobs/{job['id']}/files"
     data = bytes(range(256)) * 20  # 5,120 bytes
     digest = hashlib.sha256(data).hexdigest()
@@ -218,7 +214,7 @@ def test_a_wrong_digest_is_refused_and_nothing_kept(
 ) -> None:
     client, settings = api
     auth = login(client, "alice")
-    job = _job(client, auth)
+    job = create_job(client, auth)
     base = f"{API_PREFIX}/jobs/{job['id']}/files"
     client.post(base, json={"path": "a.bin", "size": 3, "sha256": "1" * 64}, headers=auth)
     client.put(f"{base}/a.bin?offset=0", content=b"abc", headers=auth)
@@ -236,7 +232,7 @@ def test_start_cancel_restart_delete_follow_the_state_rules(
 ) -> None:
     client, settings = api
     auth = login(client, "alice")
-    job = _job(client, auth)
+    job = create_job(client, auth)
     url = f"{API_PREFIX}/jobs/{job['id']}"
     assert client.post(f"{url}/restart", headers=auth).status_code == 409  # never ran
     started = client.post(f"{url}/start", headers=auth)
@@ -262,7 +258,7 @@ def test_start_cancel_restart_delete_follow_the_state_rules(
 def test_admin_routes_are_for_admins_only(api: tuple[TestClient, ServiceSettings]) -> None:
     client, _ = api
     alice, root = login(client, "alice"), login(client, "root")
-    job = _job(client, alice)
+    job = create_job(client, alice)
     for url in ("/admin/users", "/admin/jobs"):
         assert client.get(f"{API_PREFIX}{url}", headers=alice).status_code == 403
     users = client.get(f"{API_PREFIX}/admin/users", headers=root).json()
@@ -277,17 +273,46 @@ def test_admin_routes_are_for_admins_only(api: tuple[TestClient, ServiceSettings
     assert client.get(f"{API_PREFIX}/jobs/{job['id']}", headers=root).status_code == 404
 
 
+@contextmanager
+def _local_time(tz: str) -> Iterator[None]:
+    """This process's local time zone set to ``tz`` (``TZ`` and :func:`time.tzset`)."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = tz
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+
 def test_review_fixes_dates_logs_summary_restart_delete(
     api: tuple[TestClient, ServiceSettings],
 ) -> None:
     """Naive dates are UTC; odd log/summary requests are 4xx; restart keeps start's checks."""
     client, settings = api
     auth = login(client, "alice")
-    job = _job(client, auth)
+    job = create_job(client, auth)
     url = f"{API_PREFIX}/jobs/{job['id']}"
-    assert (
-        client.get(f"{API_PREFIX}/jobs?since=2024-01-01T00:00:00", headers=auth).status_code == 200
-    )
+    created = datetime.fromisoformat(job["created_at"]).astimezone(UTC).replace(tzinfo=None)
+    second = timedelta(seconds=1)
+
+    def listed(query: str, at: datetime) -> list[str]:
+        """The ids listed with ``?query=at`` (a naive date: no offset, no Z)."""
+        r = client.get(
+            f"{API_PREFIX}/jobs?{query}={at.isoformat(timespec='seconds')}", headers=auth
+        )
+        assert r.status_code == 200, r.text
+        return [j["id"] for j in r.json()]
+
+    with _local_time("Etc/GMT-9"):  # the process's local time 9 h ahead: naive is still UTC
+        assert listed("since", created - second) == [job["id"]]
+        assert listed("since", created + second) == []
+        assert listed("until", created - second) == []
+        assert listed("until", created + second) == [job["id"]]
     assert client.get(f"{url}/logs?step=..&unit=x", headers=auth).status_code == 422
     run = settings.jobs_dir / "alice" / job["id"] / "run"
     (run / "logs" / "s" / "u.log").mkdir(parents=True)  # a folder where a log is expected
@@ -317,7 +342,7 @@ def test_result_downloads_resume_only_the_same_file(
     """ETag + If-Range: a range of a file that changed comes back whole (200)."""
     client, settings = api
     auth = login(client, "alice")
-    job = _job(client, auth)
+    job = create_job(client, auth)
     out = settings.jobs_dir / "alice" / job["id"] / "run" / "outputs"
     out.mkdir(parents=True)
     (out / "t.csv").write_text("0123456789")

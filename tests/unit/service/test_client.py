@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from scopeflow.service.app import create_app
 from scopeflow.service.auth import create_user
 from scopeflow.service.db import make_engine, session_factory
 from scopeflow.service.settings import ServiceSettings
+from scopeflow.testing import free_port
 from tests.conftest import EXAMPLE_TEMPLATES
 
 EXAMPLE = EXAMPLE_TEMPLATES
@@ -42,12 +42,6 @@ class Live:
     settings: ServiceSettings
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     data = tmp_path_factory.mktemp("service") / "data"
@@ -58,7 +52,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with session_factory(make_engine(settings.database_url))() as s:
         create_user(s, "alice", "pw")
         s.commit()
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )

@@ -193,6 +193,7 @@ def test_two_workers_never_claim_the_same_job(engine: Engine) -> None:
     # both workers read the same candidates before either writes its claims
     barrier = threading.Barrier(2, timeout=20)
     local = threading.local()
+    met: list[str] = []  # the workers that went through the barrier
 
     @event.listens_for(engine, "after_cursor_execute")
     def _meet(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -201,6 +202,7 @@ def test_two_workers_never_claim_the_same_job(engine: Engine) -> None:
         ):
             local.met = True
             barrier.wait()
+            met.append(threading.current_thread().name)
 
     results: dict[str, list[str]] = {}
     errors: list[BaseException] = []
@@ -222,6 +224,7 @@ def test_two_workers_never_claim_the_same_job(engine: Engine) -> None:
         t.join(60)
     event.remove(engine, "after_cursor_execute", _meet)
     assert not errors, errors
+    assert len(met) == 2, met  # both read their candidates before either claimed: a real race
     claimed = results["w1"] + results["w2"]
     assert len(claimed) == len(set(claimed)) == n_jobs
     with make() as s:

@@ -6,7 +6,6 @@ import filecmp
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -17,7 +16,7 @@ from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.templates import Template
 from scopeflow.testing import make_cyto_dataset
 from scopeflow.testing._spim_cache import _draw
-from tests.unit.service.conftest import EXAMPLE, login, service_app
+from tests.unit.service.conftest import EXAMPLE, create_job, login, service_app
 
 API = API_PREFIX
 
@@ -37,15 +36,6 @@ def _templates() -> str:
 def api(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, ServiceSettings]]:
     with service_app(db_url, tmp_path, templates=_templates()) as app:
         yield app
-
-
-def _job(client: TestClient, auth: dict[str, str], template: str, **params: Any) -> str:
-    r = client.post(
-        f"{API}/jobs", headers=auth, json={"template": template, "name": "demo", "params": params}
-    )
-    assert r.status_code == 201, r.text
-    job_id: str = r.json()["id"]
-    return job_id
 
 
 def _inputs(settings: ServiceSettings, user: str, job_id: str) -> Path:
@@ -69,7 +59,7 @@ def test_ifc_demo_data_are_the_generators_files_and_the_job_can_start(
 ) -> None:
     client, settings = api
     alice = login(client, "alice")
-    job_id = _job(client, alice, "cyto-ifc")
+    job_id = create_job(client, alice, "cyto-ifc")["id"]
     r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "ready"
@@ -93,7 +83,9 @@ def test_ifc_demo_data_are_the_generators_files_and_the_job_can_start(
 def test_spim_demo_data_follow_the_jobs_parameters(api: tuple[TestClient, ServiceSettings]) -> None:
     client, settings = api
     alice = login(client, "alice")
-    job_id = _job(client, alice, "spim-fusion", ntimepoints=2, angles=[0.0, 120.0, 240.0])
+    job_id = create_job(client, alice, "spim-fusion", ntimepoints=2, angles=[0.0, 120.0, 240.0])[
+        "id"
+    ]
     r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
     assert r.status_code == 200, r.text
     assert _draw.cache_info().currsize == 0  # the API process keeps no drawn scene
@@ -110,7 +102,7 @@ def test_demo_data_refused_without_writing_anything(
 ) -> None:
     client, settings = api
     alice, bob = login(client, "alice"), login(client, "bob")
-    job_id = _job(client, alice, "cyto-ifc")
+    job_id = create_job(client, alice, "cyto-ifc")["id"]
     # another user's job: not found, nothing written
     assert client.post(f"{API}/jobs/{job_id}/demo-data", headers=bob).status_code == 404
     assert client.post(f"{API}/jobs/{job_id}/demo-data").status_code == 401
@@ -126,12 +118,12 @@ def test_demo_data_refused_without_writing_anything(
     assert "uploading" in r.json()["detail"]
     assert list(_inputs(settings, "alice", job_id).rglob("*")) == []
     # a template without demo data
-    toy = _job(client, alice, "toy")
+    toy = create_job(client, alice, "toy")["id"]
     r = client.post(f"{API}/jobs/{toy}/demo-data", headers=alice)
     assert r.status_code == 409
     assert "no demo data" in r.json()["detail"]
     # twice: the second finds the job ready
-    job2 = _job(client, alice, "cyto-ifc")
+    job2 = create_job(client, alice, "cyto-ifc")["id"]
     assert client.post(f"{API}/jobs/{job2}/demo-data", headers=alice).status_code == 200
     r = client.post(f"{API}/jobs/{job2}/demo-data", headers=alice)
     assert r.status_code == 409
@@ -144,7 +136,7 @@ def test_demo_data_count_against_the_quota(db_url: str, tmp_path: Path) -> None:
         settings,
     ):
         alice = login(client, "alice")
-        job_id = _job(client, alice, "cyto-ifc")
+        job_id = create_job(client, alice, "cyto-ifc")["id"]
         r = client.post(f"{API}/jobs/{job_id}/demo-data", headers=alice)
         assert r.status_code == 413, r.text
         assert "quota" in r.json()["detail"]
@@ -172,7 +164,7 @@ def test_a_crashed_writer_leaves_nothing_in_the_way_and_one_writes_at_a_time(
 
     client, settings = api
     alice = login(client, "alice")
-    job_id = _job(client, alice, "cyto-ifc")
+    job_id = create_job(client, alice, "cyto-ifc")["id"]
     job_dir = settings.jobs_dir / "alice" / job_id
     # another request is writing this job's demo data: refused, nothing touched
     with file_lock(job_dir / ".demo.lock") as held:

@@ -13,12 +13,14 @@ import pytest
 
 from scopeflow.core.errors import BadPathError, InputNotFoundError
 from scopeflow.service.files import (
+    QUOTA_LOCK,
     DigestMismatchError,
     QuotaExceededError,
     SettledSizes,
     UploadError,
     UploadExistsError,
     UploadOffsetError,
+    file_lock,
     quota_lock,
     regular_files,
     resolve_in,
@@ -527,32 +529,52 @@ def test_quota_lock_makes_check_and_declaration_one_step(tmp_path: Path) -> None
 
 
 def test_quota_lock_excludes_other_processes(tmp_path: Path) -> None:
-    """The child process gets the lock only after the parent has released it."""
+    """While the parent holds the lock another process cannot take it; its blocking
+    acquire returns only after the parent has released it."""
     import multiprocessing
-    import time
 
     user = tmp_path / "new" / "user"  # created when missing
-    got = tmp_path / "child-got-the-lock"
     ctx = multiprocessing.get_context("spawn")
-    started = ctx.Event()
+    said: Any = ctx.Queue()
+    released = ctx.Event()
     with quota_lock(user):
-        child = ctx.Process(target=_take_lock, args=(str(user), str(got), started))
+        child = ctx.Process(target=_take_lock, args=(str(user), said, released))
         child.start()
-        assert started.wait(30)
-        time.sleep(0.3)  # time for the child to take the lock, if nothing stopped it
-        assert not got.exists()
-        released = time.time()
+        try:
+            assert said.get(timeout=30) == ("try", False)  # wait=False: someone holds it
+            assert said.get(timeout=30) == ("waiting", None)
+            if Path("/proc/locks").exists():  # Linux: see the child blocked in flock()
+                _wait_blocked_on(user / QUOTA_LOCK, child.pid)
+            released.set()  # set before the release: the child must see it set
+        except BaseException:
+            child.kill()
+            raise
     child.join(30)
     assert child.exitcode == 0
-    assert float(got.read_text()) >= released
+    assert said.get(timeout=30) == ("acquired", True)  # only after the release
 
 
-def _take_lock(user: str, got: str, started: object) -> None:
+def _take_lock(user: str, said: Any, released: Any) -> None:
+    """In a child process: try the lock without waiting, then wait for it."""
+    with file_lock(Path(user) / QUOTA_LOCK, wait=False) as got:
+        said.put(("try", got))
+    said.put(("waiting", None))
+    with quota_lock(Path(user)):
+        said.put(("acquired", released.is_set()))
+
+
+def _wait_blocked_on(path: Path, pid: int | None) -> None:
+    """Wait until ``/proc/locks`` shows process ``pid`` blocked on a lock of ``path``."""
     import time
 
-    started.set()  # type: ignore[attr-defined]
-    with quota_lock(Path(user)):
-        Path(got).write_text(repr(time.time()))
+    inode = f":{path.stat().st_ino} "
+    deadline = time.monotonic() + 30
+    while not any(
+        "->" in line and f" {pid} " in line and inode in line
+        for line in Path("/proc/locks").read_text().splitlines()
+    ):
+        assert time.monotonic() < deadline, f"process {pid} never waited for the lock"
+        time.sleep(0.02)
 
 
 def test_settled_folders_are_walked_once_per_version(tmp_path: Path) -> None:

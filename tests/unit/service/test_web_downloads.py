@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from scopeflow.service.app import API_PREFIX
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.web.downloads import DownloadSigner
-from tests.unit.service.conftest import Clock, login, service_app
+from tests.unit.service.conftest import Clock, create_job, login, service_app
 
 BIG = bytes(range(256)) * 4096  # 1 MiB
 
@@ -35,11 +35,7 @@ def env(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, ServiceSettin
 
 
 def _job_with_results(client: TestClient, settings: ServiceSettings, owner: str) -> str:
-    auth = login(client, owner)
-    body = {"template": "toy", "name": "t", "params": {"units": 1}}
-    r = client.post(f"{API_PREFIX}/jobs", json=body, headers=auth)
-    assert r.status_code == 201, r.text
-    job_id: str = r.json()["id"]
+    job_id: str = create_job(client, login(client, owner), units=1)["id"]
     run = settings.jobs_dir / owner / job_id / "run"
     (run / "outputs" / "fused.ome.zarr" / "0" / "0").mkdir(parents=True)
     (run / "outputs" / "big.bin").write_bytes(BIG)
@@ -222,15 +218,16 @@ def test_links_answer_cors_on_every_answer_and_the_preflight(
         _assert_cors(r)
     assert answers[206].headers["content-range"] == f"bytes 0-9/{len(BIG)}"
     assert answers[416].headers["content-range"] == f"bytes */{len(BIG)}"
-    for r in (
-        client.head(f"{zarr}/0/0/0", headers=ORIGIN),
-        client.head(f"{zarr}/0/0/1", headers=ORIGIN),
-        client.get(f"/dl/{tok}/results.zip", headers=ORIGIN),
-        client.head(f"/dl/{tok}/results.zip", headers=ORIGIN),
-        client.get(f"/dl/{tok}/results.zip?prefix=outputs/missing.zarr", headers=ORIGIN),
-        client.get(f"/dl/{tok}/results.zip?prefix=../input", headers=ORIGIN),
-        client.get("/dl/garbage/outputs/big.bin", headers=ORIGIN),  # a forged token: 404
+    for expected, r in (
+        (200, client.head(f"{zarr}/0/0/0", headers=ORIGIN)),
+        (404, client.head(f"{zarr}/0/0/1", headers=ORIGIN)),  # a missing chunk
+        (200, client.get(f"/dl/{tok}/results.zip", headers=ORIGIN)),
+        (200, client.head(f"/dl/{tok}/results.zip", headers=ORIGIN)),
+        (404, client.get(f"/dl/{tok}/results.zip?prefix=outputs/missing.zarr", headers=ORIGIN)),
+        (400, client.get(f"/dl/{tok}/results.zip?prefix=../input", headers=ORIGIN)),
+        (404, client.get("/dl/garbage/outputs/big.bin", headers=ORIGIN)),  # a forged token
     ):
+        assert r.status_code == expected, (r.request.method, r.url, r.status_code, r.text)
         _assert_cors(r)
     wrong_method = client.post(f"/dl/{tok}/outputs/big.bin", headers=ORIGIN)
     assert wrong_method.status_code == 405

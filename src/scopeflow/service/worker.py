@@ -12,8 +12,9 @@ process, ``scopeflow worker``, started by ``scopeflow server``) does the rest. E
    An invalid configuration or a refused submission → ``failed`` with the reason in ``error``.
 2. **poll** — every ``queued`` / ``running`` job with a scheduler id, whoever submitted it
    (adapters keep no state, so a restarted worker re-attaches here): the cancel marker
-   (``scheduler/cancel``, created by the API) is passed on to the scheduler once; then the
-   scheduler's status moves the job to ``running`` / ``succeeded`` / ``failed`` /
+   (``scheduler/cancel``, created by the API) is passed on to the scheduler once (a cancel the
+   scheduler refuses is logged and tried again next round; the job is polled all the same); then
+   the scheduler's status moves the job to ``running`` / ``succeeded`` / ``failed`` /
    ``cancelled``, with exit code, times and, for failures, a short reason. ``unknown`` (the
    scheduler could not be asked) changes nothing. The states of all the round's jobs are asked
    in one call per adapter (``Scheduler.statuses``: one ``squeue`` and at most one ``sacct``
@@ -334,9 +335,10 @@ class Worker:
                 )
             )
             session.commit()
-            asked = [job for job in jobs if self._guarded(session, "cancel", self._cancel, job)]
-            known = self._statuses(asked)
-            for job in asked:
+            for job in jobs:  # a cancel that fails is tried again next round; the job is polled
+                self._guarded(session, "cancel", self._cancel, job)
+            known = self._statuses(jobs)
+            for job in jobs:
                 poll = functools.partial(self._poll, status=known.get(job.id))
                 changed += self._guarded(session, "status update", poll, job)
         return changed
@@ -378,19 +380,31 @@ class Worker:
         self._last_heartbeat = time.monotonic()
 
     def _cancel(self, session: Session, job: Job) -> bool:
-        """Pass the API's cancel marker on to the scheduler, once.
+        """Pass the API's cancel marker on to the scheduler, once it has accepted it.
 
-        Returns True: the job's status is asked next. An error of the adapter is raised (and
-        logged by :meth:`_guarded`); that job's status then waits for the next round.
+        A cancel the scheduler refuses (:class:`ClusterError`, e.g. ``scancel`` could not reach
+        the controller) is logged and tried again next round; the job's status is asked all the
+        same, so a job that ends meanwhile (or had ended) still reaches its final state.
+        Returns False: no job changed here.
         """
         files = self._files(job)
         sid = str(job.scheduler_id)
         if files.cancel_marker.exists() and (job.id, sid) not in self._cancel_sent:
             scheduler = self._scheduler_for(job.scheduler)
             log.info("job %s: cancel requested; stopping %s job %s", job.id, scheduler.name, sid)
-            scheduler.cancel(sid, files.root)  # an error: logged, tried again next round
+            try:
+                scheduler.cancel(sid, files.root)
+            except (ClusterError, OSError) as exc:
+                log.warning(
+                    "job %s: cancel of %s job %s failed (%s); trying again next round",
+                    job.id,
+                    scheduler.name,
+                    sid,
+                    exc,
+                )
+                return False
             self._cancel_sent.add((job.id, sid))
-        return True
+        return False
 
     def _poll(self, session: Session, job: Job, *, status: SchedulerStatus | None) -> bool:
         """Apply ``status`` (the round's answer), or ask the adapter for this job alone."""

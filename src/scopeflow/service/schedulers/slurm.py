@@ -82,6 +82,9 @@ _SACCT = {
 
 
 _JOB_ID = re.compile(r"\d{1,20}")
+_SCANCEL_DONE = ("Invalid job id", "already completing or completed")
+"""What ``scancel`` says of a job that has nothing left to cancel (purged from the controller,
+or ended): the cancel is then done, and the job's status says how it ended."""
 _SQUEUE_FORMAT = "--format=%i|%T"
 _SACCT_FORMAT = "--format=JobID,State,ExitCode"
 
@@ -339,7 +342,13 @@ class SlurmScheduler(Scheduler):
         return {job_id: _sacct_status(fields) for job_id, fields in rows.items()}
 
     def cancel(self, scheduler_id: str, job_dir: Path) -> None:
-        """Mark the job cancelled and ``scancel`` it (SIGTERM, then Slurm's own kill).
+        """Mark the job cancelled and ``scancel`` it.
+
+        One plain ``scancel ID``: a pending job is removed from the queue; a running one has
+        all its steps signalled, the batch step included (SIGCONT and SIGTERM, then SIGKILL after
+        Slurm's ``KillWait``), so the wrapper passes SIGTERM on to the command and writes its exit
+        record. A job Slurm no longer knows (:data:`_SCANCEL_DONE`: purged, or already ending) is
+        not an error: its status says how it ended.
 
         Raises
         ------
@@ -348,10 +357,8 @@ class SlurmScheduler(Scheduler):
         """
         JobFiles(job_dir).request_cancel()
         try:
-            out = self._run("scancel", "--full", "--signal=TERM", scheduler_id)
-            if out.returncode == 0:
-                out = self._run("scancel", scheduler_id)
+            out = self._run("scancel", scheduler_id)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ClusterError(f"scancel failed: {exc}") from exc
-        if out.returncode != 0:
+        if out.returncode != 0 and not any(text in out.stderr for text in _SCANCEL_DONE):
             raise ClusterError(f"scancel failed (exit {out.returncode}): {out.stderr.strip()}")

@@ -20,7 +20,9 @@ process, ``scopeflow worker``, started by ``scopeflow server``) does the rest. E
    in one call per adapter (``Scheduler.statuses``: one ``squeue`` and at most one ``sacct``
    for Slurm); if that call raises, each of its jobs is asked on its own.
 3. **sweep** — a job that the API moved to a final state while a worker still held its claim
-   (a cancel racing a submission) has its scheduler job stopped and its claim released.
+   (a cancel racing a submission) has its scheduler job cancelled; its claim is released once
+   the scheduler says that job has ended (until then each round asks again, so the ``local``
+   adapter SIGKILLs a job that ignores SIGTERM after its grace period).
 
 Every state change goes through :func:`~scopeflow.service.db.set_state` (compare-and-set); a
 change that loses a race with the API is dropped and looked at again next round. One job's
@@ -444,7 +446,13 @@ class Worker:
         return 0
 
     def _release(self, session: Session, job: Job) -> bool:
-        """Stop what still runs of a job that ended behind a worker's back; drop its claim."""
+        """Stop what still runs of a job that ended behind a worker's back; then drop its claim.
+
+        While the scheduler says the job is pending or running, it is cancelled (once per worker)
+        and the claim is kept, so the next rounds ask again: the local adapter's status SIGKILLs
+        a job still running ``grace_s`` after the cancel (one that ignores SIGTERM). The claim is
+        released once the scheduler's state is final.
+        """
         files = self._files(job)
         sid, name = job.scheduler_id, job.scheduler
         if sid is None and (record := read_submission(files, job)) is not None:
@@ -455,10 +463,18 @@ class Worker:
             if status.state is SchedulerState.UNKNOWN:
                 return False  # ask again next round
             if status.state in (SchedulerState.PENDING, SchedulerState.RUNNING):
-                log.warning(
-                    "job %s is %s but its %s job %s runs: stopping it", job.id, job.state, name, sid
-                )
-                scheduler.cancel(sid, files.root)
+                if (job.id, sid) not in self._cancel_sent:
+                    log.warning(
+                        "job %s is %s but its %s job %s runs: stopping it",
+                        job.id,
+                        job.state,
+                        name,
+                        sid,
+                    )
+                    scheduler.cancel(sid, files.root)  # an error: logged, tried again next round
+                    self._cancel_sent.add((job.id, sid))
+                return False  # the claim is kept until the scheduler's job has ended
+            self._cancel_sent.discard((job.id, sid))
         session.execute(
             update(Job)
             .where(Job.id == job.id, Job.state == job.state, Job.claimed_by == job.claimed_by)

@@ -156,6 +156,7 @@ def render_script(spec: JobSpec, python: str) -> str:
         f"#SBATCH --job-name={name}",
         f"#SBATCH --output={files.log('stdout')}",
         f"#SBATCH --error={files.log('stderr')}",
+        "#SBATCH --open-mode=append",  # a restart adds to the logs, as the local adapter does
         f"#SBATCH --chdir={cwd}",
         "#SBATCH --ntasks=1",
         f"#SBATCH --cpus-per-task={int(res.get('cores', 1))}",

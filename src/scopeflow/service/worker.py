@@ -229,7 +229,7 @@ class Worker:
         return int(changed)
 
     def _files(self, job: Job) -> JobFiles:
-        return JobFiles.of(self.settings.jobs_dir, job.owner.name, job.id)
+        return JobFiles.of_job(self.settings.jobs_dir, job)
 
     def _scheduler_for(self, name: str) -> Scheduler:
         if name not in self._schedulers:
@@ -437,7 +437,9 @@ class Worker:
         with self._sessions() as session:
             jobs = list(
                 session.scalars(
-                    select(Job).where(Job.state.in_(TERMINAL), Job.claimed_by.is_not(None))
+                    select(Job)
+                    .options(joinedload(Job.owner))
+                    .where(Job.state.in_(TERMINAL), Job.claimed_by.is_not(None))
                 )
             )
             session.commit()

@@ -71,24 +71,14 @@ from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import ACTIVE, TERMINAL, JobState
 from scopeflow.service.templates import TemplateCache, TemplateRegistry
 
-__all__ = ["LOCAL_CANCEL_GRACE_S", "Worker", "WorkerProcess", "default_scheduler"]
+__all__ = ["Worker", "WorkerProcess"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds between two purges of expired tokens.
 PURGE_EVERY_S = 600.0
 
-LOCAL_CANCEL_GRACE_S = 5.0
-"""Seconds the ``local`` adapter waits between SIGTERM and SIGKILL (the worker waits too)."""
-
 _JobStep = Callable[[Session, Job], bool]
-
-
-def default_scheduler(name: str) -> Scheduler:
-    """The adapter ``name`` as the worker uses it (``local``: a short cancel grace period)."""
-    if name == "local":
-        return make_scheduler(name, grace_s=LOCAL_CANCEL_GRACE_S)
-    return make_scheduler(name)
 
 
 class Worker:
@@ -126,7 +116,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id or _default_id()
-        self.scheduler = scheduler or default_scheduler(settings.scheduler)
+        self.scheduler = scheduler or make_scheduler(settings.scheduler)
         self.poll_s = poll_s
         self.batch = batch
         self.claim_timeout = timedelta(seconds=claim_timeout_s)
@@ -233,7 +223,7 @@ class Worker:
 
     def _scheduler_for(self, name: str) -> Scheduler:
         if name not in self._schedulers:
-            self._schedulers[name] = default_scheduler(name)
+            self._schedulers[name] = make_scheduler(name)
         return self._schedulers[name]
 
     # -- 1. submit -----------------------------------------------------------------------------

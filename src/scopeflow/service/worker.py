@@ -35,7 +35,6 @@ import functools
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -268,8 +267,7 @@ class Worker:
             scheduler, sid = self._scheduler_for(previous.scheduler), previous.scheduler_id
         else:
             try:
-                python = getattr(scheduler, "python", None) or sys.executable
-                spec = job_spec(self.settings, job, files, registry, python)
+                spec = job_spec(self.settings, job, files, registry, scheduler.python)
             except (ConfigError, UnknownNameError) as exc:
                 return self._fail(session, job, f"invalid job configuration: {exc}")
             offset = stderr_size(files)

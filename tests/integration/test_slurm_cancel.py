@@ -71,7 +71,7 @@ def _wait(
 
 
 def test_a_pending_job_is_cancelled(slurm: SlurmInfo, tmp_path: Path) -> None:
-    adapter = _Held(timeout_s=30)
+    adapter = _Held(timeout_s=30, min_status_s=0)
     spec = _spec(tmp_path, "print('never runs')")
     sid = adapter.submit(spec)
     try:
@@ -86,7 +86,7 @@ def test_a_pending_job_is_cancelled(slurm: SlurmInfo, tmp_path: Path) -> None:
 def test_a_running_job_gets_sigterm_and_its_exit_is_recorded(
     slurm: SlurmInfo, tmp_path: Path
 ) -> None:
-    adapter = SlurmScheduler(timeout_s=30)
+    adapter = SlurmScheduler(timeout_s=30, min_status_s=0)
     spec = _spec(tmp_path, _STOPS_ON_TERM)
     files = JobFiles(spec.job_dir)
     sid = adapter.submit(spec)
@@ -111,7 +111,7 @@ def test_a_running_job_gets_sigterm_and_its_exit_is_recorded(
 
 
 def test_a_cancel_of_a_job_that_ended_is_no_error(slurm: SlurmInfo, tmp_path: Path) -> None:
-    adapter = SlurmScheduler(timeout_s=30)
+    adapter = SlurmScheduler(timeout_s=30, min_status_s=0)
     spec = _spec(tmp_path, "print('done')")
     sid = adapter.submit(spec)
     assert _wait(adapter, sid, spec.job_dir, _FINAL) is SchedulerState.SUCCEEDED

@@ -18,7 +18,8 @@ process, ``scopeflow worker``, started by ``scopeflow server``) does the rest. E
    ``cancelled``, with exit code, times and, for failures, a short reason. ``unknown`` (the
    scheduler could not be asked) changes nothing. The states of all the round's jobs are asked
    in one call per adapter (``Scheduler.statuses``: one ``squeue`` and at most one ``sacct``
-   for Slurm); if that call raises, each of its jobs is asked on its own.
+   for Slurm, which asks about a job at most once every ``min_status_s`` and answers from its
+   last query in between); if that call raises, each of its jobs is asked on its own.
 3. **sweep** — a job that the API moved to a final state while a worker still held its claim
    (a cancel racing a submission) has its scheduler job cancelled; its claim is released once
    the scheduler says that job has ended (until then each round asks again, so the ``local``

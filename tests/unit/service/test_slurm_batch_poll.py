@@ -29,7 +29,7 @@ from scopeflow.service.db import Job, User, make_engine, new_job_id, session_fac
 from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.migrate import upgrade
 from scopeflow.service.schedulers import JobSpec, Scheduler, SchedulerState, SchedulerStatus
-from scopeflow.service.schedulers.slurm import IDS_PER_CALL, SlurmScheduler
+from scopeflow.service.schedulers.slurm import IDS_PER_CALL, MIN_STATUS_S, SlurmScheduler
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from scopeflow.service.worker import Worker
@@ -88,11 +88,13 @@ class FakeSlurm:
     def save(self) -> None:
         (self.folder / "table.json").write_text(json.dumps(self.table))
 
-    def adapter(self) -> SlurmScheduler:
+    def adapter(self, min_status_s: float = 0.0) -> SlurmScheduler:
+        """The adapter on the fake commands (by default asking them on every call)."""
         return SlurmScheduler(
             squeue=str(self.folder / "squeue"),
             sacct=str(self.folder / "sacct"),
             scancel=str(self.folder / "scancel"),
+            min_status_s=min_status_s,
         )
 
     def calls(self) -> list[list[str]]:
@@ -458,3 +460,63 @@ def test_a_job_whose_cancel_keeps_failing_is_still_polled_to_its_end(
         assert _tools(fake.calls()) == ["scancel", "squeue"]
         worker.tick()
         assert _tools(fake.calls()) == ["squeue"]  # accepted: not sent again
+
+
+# -- the rate of status queries -------------------------------------------------------------------
+
+
+def test_slurm_is_asked_about_a_job_at_most_once_per_min_status_s(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    """Answers are reused for ``min_status_s``; exit records are read on every call, and a job
+    the last query did not cover, or one just cancelled, is asked at once."""
+    fake.table["squeue"] = {"1": "RUNNING", "2": "PENDING", "3": "RUNNING"}
+    fake.save()
+    dirs = _dirs(tmp_path, 3)
+    adapter = fake.adapter(min_status_s=60)
+    jobs = [("1", dirs[0]), ("2", dirs[1])]
+    states = [SchedulerState.RUNNING, SchedulerState.PENDING]
+    assert [s.state for s in adapter.statuses(jobs)] == states
+    assert _tools(fake.calls()) == ["squeue"]
+    fake.table["squeue"] = {"1": "RUNNING", "2": "RUNNING", "3": "RUNNING"}  # 2 started
+    fake.save()
+    assert [s.state for s in adapter.statuses(jobs)] == states  # the answer of the last query
+    assert adapter.status("2", dirs[1]).state is SchedulerState.PENDING
+    assert fake.calls() == []
+    _exit_record(dirs[0], 0)  # 1 ended: seen at once, without a query
+    got = adapter.statuses(jobs)
+    assert [s.state for s in got] == [SchedulerState.SUCCEEDED, SchedulerState.PENDING]
+    assert fake.calls() == []
+    got = adapter.statuses([*jobs, ("3", dirs[2])])  # 3: not asked yet, so asked now (with 2)
+    assert [s.state for s in got][1:] == [SchedulerState.RUNNING] * 2
+    (call,) = fake.calls()
+    assert _ids(call) == ["2", "3"]
+    adapter.cancel("3", dirs[2])
+    fake.table["squeue"] = {"2": "RUNNING"}
+    fake.table["sacct"] = {"3": ["CANCELLED by 0", "0:15"]}
+    fake.save()
+    got = adapter.statuses([("2", dirs[1]), ("3", dirs[2])])  # 3 was cancelled: asked again
+    assert [s.state for s in got] == [SchedulerState.RUNNING, SchedulerState.CANCELLED]
+    assert _tools(fake.calls()) == ["scancel", "squeue", "sacct"]
+    adapter.min_status_s = 0  # the answers are old now
+    adapter.statuses([("2", dirs[1])])
+    assert _tools(fake.calls()) == ["squeue"]
+
+
+def test_a_worker_asks_slurm_once_in_several_rounds_and_sees_an_end_at_once(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    assert 15 <= MIN_STATUS_S <= 30
+    settings = _settings(tmp_path)
+    job_ids = _submitted(settings, "slurm", ["400", "401"])
+    fake.table["squeue"] = {"400": "RUNNING", "401": "RUNNING"}
+    fake.save()
+    with Worker(settings, worker_id="w", scheduler=fake.adapter(MIN_STATUS_S)) as worker:
+        assert worker.tick() == 2
+        for _ in range(3):
+            assert worker.tick() == 0
+        assert _tools(fake.calls()) == ["squeue"]  # one query in four rounds
+        _exit_record(JobFiles.of(settings.jobs_dir, "alice", job_ids[1]).root, 3)
+        assert worker.tick() == 1
+        assert _states(settings, job_ids) == [(JobState.RUNNING, None), (JobState.FAILED, 3)]
+        assert fake.calls() == []

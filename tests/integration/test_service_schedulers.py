@@ -98,6 +98,20 @@ def test_a_running_job_is_seen_by_a_new_adapter_and_cancelled(
     assert _wait(adapter, sid, spec.job_dir, FINAL, 120) == SchedulerState.CANCELLED
 
 
+def test_a_second_attempt_appends_to_the_logs_of_the_first(
+    adapter: Callable[[], Scheduler], tmp_path: Path
+) -> None:
+    """A restart's output follows the earlier attempt's (the worker's stderr offset needs it)."""
+    for attempt in ("one", "two"):
+        code = f"import sys; print('out {attempt}'); sys.stderr.write('err {attempt}\\n')"
+        spec = _spec(tmp_path, code)
+        sid = adapter().submit(spec)
+        assert _wait(adapter, sid, spec.job_dir, FINAL, 120) == SchedulerState.SUCCEEDED
+    logs = spec.job_dir / "scheduler"
+    assert (logs / "stdout.log").read_text().splitlines() == ["out one", "out two"]
+    assert (logs / "stderr.log").read_text().splitlines() == ["err one", "err two"]
+
+
 def test_shell_metacharacters_stay_one_inert_argument(
     adapter: Callable[[], Scheduler], tmp_path: Path
 ) -> None:
@@ -159,6 +173,7 @@ def test_the_batch_script_takes_resources_and_account_and_refuses_odd_values(
         "#SBATCH --partition=gpu",
         "#SBATCH --account=lab42",
         "#SBATCH --qos=normal",
+        "#SBATCH --open-mode=append",  # Slurm's default truncates the logs on each attempt
     ):
         assert line in script.splitlines(), line
     bad = JobSpec(

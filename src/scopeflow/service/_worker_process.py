@@ -35,6 +35,12 @@ class WorkerProcess:
         Seconds between SIGTERM and SIGKILL in :meth:`stop`.
     restart_delay_s
         First delay before a restart; doubled while the worker dies within a minute of starting.
+
+    Attributes
+    ----------
+    restarts
+        How many times the worker was started again after it exited on its own (each restart
+        is also logged).
     """
 
     def __init__(

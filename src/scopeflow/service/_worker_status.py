@@ -56,7 +56,9 @@ def exit_times(files: JobFiles) -> tuple[datetime | None, datetime | None]:
 
 def _failed_units(files: JobFiles, since: float | None) -> str:
     """``N unit(s) failed: step[unit]: error; …`` from this attempt's ``summary.json``."""
-    path = files.run_dir / "summary.json"
+    from scopeflow.engine.rundir import RunDir  # the engine (Dask) loads on first use
+
+    path = RunDir(files.run_dir).summary_path
     try:
         if since is not None and path.stat().st_mtime < since - 1.0:
             return ""  # left by an earlier attempt

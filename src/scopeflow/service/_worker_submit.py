@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -105,10 +104,6 @@ class Submission:
     stderr_offset: int
 
 
-def _path(files: JobFiles) -> Path:
-    return files.submission_record
-
-
 def stderr_size(files: JobFiles) -> int:
     """Current size of the scheduler's ``stderr.log`` (0 when there is none)."""
     try:
@@ -119,13 +114,13 @@ def stderr_size(files: JobFiles) -> int:
 
 def write_submission(files: JobFiles, submission: Submission) -> None:
     """Record a submission atomically in ``scheduler/submission.json``."""
-    atomic_write_json(_path(files), asdict(submission))
+    atomic_write_json(files.submission_record, asdict(submission))
 
 
 def read_submission(files: JobFiles, job: Job) -> Submission | None:
     """The recorded submission of ``job``'s current attempt, or None (none, or an older one)."""
     try:
-        data: dict[str, Any] = json.loads(_path(files).read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(files.submission_record.read_text(encoding="utf-8"))
         record = Submission(
             job_id=str(data["job_id"]),
             attempt=int(data["attempt"]),

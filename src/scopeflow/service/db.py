@@ -34,6 +34,7 @@ from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     Session,
+    joinedload,
     mapped_column,
     relationship,
     sessionmaker,
@@ -388,5 +389,10 @@ def claim_jobs(
     session.commit()
     if not claimed:
         return []
-    query = select(Job).where(Job.id.in_(claimed)).order_by(Job.created_at, Job.id)
+    query = (
+        select(Job)
+        .options(joinedload(Job.owner))  # the caller goes through them: no query per owner
+        .where(Job.id.in_(claimed))
+        .order_by(Job.created_at, Job.id)
+    )
     return list(session.scalars(query.execution_options(populate_existing=True)))

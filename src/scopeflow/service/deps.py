@@ -64,7 +64,7 @@ class Service:
 
     def files(self, job: Job) -> JobFiles:
         """The directory of ``job``."""
-        return JobFiles.of(self.settings.jobs_dir, job.owner.name, job.id)
+        return JobFiles.of_job(self.settings.jobs_dir, job)
 
     def used_bytes(self, session: Session, user: User) -> int:
         """Bytes the user's folder holds, for the quota (:func:`files.used_bytes`).

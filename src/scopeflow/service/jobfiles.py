@@ -25,9 +25,13 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scopeflow.service.files import UPLOADS_DIR, file_lock
 from scopeflow.service.uploads import UploadStore
+
+if TYPE_CHECKING:
+    from scopeflow.service.db import Job
 
 __all__ = ["WRAPPER_MODULE", "JobFiles"]
 
@@ -45,6 +49,15 @@ class JobFiles:
     def of(cls, jobs_dir: Path, owner: str, job_id: str) -> JobFiles:
         """The job ``job_id`` of user ``owner`` under the service's ``jobs_dir``."""
         return cls(Path(jobs_dir) / owner / job_id)
+
+    @classmethod
+    def of_job(cls, jobs_dir: Path, job: Job) -> JobFiles:
+        """The folder of ``job`` under the service's ``jobs_dir``.
+
+        It reads ``job.owner``: load the owners with the jobs (``joinedload(Job.owner)``) when
+        going through many jobs.
+        """
+        return cls.of(jobs_dir, job.owner.name, job.id)
 
     @property
     def input_dir(self) -> Path:

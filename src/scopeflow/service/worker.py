@@ -12,14 +12,18 @@ process, ``scopeflow worker``, started by ``scopeflow server``) does the rest. E
    An invalid configuration or a refused submission → ``failed`` with the reason in ``error``.
 2. **poll** — every ``queued`` / ``running`` job with a scheduler id, whoever submitted it
    (adapters keep no state, so a restarted worker re-attaches here): the cancel marker
-   (``scheduler/cancel``, created by the API) is passed on to the scheduler once; then the
-   scheduler's status moves the job to ``running`` / ``succeeded`` / ``failed`` /
+   (``scheduler/cancel``, created by the API) is passed on to the scheduler once (a cancel the
+   scheduler refuses is logged and tried again next round; the job is polled all the same); then
+   the scheduler's status moves the job to ``running`` / ``succeeded`` / ``failed`` /
    ``cancelled``, with exit code, times and, for failures, a short reason. ``unknown`` (the
    scheduler could not be asked) changes nothing. The states of all the round's jobs are asked
    in one call per adapter (``Scheduler.statuses``: one ``squeue`` and at most one ``sacct``
-   for Slurm); if that call raises, each of its jobs is asked on its own.
+   for Slurm, which asks about a job at most once every ``min_status_s`` and answers from its
+   last query in between); if that call raises, each of its jobs is asked on its own.
 3. **sweep** — a job that the API moved to a final state while a worker still held its claim
-   (a cancel racing a submission) has its scheduler job stopped and its claim released.
+   (a cancel racing a submission) has its scheduler job cancelled; its claim is released once
+   the scheduler says that job has ended (until then each round asks again, so the ``local``
+   adapter SIGKILLs a job that ignores SIGTERM after its grace period).
 
 Every state change goes through :func:`~scopeflow.service.db.set_state` (compare-and-set); a
 change that loses a race with the API is dropped and looked at again next round. One job's
@@ -32,7 +36,6 @@ import functools
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -68,24 +71,14 @@ from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import ACTIVE, TERMINAL, JobState
 from scopeflow.service.templates import TemplateCache, TemplateRegistry
 
-__all__ = ["LOCAL_CANCEL_GRACE_S", "Worker", "WorkerProcess", "default_scheduler"]
+__all__ = ["Worker", "WorkerProcess"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds between two purges of expired tokens.
 PURGE_EVERY_S = 600.0
 
-LOCAL_CANCEL_GRACE_S = 5.0
-"""Seconds the ``local`` adapter waits between SIGTERM and SIGKILL (the worker waits too)."""
-
 _JobStep = Callable[[Session, Job], bool]
-
-
-def default_scheduler(name: str) -> Scheduler:
-    """The adapter ``name`` as the worker uses it (``local``: a short cancel grace period)."""
-    if name == "local":
-        return make_scheduler(name, grace_s=LOCAL_CANCEL_GRACE_S)
-    return make_scheduler(name)
 
 
 class Worker:
@@ -123,7 +116,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id or _default_id()
-        self.scheduler = scheduler or default_scheduler(settings.scheduler)
+        self.scheduler = scheduler or make_scheduler(settings.scheduler)
         self.poll_s = poll_s
         self.batch = batch
         self.claim_timeout = timedelta(seconds=claim_timeout_s)
@@ -226,11 +219,11 @@ class Worker:
         return int(changed)
 
     def _files(self, job: Job) -> JobFiles:
-        return JobFiles.of(self.settings.jobs_dir, job.owner.name, job.id)
+        return JobFiles.of_job(self.settings.jobs_dir, job)
 
     def _scheduler_for(self, name: str) -> Scheduler:
         if name not in self._schedulers:
-            self._schedulers[name] = default_scheduler(name)
+            self._schedulers[name] = make_scheduler(name)
         return self._schedulers[name]
 
     # -- 1. submit -----------------------------------------------------------------------------
@@ -275,8 +268,7 @@ class Worker:
             scheduler, sid = self._scheduler_for(previous.scheduler), previous.scheduler_id
         else:
             try:
-                python = getattr(scheduler, "python", None) or sys.executable
-                spec = job_spec(self.settings, job, files, registry, python)
+                spec = job_spec(self.settings, job, files, registry, scheduler.python)
             except (ConfigError, UnknownNameError) as exc:
                 return self._fail(session, job, f"invalid job configuration: {exc}")
             offset = stderr_size(files)
@@ -334,9 +326,10 @@ class Worker:
                 )
             )
             session.commit()
-            asked = [job for job in jobs if self._guarded(session, "cancel", self._cancel, job)]
-            known = self._statuses(asked)
-            for job in asked:
+            for job in jobs:  # a cancel that fails is tried again next round; the job is polled
+                self._guarded(session, "cancel", self._cancel, job)
+            known = self._statuses(jobs)
+            for job in jobs:
                 poll = functools.partial(self._poll, status=known.get(job.id))
                 changed += self._guarded(session, "status update", poll, job)
         return changed
@@ -378,19 +371,31 @@ class Worker:
         self._last_heartbeat = time.monotonic()
 
     def _cancel(self, session: Session, job: Job) -> bool:
-        """Pass the API's cancel marker on to the scheduler, once.
+        """Pass the API's cancel marker on to the scheduler, once it has accepted it.
 
-        Returns True: the job's status is asked next. An error of the adapter is raised (and
-        logged by :meth:`_guarded`); that job's status then waits for the next round.
+        A cancel the scheduler refuses (:class:`ClusterError`, e.g. ``scancel`` could not reach
+        the controller) is logged and tried again next round; the job's status is asked all the
+        same, so a job that ends meanwhile (or had ended) still reaches its final state.
+        Returns False: no job changed here.
         """
         files = self._files(job)
         sid = str(job.scheduler_id)
         if files.cancel_marker.exists() and (job.id, sid) not in self._cancel_sent:
             scheduler = self._scheduler_for(job.scheduler)
             log.info("job %s: cancel requested; stopping %s job %s", job.id, scheduler.name, sid)
-            scheduler.cancel(sid, files.root)  # an error: logged, tried again next round
+            try:
+                scheduler.cancel(sid, files.root)
+            except (ClusterError, OSError) as exc:
+                log.warning(
+                    "job %s: cancel of %s job %s failed (%s); trying again next round",
+                    job.id,
+                    scheduler.name,
+                    sid,
+                    exc,
+                )
+                return False
             self._cancel_sent.add((job.id, sid))
-        return True
+        return False
 
     def _poll(self, session: Session, job: Job, *, status: SchedulerStatus | None) -> bool:
         """Apply ``status`` (the round's answer), or ask the adapter for this job alone."""
@@ -421,7 +426,9 @@ class Worker:
         with self._sessions() as session:
             jobs = list(
                 session.scalars(
-                    select(Job).where(Job.state.in_(TERMINAL), Job.claimed_by.is_not(None))
+                    select(Job)
+                    .options(joinedload(Job.owner))
+                    .where(Job.state.in_(TERMINAL), Job.claimed_by.is_not(None))
                 )
             )
             session.commit()
@@ -430,7 +437,13 @@ class Worker:
         return 0
 
     def _release(self, session: Session, job: Job) -> bool:
-        """Stop what still runs of a job that ended behind a worker's back; drop its claim."""
+        """Stop what still runs of a job that ended behind a worker's back; then drop its claim.
+
+        While the scheduler says the job is pending or running, it is cancelled (once per worker)
+        and the claim is kept, so the next rounds ask again: the local adapter's status SIGKILLs
+        a job still running ``grace_s`` after the cancel (one that ignores SIGTERM). The claim is
+        released once the scheduler's state is final.
+        """
         files = self._files(job)
         sid, name = job.scheduler_id, job.scheduler
         if sid is None and (record := read_submission(files, job)) is not None:
@@ -441,10 +454,18 @@ class Worker:
             if status.state is SchedulerState.UNKNOWN:
                 return False  # ask again next round
             if status.state in (SchedulerState.PENDING, SchedulerState.RUNNING):
-                log.warning(
-                    "job %s is %s but its %s job %s runs: stopping it", job.id, job.state, name, sid
-                )
-                scheduler.cancel(sid, files.root)
+                if (job.id, sid) not in self._cancel_sent:
+                    log.warning(
+                        "job %s is %s but its %s job %s runs: stopping it",
+                        job.id,
+                        job.state,
+                        name,
+                        sid,
+                    )
+                    scheduler.cancel(sid, files.root)  # an error: logged, tried again next round
+                    self._cancel_sent.add((job.id, sid))
+                return False  # the claim is kept until the scheduler's job has ended
+            self._cancel_sent.discard((job.id, sid))
         session.execute(
             update(Job)
             .where(Job.id == job.id, Job.state == job.state, Job.claimed_by == job.claimed_by)

@@ -6,6 +6,9 @@ round makes. Two flavours of ``squeue`` for a list holding an id the controller 
 Slurm 22.05's (the unknown id is left out; only a lone unknown id is an error) and the strict one
 of other versions (the whole call fails with ``Invalid job id specified``). The real Slurm runs the
 same code in tests/integration/test_service_schedulers.py and test_service_worker.py.
+
+The fake ``scancel`` checks what a cancel runs and that a refused cancel never keeps a job from
+being polled.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from scopeflow.core.errors import ClusterError
 from scopeflow.service.db import Job, User, make_engine, new_job_id, session_factory, set_state
 from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.migrate import upgrade
 from scopeflow.service.schedulers import JobSpec, Scheduler, SchedulerState, SchedulerStatus
-from scopeflow.service.schedulers.slurm import IDS_PER_CALL, SlurmScheduler
+from scopeflow.service.schedulers.slurm import IDS_PER_CALL, MIN_STATUS_S, SlurmScheduler
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from scopeflow.service.worker import Worker
@@ -43,6 +47,8 @@ table = json.loads((here / "table.json").read_text())
 if table.get(tool + "_fails"):
     sys.stderr.write(table[tool + "_fails"])
     sys.exit(1)
+if tool == "scancel":
+    sys.exit(0)
 opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
 if tool == "squeue":
     queue = table["squeue"]
@@ -65,14 +71,15 @@ else:
 
 
 class FakeSlurm:
-    """``squeue`` and ``sacct`` executables answering from :attr:`table`; :meth:`calls` lists
+    """``squeue``, ``sacct`` and ``scancel`` executables answering from :attr:`table` (a key
+    ``TOOL_fails`` makes that tool print its value to stderr and exit 1); :meth:`calls` lists
     what they were run with."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.table: dict[str, Any] = {"squeue": {}, "sacct": {}}
-        for tool in ("squeue", "sacct"):
+        for tool in ("squeue", "sacct", "scancel"):
             path = folder / tool
             path.write_text(f"#!{sys.executable}\n" + _FAKE.format(folder=str(folder)))
             path.chmod(0o755)
@@ -81,8 +88,14 @@ class FakeSlurm:
     def save(self) -> None:
         (self.folder / "table.json").write_text(json.dumps(self.table))
 
-    def adapter(self) -> SlurmScheduler:
-        return SlurmScheduler(squeue=str(self.folder / "squeue"), sacct=str(self.folder / "sacct"))
+    def adapter(self, min_status_s: float = 0.0) -> SlurmScheduler:
+        """The adapter on the fake commands (by default asking them on every call)."""
+        return SlurmScheduler(
+            squeue=str(self.folder / "squeue"),
+            sacct=str(self.folder / "sacct"),
+            scancel=str(self.folder / "scancel"),
+            min_status_s=min_status_s,
+        )
 
     def calls(self) -> list[list[str]]:
         path = self.folder / "calls.jsonl"
@@ -378,3 +391,132 @@ def test_the_base_class_loops_and_a_raising_batch_falls_back_to_one_job_at_a_tim
         assert worker.tick() == 1
         assert canned.asked == ["1"]  # through the base class's statuses()
         assert _states(settings, job_ids)[0] == (JobState.FAILED, 1)
+
+
+# -- cancel ---------------------------------------------------------------------------------------
+
+
+def test_a_cancel_is_one_plain_scancel(fake: FakeSlurm, tmp_path: Path) -> None:
+    """Plain ``scancel ID`` stops a pending job too (``--full --signal=TERM`` is refused for one)
+    and signals a running job's batch step (tests/integration/test_slurm_cancel.py)."""
+    (job_dir,) = _dirs(tmp_path, 1)
+    fake.adapter().cancel("42", job_dir)
+    assert fake.calls() == [["scancel", "42"]]
+    assert JobFiles(job_dir).cancel_marker.exists()
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "scancel: error: Kill job error on job id 42: Invalid job id specified\n",
+        "scancel: error: Kill job error on job id 42: Job/step already completing or completed\n",
+    ],
+)
+def test_a_cancel_of_a_job_slurm_has_ended_or_purged_is_done(
+    fake: FakeSlurm, tmp_path: Path, said: str
+) -> None:
+    (job_dir,) = _dirs(tmp_path, 1)
+    fake.table["scancel_fails"] = said
+    fake.save()
+    fake.adapter().cancel("42", job_dir)  # no error: the job's status says how it ended
+    assert _tools(fake.calls()) == ["scancel"]
+
+
+def test_a_cancel_slurm_refuses_is_an_error(fake: FakeSlurm, tmp_path: Path) -> None:
+    (job_dir,) = _dirs(tmp_path, 1)
+    fake.table["scancel_fails"] = "scancel: error: Unable to contact slurm controller\n"
+    fake.save()
+    with pytest.raises(ClusterError, match="Unable to contact slurm controller"):
+        fake.adapter().cancel("42", job_dir)
+
+
+def test_a_job_whose_cancel_keeps_failing_is_still_polled_to_its_end(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    """A refused ``scancel`` is tried again each round, and the job's state is asked all the same:
+    a job that ends meanwhile reaches its final state instead of staying active forever."""
+    settings = _settings(tmp_path)
+    job_ids = _submitted(settings, "slurm", ["300", "301"])
+    JobFiles.of(settings.jobs_dir, "alice", job_ids[0]).request_cancel()
+    fake.table["squeue"] = {"300": "RUNNING", "301": "RUNNING"}
+    fake.table["scancel_fails"] = "scancel: error: Unable to contact slurm controller\n"
+    fake.save()
+    with Worker(settings, worker_id="w", scheduler=fake.adapter()) as worker:
+        assert worker.tick() == 2
+        calls = fake.calls()
+        assert _tools(calls) == ["scancel", "squeue"]
+        assert _ids(calls[1]) == ["300", "301"]  # the job whose cancel failed is asked too
+        assert [s for s, _ in _states(settings, job_ids)] == [JobState.RUNNING] * 2
+        fake.table["squeue"] = {"301": "RUNNING"}  # ended: Slurm cancelled it after all
+        fake.table["sacct"] = {"300": ["CANCELLED by 0", "0:15"]}
+        fake.save()
+        assert worker.tick() == 1
+        assert _tools(fake.calls()) == ["scancel", "squeue", "sacct"]  # the cancel is retried
+        assert _states(settings, job_ids)[0] == (JobState.CANCELLED, 0)
+        JobFiles.of(settings.jobs_dir, "alice", job_ids[1]).request_cancel()
+        fake.table["scancel_fails"] = ""
+        fake.save()
+        worker.tick()
+        assert _tools(fake.calls()) == ["scancel", "squeue"]
+        worker.tick()
+        assert _tools(fake.calls()) == ["squeue"]  # accepted: not sent again
+
+
+# -- the rate of status queries -------------------------------------------------------------------
+
+
+def test_slurm_is_asked_about_a_job_at_most_once_per_min_status_s(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    """Answers are reused for ``min_status_s``; exit records are read on every call, and a job
+    the last query did not cover, or one just cancelled, is asked at once."""
+    fake.table["squeue"] = {"1": "RUNNING", "2": "PENDING", "3": "RUNNING"}
+    fake.save()
+    dirs = _dirs(tmp_path, 3)
+    adapter = fake.adapter(min_status_s=60)
+    jobs = [("1", dirs[0]), ("2", dirs[1])]
+    states = [SchedulerState.RUNNING, SchedulerState.PENDING]
+    assert [s.state for s in adapter.statuses(jobs)] == states
+    assert _tools(fake.calls()) == ["squeue"]
+    fake.table["squeue"] = {"1": "RUNNING", "2": "RUNNING", "3": "RUNNING"}  # 2 started
+    fake.save()
+    assert [s.state for s in adapter.statuses(jobs)] == states  # the answer of the last query
+    assert adapter.status("2", dirs[1]).state is SchedulerState.PENDING
+    assert fake.calls() == []
+    _exit_record(dirs[0], 0)  # 1 ended: seen at once, without a query
+    got = adapter.statuses(jobs)
+    assert [s.state for s in got] == [SchedulerState.SUCCEEDED, SchedulerState.PENDING]
+    assert fake.calls() == []
+    got = adapter.statuses([*jobs, ("3", dirs[2])])  # 3: not asked yet, so asked now (with 2)
+    assert [s.state for s in got][1:] == [SchedulerState.RUNNING] * 2
+    (call,) = fake.calls()
+    assert _ids(call) == ["2", "3"]
+    adapter.cancel("3", dirs[2])
+    fake.table["squeue"] = {"2": "RUNNING"}
+    fake.table["sacct"] = {"3": ["CANCELLED by 0", "0:15"]}
+    fake.save()
+    got = adapter.statuses([("2", dirs[1]), ("3", dirs[2])])  # 3 was cancelled: asked again
+    assert [s.state for s in got] == [SchedulerState.RUNNING, SchedulerState.CANCELLED]
+    assert _tools(fake.calls()) == ["scancel", "squeue", "sacct"]
+    adapter.min_status_s = 0  # the answers are old now
+    adapter.statuses([("2", dirs[1])])
+    assert _tools(fake.calls()) == ["squeue"]
+
+
+def test_a_worker_asks_slurm_once_in_several_rounds_and_sees_an_end_at_once(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    assert 15 <= MIN_STATUS_S <= 30
+    settings = _settings(tmp_path)
+    job_ids = _submitted(settings, "slurm", ["400", "401"])
+    fake.table["squeue"] = {"400": "RUNNING", "401": "RUNNING"}
+    fake.save()
+    with Worker(settings, worker_id="w", scheduler=fake.adapter(MIN_STATUS_S)) as worker:
+        assert worker.tick() == 2
+        for _ in range(3):
+            assert worker.tick() == 0
+        assert _tools(fake.calls()) == ["squeue"]  # one query in four rounds
+        _exit_record(JobFiles.of(settings.jobs_dir, "alice", job_ids[1]).root, 3)
+        assert worker.tick() == 1
+        assert _states(settings, job_ids) == [(JobState.RUNNING, None), (JobState.FAILED, 3)]
+        assert fake.calls() == []

@@ -7,9 +7,10 @@ One small interface (:class:`~scopeflow.service.schedulers.base.Scheduler`) and 
     (pid record, exit record), so a restarted worker re-attaches by reading it.
 ``slurm`` (:class:`SlurmScheduler`)
     ``sbatch`` of a script rendered from the template's resources and the user's account
-    mapping; ``squeue``/``sacct`` for state (one of each for all the jobs of a polling round),
-    ``scancel``; the exit record written by the job itself is consulted first. A failed status
-    query is reported as ``unknown``, never as completion.
+    mapping; ``squeue``/``sacct`` for state (one of each for all the jobs of a polling round,
+    and a job at most once every ``min_status_s``), ``scancel``; the exit record written by the
+    job itself is consulted first. A failed status query is reported as ``unknown``, never as
+    completion.
 
 Both run the job through :mod:`scopeflow.service.schedulers.wrapper`, which writes the exit
 record atomically when the command ends.

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,6 +137,9 @@ class Scheduler(ABC):
     """What the worker needs from a scheduler adapter (adapters subclass it)."""
 
     name: str
+    python: str = sys.executable
+    """The interpreter that runs the wrapper and ``scopeflow run`` where the jobs run (the
+    adapters take it as an option; default: this one)."""
 
     @abstractmethod
     def submit(self, spec: JobSpec) -> str:

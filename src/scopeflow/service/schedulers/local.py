@@ -48,12 +48,12 @@ class LocalScheduler(Scheduler):
     python
         Interpreter that runs the wrapper (default: this one).
     grace_s
-        Seconds between SIGTERM and SIGKILL on cancel.
+        Seconds between SIGTERM and SIGKILL on cancel (the worker uses this default).
     """
 
     name = "local"
 
-    def __init__(self, python: str | None = None, grace_s: float = 20.0) -> None:
+    def __init__(self, python: str | None = None, grace_s: float = 5.0) -> None:
         self.python = python or sys.executable
         self.grace_s = grace_s
 

@@ -18,6 +18,12 @@ at most per command line). Some Slurm versions refuse the whole list when one id
 longer known (``Invalid job id specified``, a job purged from the controller); the adapter then
 lists its user's jobs (``squeue --user=UID``) and picks its own from them.
 :meth:`~SlurmScheduler.status` is the same query for one job.
+
+Rate: the worker asks every second or so, but the controller is asked about a job at most once
+every :attr:`SlurmScheduler.min_status_s` (:data:`MIN_STATUS_S`, 15 s); in between the adapter
+answers what the last ``squeue``/``sacct`` said. Exit records are read on every call, so a job
+that ends is seen at once; a job the last query did not cover (just submitted) is asked at
+once, and so is a job just cancelled.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 import unicodedata
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,10 +50,13 @@ from scopeflow.service.schedulers.base import (
     status_from_exit_record,
 )
 
-__all__ = ["IDS_PER_CALL", "SlurmScheduler", "render_script"]
+__all__ = ["IDS_PER_CALL", "MIN_STATUS_S", "SlurmScheduler", "render_script"]
 
 IDS_PER_CALL = 500
 """The most job ids one ``squeue`` or ``sacct`` command line carries; more take several calls."""
+
+MIN_STATUS_S = 15.0
+"""Default of :attr:`SlurmScheduler.min_status_s`: seconds between two status queries of a job."""
 
 _SAFE = {
     "partition": r"[A-Za-z0-9_.,-]{1,64}",
@@ -82,6 +92,9 @@ _SACCT = {
 
 
 _JOB_ID = re.compile(r"\d{1,20}")
+_SCANCEL_DONE = ("Invalid job id", "already completing or completed")
+"""What ``scancel`` says of a job that has nothing left to cancel (purged from the controller,
+or ended): the cancel is then done, and the job's status says how it ended."""
 _SQUEUE_FORMAT = "--format=%i|%T"
 _SACCT_FORMAT = "--format=JobID,State,ExitCode"
 
@@ -153,6 +166,7 @@ def render_script(spec: JobSpec, python: str) -> str:
         f"#SBATCH --job-name={name}",
         f"#SBATCH --output={files.log('stdout')}",
         f"#SBATCH --error={files.log('stderr')}",
+        "#SBATCH --open-mode=append",  # a restart adds to the logs, as the local adapter does
         f"#SBATCH --chdir={cwd}",
         "#SBATCH --ntasks=1",
         f"#SBATCH --cpus-per-task={int(res.get('cores', 1))}",
@@ -190,6 +204,9 @@ class SlurmScheduler(Scheduler):
         The commands (names or paths).
     timeout_s
         Limit of each command.
+    min_status_s
+        Seconds an answer of ``squeue``/``sacct`` is used for before the controller is asked
+        again (:meth:`statuses`); 0 asks on every call.
     """
 
     name = "slurm"
@@ -203,10 +220,14 @@ class SlurmScheduler(Scheduler):
         sacct: str = "sacct",
         scancel: str = "scancel",
         timeout_s: float = 30.0,
+        min_status_s: float = MIN_STATUS_S,
     ) -> None:
         self.python = python or sys.executable
         self.commands = {"sbatch": sbatch, "squeue": squeue, "sacct": sacct, "scancel": scancel}
         self.timeout_s = timeout_s
+        self.min_status_s = min_status_s
+        #: job id -> (time.monotonic() of the query, what squeue/sacct said)
+        self._answers: dict[str, tuple[float, SchedulerStatus]] = {}
 
     def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(  # an argv list: no shell
@@ -247,10 +268,12 @@ class SlurmScheduler(Scheduler):
     def statuses(self, jobs: Sequence[tuple[str, Path]]) -> list[SchedulerStatus]:
         """The states of ``jobs`` (``(scheduler_id, job_dir)`` each), in their order.
 
-        Each job's exit record first; for the jobs without one, one ``squeue`` for all; for
-        those ``squeue`` no longer lists (and still without an exit record), one ``sacct``. A
-        query that fails makes the jobs it was asked about ``unknown``; an id that is not a
-        Slurm job id (digits) is ``unknown`` without a query.
+        Each job's exit record first (read on every call). For the jobs without one: if Slurm
+        was asked about each of them less than :attr:`min_status_s` ago, its answers then (no
+        query); else one ``squeue`` for all of them and, for those ``squeue`` no longer lists
+        (and still without an exit record), one ``sacct``. A query that fails makes the jobs it
+        was asked about ``unknown`` (until it is asked again); an id that is not a Slurm job id
+        (digits) is ``unknown`` without a query.
         """
         found: list[SchedulerStatus | None] = [status_from_exit_record(d) for _, d in jobs]
         ask: list[int] = []
@@ -261,22 +284,44 @@ class SlurmScheduler(Scheduler):
                 ask.append(i)
             else:
                 found[i] = _unknown(f"not a Slurm job id: {sid!r}")
-        gone: list[int] = []
-        if ask:
-            listed = self._squeue(sorted({jobs[i][0] for i in ask}, key=int))
+        now = time.monotonic()
+        kept = {
+            sid: answer
+            for sid, answer in self._answers.items()
+            if now - answer[0] < self.min_status_s
+        }
+        self._answers = kept  # older answers are of no use any more
+        if ask and all(jobs[i][0] in kept for i in ask):
             for i in ask:
-                if isinstance(listed, SchedulerStatus):  # squeue failed
-                    found[i] = listed
-                    continue
-                state = listed.get(jobs[i][0])
-                if state is None:
-                    found[i] = status_from_exit_record(jobs[i][1])  # it may have ended meanwhile
-                    if found[i] is None:
-                        gone.append(i)
-                elif state in _SQUEUE:
-                    found[i] = SchedulerStatus(_SQUEUE[state], None, state.lower())
-                else:  # a state squeue shows that is not in the table
-                    found[i] = _unknown(f"squeue: {state}")
+                found[i] = kept[jobs[i][0]][1]
+        elif ask:
+            for i, status in self._query(jobs, ask).items():
+                found[i] = status
+                self._answers[jobs[i][0]] = (now, status)
+        return [s if s is not None else _unknown("not asked") for s in found]
+
+    def _query(
+        self, jobs: Sequence[tuple[str, Path]], ask: list[int]
+    ) -> dict[int, SchedulerStatus]:
+        """The status of ``jobs[i]`` for each ``i`` in ``ask``: one squeue, at most one sacct."""
+        found: dict[int, SchedulerStatus] = {}
+        gone: list[int] = []
+        listed = self._squeue(sorted({jobs[i][0] for i in ask}, key=int))
+        for i in ask:
+            if isinstance(listed, SchedulerStatus):  # squeue failed
+                found[i] = listed
+                continue
+            state = listed.get(jobs[i][0])
+            if state is None:
+                record = status_from_exit_record(jobs[i][1])  # it may have ended meanwhile
+                if record is None:
+                    gone.append(i)
+                else:
+                    found[i] = record
+            elif state in _SQUEUE:
+                found[i] = SchedulerStatus(_SQUEUE[state], None, state.lower())
+            else:  # a state squeue shows that is not in the table
+                found[i] = _unknown(f"squeue: {state}")
         if gone:
             accounted = self._sacct(sorted({jobs[i][0] for i in gone}, key=int))
             for i in gone:
@@ -286,7 +331,7 @@ class SlurmScheduler(Scheduler):
                     found[i] = accounted.get(
                         jobs[i][0], _unknown("sacct: no accounting record yet")
                     )
-        return [s if s is not None else _unknown("not asked") for s in found]
+        return found
 
     def _squeue(self, ids: list[str]) -> dict[str, str] | SchedulerStatus:
         """``{job id: state}`` of the ``ids`` squeue lists, or ``unknown`` when it fails."""
@@ -339,7 +384,13 @@ class SlurmScheduler(Scheduler):
         return {job_id: _sacct_status(fields) for job_id, fields in rows.items()}
 
     def cancel(self, scheduler_id: str, job_dir: Path) -> None:
-        """Mark the job cancelled and ``scancel`` it (SIGTERM, then Slurm's own kill).
+        """Mark the job cancelled and ``scancel`` it.
+
+        One plain ``scancel ID``: a pending job is removed from the queue; a running one has
+        all its steps signalled, the batch step included (SIGCONT and SIGTERM, then SIGKILL after
+        Slurm's ``KillWait``), so the wrapper passes SIGTERM on to the command and writes its exit
+        record. A job Slurm no longer knows (:data:`_SCANCEL_DONE`: purged, or already ending) is
+        not an error: its status says how it ended.
 
         Raises
         ------
@@ -347,11 +398,10 @@ class SlurmScheduler(Scheduler):
             scancel failed.
         """
         JobFiles(job_dir).request_cancel()
+        self._answers.pop(scheduler_id, None)  # the next status asks Slurm again
         try:
-            out = self._run("scancel", "--full", "--signal=TERM", scheduler_id)
-            if out.returncode == 0:
-                out = self._run("scancel", scheduler_id)
+            out = self._run("scancel", scheduler_id)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ClusterError(f"scancel failed: {exc}") from exc
-        if out.returncode != 0:
+        if out.returncode != 0 and not any(text in out.stderr for text in _SCANCEL_DONE):
             raise ClusterError(f"scancel failed (exit {out.returncode}): {out.stderr.strip()}")

@@ -339,7 +339,12 @@ def test_a_job_cancelled_behind_the_workers_back_is_stopped(sqlite_service: Serv
         submitted = service.job(job_id)
         assert submitted.scheduler_id is not None and submitted.claimed_by == worker.worker_id
         service.set_state(job_id, JobState.CANCELLED)  # the API's compare-and-set won
-        worker.tick()
+        # the sweep stops the scheduler job and keeps the claim until that job has ended
+        for _ in range(600):
+            worker.tick()
+            if service.job(job_id).claimed_by is None:
+                break
+            time.sleep(0.1)
         job = service.job(job_id)
         assert job.state is JobState.CANCELLED and job.claimed_by is None
         status = worker.scheduler.status(str(submitted.scheduler_id), service.files(job_id).root)

@@ -178,9 +178,9 @@ def add_job(
     """A job row of ``owner`` in state ``created``, made as ``POST /jobs`` makes it (flushed,
     not committed).
 
-    The id is the model's default; with ``jobs_dir`` the job's folders are created under it and
-    ``run_dir`` points there, as in the service, otherwise ``run_dir`` is a path that does not
-    exist. ``params`` are stored as they are (the API checks them against the template first).
+    The id is the model's default; with ``jobs_dir`` the job's folders are created under it, as
+    in the service. ``params`` are stored as they are (the API checks them against the template
+    first).
     ``fields`` set more columns (``state=``, ``started_at=`` …) directly, bypassing
     :func:`~scopeflow.service.db.set_state`: for tests of the model and of claims.
     """
@@ -192,15 +192,11 @@ def add_job(
         name=name,
         template=template,
         params=params if params is not None else {},
-        run_dir="",
         **fields,
     )
     session.add(job)
     session.flush()
     job.owner = owner
-    if jobs_dir is None:
-        job.run_dir = f"/nonexistent/{owner.name}/{job.id}/run"
-    else:
-        job.run_dir = str(JobFiles.of(jobs_dir, owner.name, job.id).create().run_dir)
-    session.flush()
+    if jobs_dir is not None:
+        JobFiles.of(jobs_dir, owner.name, job.id).create()
     return job

@@ -147,7 +147,6 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
-    run_dir: Mapped[str] = mapped_column(String(1024))
     scheduler: Mapped[str] = mapped_column(String(16), default="local")
     scheduler_id: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(default=0)

@@ -84,13 +84,12 @@ def create_job(body: JobCreate, user: CurrentUser, session: DbSession, svc: Svc)
         name=body.name,
         template=template.name,
         params=params,
-        run_dir="",
         scheduler=svc.settings.scheduler,
     )
     session.add(job)
-    session.flush()
+    session.flush()  # the id names the job's folder
     job.owner = user
-    job.run_dir = str(svc.files(job).create().run_dir)
+    svc.files(job).create()
     session.commit()
     return job_json(job)
 

@@ -60,9 +60,7 @@ def test_timestamps_are_utc_and_naive_ones_refused(session: Session) -> None:
     assert job.started_at is not None
     assert job.started_at.tzinfo == UTC
     assert job.started_at.hour == 12
-    session.add(
-        Job(owner_id=alice.id, name="n", template="t", run_dir="r", started_at=datetime.now())
-    )
+    session.add(Job(owner_id=alice.id, name="n", template="t", started_at=datetime.now()))
     with pytest.raises(StatementError, match="time zone"):
         session.flush()
     session.rollback()
@@ -76,7 +74,7 @@ def test_unique_names_and_foreign_keys(session: Session) -> None:
         session.flush()
     session.rollback()
     with pytest.raises(IntegrityError):  # foreign keys are enforced (also on SQLite)
-        session.add(Job(owner_id=999, name="n", template="t", run_dir="r"))
+        session.add(Job(owner_id=999, name="n", template="t"))
         session.flush()
     session.rollback()
 

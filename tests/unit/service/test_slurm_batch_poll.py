@@ -314,8 +314,8 @@ def _submitted(settings: ServiceSettings, scheduler: str, ids: list[str]) -> lis
         session.flush()
         for sid in ids:
             job_id = new_job_id()
-            files = JobFiles.of(settings.jobs_dir, "alice", job_id).create()
-            job = Job(id=job_id, owner=owner, name="t", template="toy", run_dir=str(files.run_dir))
+            JobFiles.of(settings.jobs_dir, "alice", job_id).create()
+            job = Job(id=job_id, owner=owner, name="t", template="toy")
             session.add(job)
             session.flush()
             set_state(session, job, JobState.READY)

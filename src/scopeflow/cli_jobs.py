@@ -344,14 +344,13 @@ def logs_cmd(
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """A unit's log or the job's scheduler output."""
+    """A unit's log or the job's scheduler output, all of it (or, with -f, until the job ends)."""
     which: dict[str, Any] = {"step": step, "unit": unit} if step and unit else {"stream": stream}
     with _client(url, token) as c:
-        if follow:
-            for text in c.follow_logs(job_id, **which):
-                out.out(text, end="")
-        else:
-            out.out(c.logs(job_id, **which)["text"], end="")
+        pages = c.follow_logs(job_id, **which) if follow else c.read_logs(job_id, **which)
+        for text in pages:  # as it is: rich's rendering would cost seconds per MB
+            out.file.write(text)
+            out.file.flush()
 
 
 @jobs_app.command("download")

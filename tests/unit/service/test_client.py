@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -29,6 +30,7 @@ from scopeflow.client._client import TransferError
 from scopeflow.service.app import create_app
 from scopeflow.service.auth import create_user
 from scopeflow.service.db import make_engine, session_factory
+from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.settings import ServiceSettings
 from tests.conftest import EXAMPLE_TEMPLATES
 
@@ -343,6 +345,72 @@ def test_the_zip_goes_through_a_part_file(live: Live, client: Client, tmp_path: 
     client.download_zip(job_id, dest)
     assert zipfile.ZipFile(dest).namelist() == ["outputs/a.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zip"]
+
+
+# -- logs: every page, and no waiting while there is more -----------------------------------------
+
+LOG = "".join(f"line {i:05d} of the job's stderr, ä ö\n" for i in range(3000))  # 2-byte chars too
+
+
+def _stderr_log(live: Live, job_id: str, text: str) -> Path:
+    path = JobFiles.of(live.settings.jobs_dir, "alice", job_id).log("stderr")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_read_logs_reads_a_log_past_the_page_limit(live: Live, client: Client) -> None:
+    job_id = _job(client)
+    _stderr_log(live, job_id, LOG)
+    assert len(client.logs(job_id, limit=4096)["text"]) < len(LOG)  # one page is not all
+    pages = list(client.read_logs(job_id, limit=4096))
+    assert len(pages) > 1
+    assert "".join(pages) == LOG
+    unit_log = _run_dir(live, job_id) / "logs" / "work" / "u0000.log"
+    unit_log.parent.mkdir(parents=True)
+    unit_log.write_text(LOG[:10_000], encoding="utf-8")
+    assert "".join(client.read_logs(job_id, step="work", unit="u0000", limit=999)) == LOG[:10_000]
+    assert list(client.read_logs(job_id, stream="stdout")) == []  # no log yet
+
+
+def test_follow_logs_waits_only_once_it_has_read_the_whole_log(
+    live: Live, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scopeflow.client import _client
+
+    job_id = _job(client)
+    path = _stderr_log(live, job_id, LOG)
+    more = "written while the client waited\n"
+    got: list[str] = []
+    read_when_waiting: list[str] = []
+
+    def sleep(_seconds: float) -> None:
+        read_when_waiting.append("".join(got))
+        if len(read_when_waiting) == 1:  # the job writes a last line and ends
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(more)
+            client.cancel(job_id)
+
+    monkeypatch.setattr(_client, "time", SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
+    for text in client.follow_logs(job_id, limit=4096, poll_s=30):
+        got.append(text)
+    assert read_when_waiting == [LOG]  # one wait, and only after the last page
+    assert "".join(got) == LOG + more
+
+
+def test_the_cli_prints_a_whole_log_larger_than_a_page(live: Live, client: Client) -> None:
+    from scopeflow.cli import app
+
+    job_id = _job(client)
+    big = LOG * 12  # 1.4 MB: more than the service's 1 MiB page
+    _stderr_log(live, job_id, big)
+    client.cancel(job_id)
+    auth = ["--url", live.url, "--token", str(client.token)]
+    runner = CliRunner()
+    for follow in ([], ["--follow"]):
+        result = runner.invoke(app, ["jobs", "logs", job_id, *follow, *auth])
+        assert result.exit_code == 0, result.output[-2000:]
+        assert result.output == big, follow
 
 
 # -- the CLI's saved login -----------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -30,7 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from scopeflow.client import FINAL, APIError, TransferError, TransferProgress
+from scopeflow.client import APIError, TransferError, TransferProgress
 
 if TYPE_CHECKING:
     from scopeflow.client import Client
@@ -321,14 +320,13 @@ def watch_cmd(
 ) -> None:
     """Follow a job's step x unit grid live until it ends (exit 1 unless it succeeded)."""
     with _client(url, token) as c, Live(console=out, auto_refresh=False) as live:
-        while True:
-            job, prog = c.job(job_id), c.progress(job_id)
+
+        def show(prog: dict[str, Any], job: dict[str, Any]) -> None:
             table = _grid(prog)
             table.title = f"{job['name']} ({job['id'][:8]}): {job['state']}"
             live.update(table, refresh=True)
-            if job["state"] in FINAL:
-                break
-            time.sleep(poll)
+
+        job = c.wait(job_id, poll_s=poll, on_progress=show)
     if job["state"] != "succeeded":
         err.print(f"[red]{job['state']}[/red] {job.get('error') or ''}")
         raise typer.Exit(1)

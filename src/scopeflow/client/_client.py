@@ -264,9 +264,21 @@ class Client:
         *,
         timeout: float | None = None,
         poll_s: float = 1.0,
-        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        on_progress: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Poll until the job is succeeded, failed or cancelled; return it.
+
+        Parameters
+        ----------
+        job_id
+            The job.
+        timeout
+            Seconds to wait at most (no limit when None).
+        poll_s
+            Seconds between polls.
+        on_progress
+            Called at every poll, the last included, with the job's progress (as
+            :meth:`progress` returns it) and the job (as :meth:`job` returns it).
 
         Raises
         ------
@@ -277,7 +289,7 @@ class Client:
         while True:
             job = self.job(job_id)
             if on_progress is not None:
-                on_progress(self.progress(job_id))
+                on_progress(self.progress(job_id), job)
             if job["state"] in FINAL:
                 return job
             if deadline is not None and time.monotonic() > deadline:

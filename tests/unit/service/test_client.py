@@ -413,6 +413,90 @@ def test_the_cli_prints_a_whole_log_larger_than_a_page(live: Live, client: Clien
         assert result.output == big, follow
 
 
+# -- waiting for a job, and the CLI's watch --------------------------------------------------------
+
+
+def _events(live: Live, job_id: str, *states: tuple[str, str, str]) -> None:
+    """Append (step, unit, state) events to the job's events.jsonl, as the engine writes them."""
+    path = _run_dir(live, job_id) / "events.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        for step, unit, state in states:
+            fh.write(json.dumps({"ts": 0, "step": step, "unit": unit, "state": state}) + "\n")
+
+
+def _sleep_then(monkeypatch: pytest.MonkeyPatch, *actions: Any) -> list[float]:
+    """Replace the client's (and the CLI's) sleep: the n-th sleep runs ``actions[n]``."""
+    from scopeflow import cli_jobs
+    from scopeflow.client import _client
+
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        assert len(slept) < len(actions), "polled after the job had ended"
+        actions[len(slept)]()
+        slept.append(seconds)
+
+    fake = SimpleNamespace(sleep=sleep, monotonic=time.monotonic)
+    monkeypatch.setattr(_client, "time", fake)
+    # `jobs watch` waits through Client.wait; patched in the CLI too, so that a polling loop of
+    # its own would fail this test instead of hanging it
+    monkeypatch.setattr(cli_jobs, "time", fake, raising=False)
+    return slept
+
+
+def test_wait_gives_on_progress_the_progress_and_the_job_at_every_poll(
+    live: Live, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = _job(client)
+    _events(live, job_id, ("work", "u0", "running"))
+    slept = _sleep_then(
+        monkeypatch,
+        lambda: _events(live, job_id, ("work", "u0", "done")),
+        lambda: client.cancel(job_id),
+    )
+    seen: list[tuple[str, dict[str, str], str]] = []
+
+    def on_progress(progress: dict[str, Any], job: dict[str, Any]) -> None:
+        units = progress["steps"][0]["units"] if progress["steps"] else {}
+        seen.append((job["id"], units, job["state"]))
+
+    job = client.wait(job_id, poll_s=0.5, on_progress=on_progress)
+    assert job["state"] == "cancelled"
+    assert slept == [0.5, 0.5]
+    assert seen == [
+        (job_id, {"u0": "running"}, "created"),
+        (job_id, {"u0": "done"}, "created"),
+        (job_id, {"u0": "done"}, "cancelled"),
+    ]
+
+
+def test_the_cli_watches_a_job_until_it_ends(
+    live: Live, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scopeflow.cli import app
+
+    monkeypatch.setenv("COLUMNS", "120")
+    job_id = _job(client)
+    _events(live, job_id, ("prepare", "u0", "done"), ("prepare", "u1", "running"))
+    slept = _sleep_then(
+        monkeypatch,
+        lambda: _events(live, job_id, ("prepare", "u1", "failed")),
+        lambda: client.cancel(job_id),
+    )
+    auth = ["--url", live.url, "--token", str(client.token)]
+    result = CliRunner().invoke(app, ["jobs", "watch", job_id, "--poll", "0.25", *auth])
+    assert slept == [0.25, 0.25]
+    assert result.exit_code == 1, result.output
+    # not a terminal: rich's Live prints the last grid only; then the state on stderr
+    lines = result.output.splitlines()
+    assert lines[0].strip() == f"t ({job_id[:8]}): cancelled"
+    header = ["step", "units", "done", "running", "failed", "seconds"]
+    assert [c.strip() for c in lines[2].split("┃")[1:-1]] == header
+    assert [c.strip() for c in lines[4].split("│")[1:-1]] == ["prepare", "■■", "1", "0", "1", "0.0"]
+    assert lines[-1].rstrip().endswith("cancelled")
+
+
 # -- the CLI's saved login -----------------------------------------------------------------------
 
 

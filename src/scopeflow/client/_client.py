@@ -51,12 +51,22 @@ class Client:
         A session token or API key (or call :meth:`login`).
     timeout
         Seconds per request.
+    transport
+        The httpx transport to send requests through (default: httpx's own); e.g. one that
+        breaks a transfer off, to measure a resume.
     """
 
-    def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
-        self._http = httpx.Client(base_url=self.url + API, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url + API, timeout=timeout, transport=transport)
 
     def close(self) -> None:
         """Close the connection pool."""

@@ -224,6 +224,68 @@ def test_the_cli_deletes_input_files(live: Live, client: Client, tmp_path: Path)
     assert result.exit_code == 1 and "404" in result.output
 
 
+# -- an upload broken off in the middle of a chunk -----------------------------------------------
+
+
+class _CutError(Exception):
+    """The connection was broken off on purpose."""
+
+
+class _BreakOff(httpx.BaseTransport):
+    """httpx's transport, but the upload breaks off once the file's first ``at`` bytes are sent.
+
+    The chunk (PUT) that crosses ``at`` is sent up to that byte; then the request fails and its
+    connection is dropped, as when a link fails or the client is killed.
+    """
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            offset = int(request.url.params["offset"])
+            request.stream = _Body(request.read(), self.at - offset)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _Body(httpx.SyncByteStream):
+    def __init__(self, data: bytes, until: int) -> None:
+        self.data, self.until = data, until
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.data[: self.until]
+        if self.until < len(self.data):
+            raise _CutError
+
+
+def test_an_upload_broken_off_mid_chunk_resumes_after_the_last_whole_chunk(
+    live: Live, client: Client, tmp_path: Path
+) -> None:
+    job_id = _job(client)
+    local = tmp_path / "big.bin"
+    local.write_bytes(BIG)  # 256 KiB
+    chunk = 64 * 1024
+    cutting = _BreakOff(chunk + chunk // 2)
+    with Client(live.url, client.token, transport=cutting) as cut, pytest.raises(_CutError):
+        cut.upload(job_id, local, "big.bin", chunk=chunk)
+    resumed: list[int] = []
+
+    def first(s: TransferProgress) -> None:
+        if not resumed:
+            resumed.append(s.done)
+
+    # the half chunk that reached the service before the cut is not kept
+    assert client.upload(job_id, local, "big.bin", chunk=chunk, progress=first) == {
+        "path": "big.bin",
+        "size": len(BIG),
+    }
+    assert resumed == [chunk]
+
+
 # -- downloads through a part file ---------------------------------------------------------------
 
 

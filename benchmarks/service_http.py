@@ -7,9 +7,11 @@ a fresh data folder under ``benchmarks/.data/service``, makes a user and one job
   ``GET /jobs/{id}`` for ``--seconds`` seconds; counted: requests, errors (non-200 or
   exceptions), latency percentiles;
 * **upload**: a ``--upload-mb`` MiB file of random bytes is uploaded over loopback with the
-  Python client (8 MiB chunks): MB/s of the transfer (SHA-256 of the file timed apart), then
-  the same file again, cut at half, and resumed: bytes sent again after the cut, and the
-  seconds the resume costs before data flows (declare + offset query).
+  Python client (8 MiB chunks): MB/s of the transfer (the client's own SHA-256 of the file
+  timed apart), then the same file again, its connection broken off in the middle of a chunk
+  at about half the file (:class:`CuttingTransport`), and resumed: the bytes the client had
+  sent when it was cut, where the service resumed, the difference (sent twice), and the
+  seconds the resume costs before data flows (hash + declare + offset query).
 
 The client and the server share the machine's cores, so the figures are a floor.
 
@@ -21,12 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +39,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from scopeflow.client import Client, TransferProgress  # noqa: E402
+from scopeflow.client._client import CHUNK, _sha256  # noqa: E402
 from scopeflow.testing import Server  # noqa: E402
 
 DATA = HERE / ".data" / "service"
 EXAMPLE = HERE.parent / "src/scopeflow/service/templates.example.yaml"
+PIECE = 2**20
 
 
 def _scopeflow(*args: str) -> list[str]:
@@ -82,18 +86,66 @@ async def _poll(url: str, token: str, job: str, clients: int, seconds: float) ->
     }
 
 
+class CutError(Exception):
+    """The connection was broken off on purpose, in the middle of an upload chunk."""
+
+
+class _Pieces(httpx.SyncByteStream):
+    """A chunk's body in 1 MiB pieces; raises once the file's first ``cut.at`` bytes are sent."""
+
+    def __init__(self, body: bytes, offset: int, cut: CuttingTransport) -> None:
+        self.body, self.offset, self.cut = body, offset, cut
+
+    def __iter__(self) -> Iterator[bytes]:
+        sent = self.offset  # bytes of the file handed to the socket so far
+        for i in range(0, len(self.body), PIECE):
+            piece = self.body[i : i + PIECE][: self.cut.at - sent]
+            yield piece  # httpcore asks for the next piece once this one is written
+            sent += len(piece)
+            if sent >= self.cut.at:
+                self.cut.sent_at_cut = sent
+                raise CutError(f"connection broken off after {sent} bytes of the file")
+
+
+class CuttingTransport(httpx.BaseTransport):
+    """httpx's transport, but the upload's chunks (PUT) break off after ``at`` bytes of the file.
+
+    The body of the chunk that crosses ``at`` is sent up to that byte; then the request fails
+    and its connection is dropped (the service keeps none of a chunk it did not receive whole).
+    """
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.sent_at_cut: int | None = None
+        self._inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and self.sent_at_cut is None:
+            offset = int(request.url.params["offset"])
+            request.stream = _Pieces(request.read(), offset, self)
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _random_file(path: Path, size: int) -> None:
+    """``size`` bytes of random data, written 64 MiB at a time (the last block shorter)."""
+    rng = np.random.default_rng(0)
+    with path.open("wb") as fh:
+        left = size
+        while left:
+            n = min(64 * 2**20, left)
+            fh.write(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+            left -= n
+
+
 def _upload(url: str, token: str, mb: int, folder: Path) -> dict[str, Any]:
     src = folder / "upload.bin"
-    rng = np.random.default_rng(0)
-    with src.open("wb") as fh:
-        for _ in range(mb // 64):
-            fh.write(rng.integers(0, 256, 64 * 2**20, dtype=np.uint8).tobytes())
+    _random_file(src, mb * 2**20)
     size = src.stat().st_size
     t0 = time.perf_counter()
-    h = hashlib.sha256()
-    with src.open("rb") as fh:
-        while block := fh.read(8 * 2**20):
-            h.update(block)
+    _sha256(src)  # what the client runs to declare the file
     t_hash = time.perf_counter() - t0
     c = Client(url, token)
     job = c.create_job("toy", "upload")["id"]
@@ -101,39 +153,40 @@ def _upload(url: str, token: str, mb: int, folder: Path) -> dict[str, Any]:
     c.upload(job, src, "a.bin")
     t_full = time.perf_counter() - t0
 
-    class CutError(Exception):
-        pass
-
-    def cut(s: TransferProgress) -> None:
-        if s.done >= size // 2:
-            raise CutError
-
-    with contextlib.suppress(CutError):
-        c.upload(job, src, "b.bin", progress=cut)
+    # break the connection off at half the file, in the middle of a chunk (a chunk boundary
+    # moved on by half a chunk): what a dropped link or a killed client leaves behind
+    cut_at = size // 2 + (CHUNK // 2 if (size // 2) % CHUNK == 0 else 0)
+    cutter = CuttingTransport(cut_at)
+    with Client(url, token, transport=cutter) as cut_client, contextlib.suppress(CutError):
+        cut_client.upload(job, src, "b.bin")
+    assert cutter.sent_at_cut is not None, "the upload was not cut"
     first: list[float] = []
-    t0 = time.perf_counter()
     resumed_from: list[int] = []
+    t0 = time.perf_counter()
 
     def mark(s: TransferProgress) -> None:
-        if not first:
+        if not first:  # called once the service has said where it stands, before any chunk
             first.append(time.perf_counter() - t0)
             resumed_from.append(s.done)
 
-    c.upload(job, src, "b.bin", progress=mark)
+    done = c.upload(job, src, "b.bin", progress=mark)
     t_resume = time.perf_counter() - t0
+    assert done["size"] == size, done
     c.close()
     src.unlink()
     transfer = t_full - t_hash  # the client hashes the file once before sending it
     return {
-        "mib": mb,
+        "bytes": size,
+        "mib": round(size / 2**20, 3),
+        "chunk_bytes": CHUNK,
         "sha256_s": round(t_hash, 2),
         "upload_s_including_hash_and_server_check": round(t_full, 2),
         "transfer_mb_per_s": round(size / 1e6 / transfer, 1),
         "resume": {
-            "cut_at_bytes": size // 2,
-            "resumed_from_bytes": resumed_from[0] if resumed_from else None,
-            "bytes_sent_twice": (size // 2 - resumed_from[0]) if resumed_from else None,
-            "seconds_before_data_flows": round(first[0], 3) if first else None,
+            "sent_at_cut_bytes": cutter.sent_at_cut,
+            "resumed_from_bytes": resumed_from[0],
+            "bytes_sent_twice": cutter.sent_at_cut - resumed_from[0],
+            "seconds_before_data_flows": round(first[0], 3),
             "resume_total_s": round(t_resume, 2),
         },
     }

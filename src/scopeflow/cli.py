@@ -26,6 +26,8 @@ from scopeflow.core import (
 )
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from scopeflow.engine import RunOutcome
 
 app = typer.Typer(
@@ -49,6 +51,7 @@ err = Console(stderr=True)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 def _version(value: bool) -> None:
@@ -121,6 +124,7 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show a progress bar per step.")] = True,
 ) -> None:
     """Run PIPELINE on the configuration file; resume if the run directory has finished units."""
+    _stop_on_sigterm()
     from scopeflow.core.config import read_yaml_mapping, validate_config
     from scopeflow.engine import DEFAULT_RETRIES, RichProgress, run_pipeline, start_mpi_cluster
     from scopeflow.pipelines import get_pipeline
@@ -157,20 +161,50 @@ def run(
         start_mpi_cluster(spec)  # ranks other than 1 serve the cluster and exit inside
     workdir = workdir or config.parent / "runs" / pipe.name
     pipe.units(cfg)  # list the units now: missing inputs are reported before any cluster starts
-    outcome = run_pipeline(
-        pipe,
-        cfg,
-        workdir,
-        cluster=spec,
-        retries=n_retries,
-        progress=RichProgress(err) if progress else None,
-    )
+    try:
+        outcome = run_pipeline(
+            pipe,
+            cfg,
+            workdir,
+            cluster=spec,
+            retries=n_retries,
+            progress=RichProgress(err) if progress else None,
+        )
+    except KeyboardInterrupt:  # typer would turn it into a silent exit 130
+        err.print(
+            f"[yellow]cancelled[/yellow]; run directory {workdir}; "
+            "run the same command again to resume"
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_outcome(outcome.summary, outcome.run_dir)
     if outcome.status is not RunStatus.SUCCEEDED:
         for step, unit, error in outcome.failed:
             err.print(Text.assemble(("failed ", "red"), f"{step}[{unit}]: {error}"))
             err.print(f"  log: {outcome.run_dir / 'logs' / step / (unit + '.log')}")
         raise typer.Exit(EXIT_FAILED)
+
+
+def _stop_on_sigterm() -> None:
+    """Let SIGTERM stop a run as Ctrl-C does.
+
+    A cancelled service job gets SIGTERM (the local scheduler signals the process group, the
+    wrapper passes it on, ``scancel`` sends it). With Python's default handling the process
+    would die at once: no ``summary.json``, units left ``running`` in ``events.jsonl``, the
+    workers' batch jobs not closed. As a KeyboardInterrupt it takes the engine's interrupt path
+    (units closed, summary with status ``cancelled``, cluster closed). Only the first SIGTERM
+    counts: a cancel can deliver it twice (to the process group, and again by the wrapper), and
+    a second one would interrupt that clean-up; the scheduler's SIGKILL after its grace period
+    still ends a run that does not stop.
+    """
+    import signal
+    import threading
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.default_int_handler(signum, frame)
+
+    if threading.current_thread() is threading.main_thread():  # handlers are main-thread only
+        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _print_outcome(summary: dict[str, Any], run_dir: Path) -> None:
@@ -339,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]; run the same command again to resume")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -30,7 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from scopeflow.client import FINAL, APIError, TransferError, TransferProgress
+from scopeflow.client import APIError, TransferError, TransferProgress
 
 if TYPE_CHECKING:
     from scopeflow.client import Client
@@ -321,14 +320,13 @@ def watch_cmd(
 ) -> None:
     """Follow a job's step x unit grid live until it ends (exit 1 unless it succeeded)."""
     with _client(url, token) as c, Live(console=out, auto_refresh=False) as live:
-        while True:
-            job, prog = c.job(job_id), c.progress(job_id)
+
+        def show(prog: dict[str, Any], job: dict[str, Any]) -> None:
             table = _grid(prog)
             table.title = f"{job['name']} ({job['id'][:8]}): {job['state']}"
             live.update(table, refresh=True)
-            if job["state"] in FINAL:
-                break
-            time.sleep(poll)
+
+        job = c.wait(job_id, poll_s=poll, on_progress=show)
     if job["state"] != "succeeded":
         err.print(f"[red]{job['state']}[/red] {job.get('error') or ''}")
         raise typer.Exit(1)
@@ -344,14 +342,13 @@ def logs_cmd(
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """A unit's log or the job's scheduler output."""
+    """A unit's log or the job's scheduler output, all of it (or, with -f, until the job ends)."""
     which: dict[str, Any] = {"step": step, "unit": unit} if step and unit else {"stream": stream}
     with _client(url, token) as c:
-        if follow:
-            for text in c.follow_logs(job_id, **which):
-                out.out(text, end="")
-        else:
-            out.out(c.logs(job_id, **which)["text"], end="")
+        pages = c.follow_logs(job_id, **which) if follow else c.read_logs(job_id, **which)
+        for text in pages:  # as it is: rich's rendering would cost seconds per MB
+            out.file.write(text)
+            out.file.flush()
 
 
 @jobs_app.command("download")

@@ -51,12 +51,22 @@ class Client:
         A session token or API key (or call :meth:`login`).
     timeout
         Seconds per request.
+    transport
+        The httpx transport to send requests through (default: httpx's own); e.g. one that
+        breaks a transfer off, to measure a resume.
     """
 
-    def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
-        self._http = httpx.Client(base_url=self.url + API, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url + API, timeout=timeout, transport=transport)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -194,23 +204,67 @@ class Client:
         out: dict[str, Any] = self._json("GET", f"/jobs/{_q(job_id)}/summary")
         return out
 
-    def logs(self, job_id: str, *, offset: int = 0, **which: str) -> dict[str, Any]:
-        """Log text from ``offset``: ``step`` + ``unit``, or ``stream`` (stdout / stderr)."""
-        out: dict[str, Any] = self._json(
-            "GET", f"/jobs/{_q(job_id)}/logs", params={"offset": offset, **which}
-        )
+    def logs(
+        self, job_id: str, *, offset: int = 0, limit: int | None = None, **which: str
+    ) -> dict[str, Any]:
+        """One page of a log from byte ``offset``.
+
+        ``which`` is ``step`` + ``unit`` (a unit's log), or ``stream`` (stdout / stderr).
+        Returns ``{"text", "offset" (where the next page starts), "size" (of the log now)}``;
+        a page holds at most ``limit`` bytes (the service's default, 1 MiB, when None). See
+        :meth:`read_logs` for a whole log.
+        """
+        params: dict[str, Any] = {"offset": offset, **which}
+        if limit is not None:
+            params["limit"] = limit
+        out: dict[str, Any] = self._json("GET", f"/jobs/{_q(job_id)}/logs", params=params)
         return out
 
-    def follow_logs(self, job_id: str, *, poll_s: float = 1.0, **which: str) -> Iterator[str]:
-        """Yield new log text until the job has finished and the log is read to its end."""
+    def _log_pages(
+        self, job_id: str, offset: int, limit: int | None, which: dict[str, str], *, chase: bool
+    ) -> Iterator[tuple[str, int]]:
+        """``(text, next offset)`` of each page from ``offset`` on, without waiting.
+
+        Stops at the log's end: its size as the first page saw it, or with ``chase`` as the last
+        page saw it (a log written meanwhile is read on); or at a page that does not advance.
+        """
+        end: int | None = None
+        while True:
+            part = self.logs(job_id, offset=offset, limit=limit, **which)
+            end = part["size"] if end is None or chase else end
+            moved = part["offset"] > offset
+            offset = part["offset"]
+            if part["text"] or moved:
+                yield part["text"], offset
+            if offset >= end or not moved:
+                return
+
+    def read_logs(self, job_id: str, *, limit: int | None = None, **which: str) -> Iterator[str]:
+        """Yield a log's text page by page, from its start to its current end.
+
+        Unlike :meth:`logs`, not only the first page (the service sends at most ``limit``
+        bytes per request, 1 MiB by default): the pages follow one another without waiting.
+        ``which`` is ``step`` + ``unit``, or ``stream`` (stdout / stderr).
+        """
+        for text, _offset in self._log_pages(job_id, 0, limit, which, chase=False):
+            yield text
+
+    def follow_logs(
+        self, job_id: str, *, poll_s: float = 1.0, limit: int | None = None, **which: str
+    ) -> Iterator[str]:
+        """Yield new log text until the job has finished and the log is read to its end.
+
+        Pages follow one another without waiting while the log has more; only once it is read
+        to its end does the client wait ``poll_s`` before asking again.
+        """
         offset = 0
         while True:
-            state = self.job(job_id)["state"]
-            part = self.logs(job_id, offset=offset, **which)
-            if part["text"]:
-                yield part["text"]
-            offset = part["offset"]
-            if state in FINAL and offset >= part["size"]:
+            final = self.job(job_id)["state"] in FINAL  # before reading: then the log is whole
+            for text, after in self._log_pages(job_id, offset, limit, which, chase=True):
+                offset = after
+                if text:
+                    yield text
+            if final:
                 return
             time.sleep(poll_s)
 
@@ -220,9 +274,21 @@ class Client:
         *,
         timeout: float | None = None,
         poll_s: float = 1.0,
-        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        on_progress: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Poll until the job is succeeded, failed or cancelled; return it.
+
+        Parameters
+        ----------
+        job_id
+            The job.
+        timeout
+            Seconds to wait at most (no limit when None).
+        poll_s
+            Seconds between polls.
+        on_progress
+            Called at every poll, the last included, with the job's progress (as
+            :meth:`progress` returns it) and the job (as :meth:`job` returns it).
 
         Raises
         ------
@@ -233,7 +299,7 @@ class Client:
         while True:
             job = self.job(job_id)
             if on_progress is not None:
-                on_progress(self.progress(job_id))
+                on_progress(self.progress(job_id), job)
             if job["state"] in FINAL:
                 return job
             if deadline is not None and time.monotonic() > deadline:

@@ -77,14 +77,8 @@ def run_pipeline(
         with EventLog(rundir.events_path, run=run_no) as events:
             driver = _Driver(pipeline, config, rundir, events, retries=retries, progress=progress)
             status = RunStatus.FAILED
-            try:
-                with _client(client, cluster, rundir, retries) as dask_client:
-                    driver.run(dask_client)
-                status = RunStatus.FAILED if driver.failed else RunStatus.SUCCEEDED
-            except KeyboardInterrupt:
-                status = RunStatus.CANCELLED
-                raise
-            finally:
+
+            def write_summary() -> dict[str, Any]:
                 summary = summarize(
                     pipeline,
                     rundir,
@@ -94,6 +88,26 @@ def run_pipeline(
                     run=run_no,
                 )
                 atomic_write_json(rundir.summary_path, summary)
+                return summary
+
+            try:
+                with _client(client, cluster, rundir, retries) as dask_client:
+                    try:
+                        driver.run(dask_client)
+                    except KeyboardInterrupt:
+                        # closing the cluster can take longer than a cancel's grace period
+                        # before SIGKILL: close the units and write the summary first
+                        status = RunStatus.CANCELLED
+                        driver.cancel()
+                        write_summary()
+                        raise
+                status = RunStatus.FAILED if driver.failed else RunStatus.SUCCEEDED
+            except KeyboardInterrupt:
+                status = RunStatus.CANCELLED
+                driver.cancel()
+                raise
+            finally:
+                summary = write_summary()
     failed = [(n.step, n.unit, e) for n, e in driver.failed.items()]
     return RunOutcome(status=status, run_dir=rundir.path, summary=summary, failed=failed)
 

@@ -73,6 +73,7 @@ class _Driver:
         self.records: dict[Node, dict[str, Any]] = {}
         self.failed: dict[Node, str] = {}
         self.not_started: set[Node] = set()
+        self.cancelled: set[Node] = set()
         self.waiting: dict[Node, int] = {}
         self.submissions: dict[Node, int] = {}
         self.starts: dict[Node, int] = {}  # 'running' reports seen = attempts begun
@@ -187,6 +188,36 @@ class _Driver:
                     reason="upstream-failed",
                 )
 
+    def cancel(self) -> None:
+        """Close the units an interrupted run leaves unfinished.
+
+        A unit submitted in this run (its last event ``queued`` or ``running``) gets ``skipped``
+        with ``reason: cancelled``, so no unit stays open in ``events.jsonl``; ``running``
+        reports that arrive later are ignored. Every unit neither done nor failed nor skipped
+        counts as cancelled in the summary. Safe to call more than once.
+        """
+        with self.lock:
+            for node in self.graph.nodes:
+                if node in self.records or node in self.failed or node in self.not_started:
+                    continue
+                if node in self.cancelled:
+                    continue
+                self.cancelled.add(node)
+                n = self.submissions.get(node)
+                if n is None:
+                    continue  # never submitted: no event of this run to close
+                token = f"{node.step}/{node.unit}/{n}"
+                started = token in self.token_started
+                self.finished_tokens.add(token)
+                self._emit(
+                    node,
+                    UnitState.SKIPPED,
+                    attempt=self.starts.get(node, 0),
+                    worker=self.last_worker.get(node) if started else None,
+                    error="cancelled while running" if started else "cancelled before it started",
+                    reason="cancelled",
+                )
+
     def run(self, client: Client) -> None:
         """Run every unit that is not complete yet, on ``client``."""
         from distributed import as_completed
@@ -295,6 +326,7 @@ def summarize(
             "done": len(recs),
             "failed": sum(1 for n in nodes if n in driver.failed),
             "not_started": sum(1 for n in nodes if n in driver.not_started),
+            "cancelled": sum(1 for n in nodes if n in driver.cancelled),
             "mean_s": round(sum(secs) / len(secs), 6) if secs else None,
             "max_s": round(max(secs), 6) if secs else None,
             "total_s": round(sum(secs), 6),

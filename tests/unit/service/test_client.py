@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -28,6 +29,7 @@ from scopeflow.client._client import TransferError
 from scopeflow.service.app import create_app
 from scopeflow.service.auth import create_user
 from scopeflow.service.db import make_engine, session_factory
+from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.testing import free_port
 from tests.conftest import EXAMPLE_TEMPLATES
@@ -216,6 +218,68 @@ def test_the_cli_deletes_input_files(live: Live, client: Client, tmp_path: Path)
     assert result.exit_code == 1 and "404" in result.output
 
 
+# -- an upload broken off in the middle of a chunk -----------------------------------------------
+
+
+class _CutError(Exception):
+    """The connection was broken off on purpose."""
+
+
+class _BreakOff(httpx.BaseTransport):
+    """httpx's transport, but the upload breaks off once the file's first ``at`` bytes are sent.
+
+    The chunk (PUT) that crosses ``at`` is sent up to that byte; then the request fails and its
+    connection is dropped, as when a link fails or the client is killed.
+    """
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            offset = int(request.url.params["offset"])
+            request.stream = _Body(request.read(), self.at - offset)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _Body(httpx.SyncByteStream):
+    def __init__(self, data: bytes, until: int) -> None:
+        self.data, self.until = data, until
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.data[: self.until]
+        if self.until < len(self.data):
+            raise _CutError
+
+
+def test_an_upload_broken_off_mid_chunk_resumes_after_the_last_whole_chunk(
+    live: Live, client: Client, tmp_path: Path
+) -> None:
+    job_id = _job(client)
+    local = tmp_path / "big.bin"
+    local.write_bytes(BIG)  # 256 KiB
+    chunk = 64 * 1024
+    cutting = _BreakOff(chunk + chunk // 2)
+    with Client(live.url, client.token, transport=cutting) as cut, pytest.raises(_CutError):
+        cut.upload(job_id, local, "big.bin", chunk=chunk)
+    resumed: list[int] = []
+
+    def first(s: TransferProgress) -> None:
+        if not resumed:
+            resumed.append(s.done)
+
+    # the half chunk that reached the service before the cut is not kept
+    assert client.upload(job_id, local, "big.bin", chunk=chunk, progress=first) == {
+        "path": "big.bin",
+        "size": len(BIG),
+    }
+    assert resumed == [chunk]
+
+
 # -- downloads through a part file ---------------------------------------------------------------
 
 
@@ -337,6 +401,156 @@ def test_the_zip_goes_through_a_part_file(live: Live, client: Client, tmp_path: 
     client.download_zip(job_id, dest)
     assert zipfile.ZipFile(dest).namelist() == ["outputs/a.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zip"]
+
+
+# -- logs: every page, and no waiting while there is more -----------------------------------------
+
+LOG = "".join(f"line {i:05d} of the job's stderr, ä ö\n" for i in range(3000))  # 2-byte chars too
+
+
+def _stderr_log(live: Live, job_id: str, text: str) -> Path:
+    path = JobFiles.of(live.settings.jobs_dir, "alice", job_id).log("stderr")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_read_logs_reads_a_log_past_the_page_limit(live: Live, client: Client) -> None:
+    job_id = _job(client)
+    _stderr_log(live, job_id, LOG)
+    assert len(client.logs(job_id, limit=4096)["text"]) < len(LOG)  # one page is not all
+    pages = list(client.read_logs(job_id, limit=4096))
+    assert len(pages) > 1
+    assert "".join(pages) == LOG
+    unit_log = _run_dir(live, job_id) / "logs" / "work" / "u0000.log"
+    unit_log.parent.mkdir(parents=True)
+    unit_log.write_text(LOG[:10_000], encoding="utf-8")
+    assert "".join(client.read_logs(job_id, step="work", unit="u0000", limit=999)) == LOG[:10_000]
+    assert list(client.read_logs(job_id, stream="stdout")) == []  # no log yet
+
+
+def test_follow_logs_waits_only_once_it_has_read_the_whole_log(
+    live: Live, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scopeflow.client import _client
+
+    job_id = _job(client)
+    path = _stderr_log(live, job_id, LOG)
+    more = "written while the client waited\n"
+    got: list[str] = []
+    read_when_waiting: list[str] = []
+
+    def sleep(_seconds: float) -> None:
+        read_when_waiting.append("".join(got))
+        if len(read_when_waiting) == 1:  # the job writes a last line and ends
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(more)
+            client.cancel(job_id)
+
+    monkeypatch.setattr(_client, "time", SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
+    for text in client.follow_logs(job_id, limit=4096, poll_s=30):
+        got.append(text)
+    assert read_when_waiting == [LOG]  # one wait, and only after the last page
+    assert "".join(got) == LOG + more
+
+
+def test_the_cli_prints_a_whole_log_larger_than_a_page(live: Live, client: Client) -> None:
+    from scopeflow.cli import app
+
+    job_id = _job(client)
+    big = LOG * 12  # 1.4 MB: more than the service's 1 MiB page
+    _stderr_log(live, job_id, big)
+    client.cancel(job_id)
+    auth = ["--url", live.url, "--token", str(client.token)]
+    runner = CliRunner()
+    for follow in ([], ["--follow"]):
+        result = runner.invoke(app, ["jobs", "logs", job_id, *follow, *auth])
+        assert result.exit_code == 0, result.output[-2000:]
+        assert result.output == big, follow
+
+
+# -- waiting for a job, and the CLI's watch --------------------------------------------------------
+
+
+def _events(live: Live, job_id: str, *states: tuple[str, str, str]) -> None:
+    """Append (step, unit, state) events to the job's events.jsonl, as the engine writes them."""
+    path = _run_dir(live, job_id) / "events.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        for step, unit, state in states:
+            fh.write(json.dumps({"ts": 0, "step": step, "unit": unit, "state": state}) + "\n")
+
+
+def _sleep_then(monkeypatch: pytest.MonkeyPatch, *actions: Any) -> list[float]:
+    """Replace the client's (and the CLI's) sleep: the n-th sleep runs ``actions[n]``."""
+    from scopeflow import cli_jobs
+    from scopeflow.client import _client
+
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        assert len(slept) < len(actions), "polled after the job had ended"
+        actions[len(slept)]()
+        slept.append(seconds)
+
+    fake = SimpleNamespace(sleep=sleep, monotonic=time.monotonic)
+    monkeypatch.setattr(_client, "time", fake)
+    # `jobs watch` waits through Client.wait; patched in the CLI too, so that a polling loop of
+    # its own would fail this test instead of hanging it
+    monkeypatch.setattr(cli_jobs, "time", fake, raising=False)
+    return slept
+
+
+def test_wait_gives_on_progress_the_progress_and_the_job_at_every_poll(
+    live: Live, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = _job(client)
+    _events(live, job_id, ("work", "u0", "running"))
+    slept = _sleep_then(
+        monkeypatch,
+        lambda: _events(live, job_id, ("work", "u0", "done")),
+        lambda: client.cancel(job_id),
+    )
+    seen: list[tuple[str, dict[str, str], str]] = []
+
+    def on_progress(progress: dict[str, Any], job: dict[str, Any]) -> None:
+        units = progress["steps"][0]["units"] if progress["steps"] else {}
+        seen.append((job["id"], units, job["state"]))
+
+    job = client.wait(job_id, poll_s=0.5, on_progress=on_progress)
+    assert job["state"] == "cancelled"
+    assert slept == [0.5, 0.5]
+    assert seen == [
+        (job_id, {"u0": "running"}, "created"),
+        (job_id, {"u0": "done"}, "created"),
+        (job_id, {"u0": "done"}, "cancelled"),
+    ]
+
+
+def test_the_cli_watches_a_job_until_it_ends(
+    live: Live, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scopeflow.cli import app
+
+    monkeypatch.setenv("COLUMNS", "120")
+    job_id = _job(client)
+    _events(live, job_id, ("prepare", "u0", "done"), ("prepare", "u1", "running"))
+    slept = _sleep_then(
+        monkeypatch,
+        lambda: _events(live, job_id, ("prepare", "u1", "failed")),
+        lambda: client.cancel(job_id),
+    )
+    auth = ["--url", live.url, "--token", str(client.token)]
+    result = CliRunner().invoke(app, ["jobs", "watch", job_id, "--poll", "0.25", *auth])
+    assert slept == [0.25, 0.25]
+    assert result.exit_code == 1, result.output
+    # not a terminal: rich's Live prints the last grid only; then the state on stderr
+    lines = result.output.splitlines()
+    assert lines[0].strip() == f"t ({job_id[:8]}): cancelled"
+    header = ["step", "units", "done", "running", "failed", "seconds"]
+    assert [c.strip() for c in lines[2].split("┃")[1:-1]] == header
+    assert [c.strip() for c in lines[4].split("│")[1:-1]] == ["prepare", "■■", "1", "0", "1", "0.0"]
+    assert lines[-1].rstrip().endswith("cancelled")
 
 
 # -- the CLI's saved login -----------------------------------------------------------------------

@@ -83,7 +83,10 @@ class Service:
             return job
 
     def files(self, job_id: str) -> JobFiles:
-        return JobFiles(Path(self.job(job_id).run_dir).parent)
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return JobFiles.of_job(self.settings.jobs_dir, job)
 
     def set_state(self, job_id: str, state: JobState, **fields: Any) -> None:
         with self.sessions() as session:

@@ -111,7 +111,7 @@ def test_a_job_ignoring_sigterm_is_killed_before_the_sweep_releases_its_claim(
         worker.tick()  # submitted
         submitted = _job(settings, job_id)
         assert submitted.scheduler_id is not None and submitted.claimed_by == "w"
-        files = JobFiles(Path(str(submitted.run_dir)).parent)
+        files = JobFiles.of(settings.jobs_dir, "alice", job_id)
         wrapper = psutil.Process(int(submitted.scheduler_id))
         deadline = time.monotonic() + 30
         while not wrapper.children():  # the wrapper has started the command

@@ -39,11 +39,11 @@ BENCHMARKS = {
     "spim_ops": (spim_ops.main, []),
     "spim_deconvolution": (
         spim_deconvolution.main,
-        ["--size", "128", "--views", "4", "--iterations", "3", "--threads", "2"],
+        ["--size", "128", "--views", "4", "--iterations", "10", "--threads", "2"],
     ),
     "spim_deconvolution_256": (
         spim_deconvolution.main,
-        ["--size", "256", "--iterations", "2", "--threads", "2", "--blocks", "none,128"],
+        ["--size", "256", "--iterations", "5", "--threads", "2", "--blocks", "none,128"],
     ),
     # installs multiview-stitcher into its own venv on first use (benchmarks/.peers)
     "peers_spim": (peers_spim.main, ["--workers", "2"]),

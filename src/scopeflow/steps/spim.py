@@ -182,10 +182,11 @@ class DeconvolutionParams(StrictModel):
     )
     gpu: bool | None = Field(None, description="CuPy: true = required, null = when available")
     block: int | None = Field(
-        128,
+        256,
         ge=16,
         description="convolve in blocks of at most this many voxels per side, the volume "
-        "split evenly (memory for one block's FFTs; same result; null: the whole volume)",
+        "split evenly (memory for one block's FFTs, about 250 MB at 256; same result; "
+        "null: the whole volume)",
     )
 
     @model_validator(mode="after")

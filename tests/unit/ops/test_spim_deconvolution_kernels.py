@@ -61,7 +61,7 @@ def test_block_convolution_is_the_mirrored_convolution(block: tuple[int, int, in
     for lo in [(0, 0, 0), (13, 8, 12)]:
         ext = tuple(min(b, n - a) for a, b, n in zip(lo, block, vol.shape, strict=True))
         want = ref[tuple(slice(a, a + n) for a, n in zip(lo, ext, strict=True))]
-        full, off = conv.convolve(padded, lo, ext, spectrum)
+        full, off = conv.convolve(padded, lo, ext, conv.spectrum(kernel, normalised=True))
         fast = full[tuple(slice(o, o + n) for o, n in zip(off, ext, strict=True))]
         np.testing.assert_allclose(fast, want, rtol=1e-4, atol=1e-5)
         plain = conv.convolve_plain(padded, lo, ext, spectrum)
@@ -90,8 +90,9 @@ def test_compiled_update_equals_the_array_module_update(lam: float, block: int |
     fast, plain = out
     assert fast.dtype == np.float32 and plain.dtype == np.float32
     assert not np.allclose(fast, start, rtol=1e-3)  # two updates changed the estimate
-    # FFTs of other plans differ by float32 rounding (both Tikhonov forms are cancellation-free)
-    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-6 * float(plain.max()))
+    # ducc0's FFTs against SciPy's differ by float32 rounding (both Tikhonov forms are
+    # cancellation-free): up to ~3e-6 of the maximum
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=5e-6 * float(plain.max()))
 
 
 def test_threads_change_nothing() -> None:
@@ -105,3 +106,16 @@ def test_threads_change_nothing() -> None:
     np.testing.assert_allclose(two, one, rtol=1e-6)
     blocks = deconvolve_views(views, weights, psfs, iterations=2, block=10, threads=2)
     np.testing.assert_allclose(blocks, one, rtol=1e-4, atol=1e-5 * float(one.max()))
+
+
+def test_on_iteration_is_called_after_each_pass() -> None:
+    rng = np.random.default_rng(6)
+    shape = (16, 18, 20)
+    psfs = [_psf((2.0, 1.0, 1.0), (9, 7, 7)), _psf((1.0, 1.0, 2.0), (9, 7, 7))]
+    views = [rng.poisson(100.0, shape).astype(np.float32) for _ in psfs]
+    weights = [np.ones(shape, np.float32)] * 2
+    seen: list[int] = []
+    out = deconvolve_views(views, weights, psfs, iterations=3, on_iteration=seen.append)
+    assert seen == [1, 2, 3]
+    three = deconvolve_views(views, weights, psfs, iterations=3)
+    np.testing.assert_array_equal(out, three)  # observing changes nothing

@@ -29,8 +29,8 @@ The volume may be split into blocks (``block``): each convolution then transform
 with one kernel radius of margin, and the result is the same as for the whole volume (see
 ``_Step``). On the CPU the point-wise steps run as two compiled loops (Numba, one pass each:
 the ratio ``q_v`` written into the padded input of the second convolution, then the update of
-``psi`` in place), the FFTs use ``threads`` workers and the loops ``threads`` slabs of planes;
-with CuPy, array operations do the same steps.
+``psi`` in place), the FFTs are ducc0's with ``threads`` workers and the loops run in
+``threads`` slabs of planes; with CuPy, array operations and cuFFT do the same steps.
 
 References
 ----------
@@ -42,10 +42,11 @@ References
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import ducc0
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import fft as sfft
@@ -166,10 +167,13 @@ class _Convolver:
     exact on its block: a block voxel only reaches window voxels, never the wrapped-around
     ones, so the transform's extra planes may hold anything.
 
-    On the CPU (NumPy) the window is copied into a reused buffer (or, when the padded volume
-    is the transform's size, transformed where it is), and the inverse transform drops the
-    planes and rows outside the block after the first and second axes (about a fifth of its
-    time saved); ``workers`` threads per transform.
+    On the CPU (NumPy, :meth:`convolve`) the transforms are ducc0's (the successor of the
+    pocketfft that SciPy ships: about 1.3 times as fast here, and it writes into given
+    buffers). The window is copied into a reused buffer (or, when the padded volume is the
+    transform's size, transformed where it is), the spectrum is multiplied in place, and the
+    inverse transform, unnormalised (the kernel's spectrum carries the ``1 / size``), drops the
+    planes and rows outside the block after the first and second axes; ``workers`` threads
+    per transform.
     """
 
     def __init__(
@@ -180,39 +184,75 @@ class _Convolver:
         self.fshape = tuple(
             sfft.next_fast_len(b + k - 1, real=True) for b, k in zip(block, kshape, strict=True)
         )
-        self.fft = sfft if xp is np else xp.fft  # scipy's FFT is the faster on the CPU
-        self.kw: dict[str, int] = {"workers": workers} if xp is np else {}
-        self.buf: F32 | None = None
+        self.fft = sfft if xp is np else xp.fft
+        self.workers = max(1, int(workers))
+        self.kw: dict[str, int] = {"workers": self.workers} if xp is np else {}
+        self.buf: F32 | None = None  # a block's window
+        self.spec: NDArray[np.complex64] | None = None  # its spectrum
+        self.out: dict[tuple[int, int], F32] = {}  # results, by block size
 
-    def spectrum(self, kernel: NDArray[Any]) -> Any:
-        """The kernel's spectrum at the transform's size (its origin at voxel 0)."""
-        k = self.xp.asarray(kernel, dtype=self.xp.float32)
-        return self.fft.rfftn(k, s=self.fshape, axes=(0, 1, 2), **self.kw)
+    def spectrum(self, kernel: NDArray[Any], normalised: bool = False) -> Any:
+        """The kernel's spectrum at the transform's size (its origin at voxel 0).
+
+        ``normalised``: divided by the transform's size, as :meth:`convolve` expects (its
+        inverse transform is not normalised); :meth:`convolve_plain` takes the plain one.
+        """
+        if self.xp is not np:
+            k = self.xp.asarray(kernel, dtype=self.xp.float32)
+            return self.fft.rfftn(k, s=self.fshape, axes=(0, 1, 2))
+        # the kernel fills a corner of the transform: each axis transforms its nonzero lines
+        k = np.asarray(kernel, dtype=np.float32)
+        (k0, k1, k2), (f0, f1, f2), nt = k.shape, self.fshape, self.workers
+        rows = np.zeros((k0, k1, f2), dtype=np.float32)
+        rows[:, :, :k2] = k
+        part = ducc0.fft.r2c(rows, axes=(2,), nthreads=nt)
+        planes = np.zeros((k0, f1, part.shape[2]), dtype=np.complex64)
+        planes[:, :k1] = part
+        ducc0.fft.c2c(planes, axes=(1,), nthreads=nt, out=planes)
+        spec = np.zeros((f0, f1, part.shape[2]), dtype=np.complex64)
+        spec[:k0] = planes
+        ducc0.fft.c2c(spec, axes=(0,), nthreads=nt, out=spec)
+        if normalised:
+            spec *= np.float32(1.0 / float(np.prod(self.fshape)))
+        return spec
 
     def window(self, lo: Sequence[int], ext: Sequence[int]) -> tuple[slice, ...]:
         """The window of the block at ``lo`` (volume voxels) with ``ext`` voxels, padded."""
         return tuple(slice(a, a + n + 2 * h) for a, n, h in zip(lo, ext, self.half, strict=True))
 
     def convolve(
-        self, padded: Any, lo: Sequence[int], ext: Sequence[int], spectrum: Any
-    ) -> tuple[Any, tuple[int, int, int]]:
+        self, padded: F32, lo: Sequence[int], ext: Sequence[int], spectrum: NDArray[np.complex64]
+    ) -> tuple[F32, tuple[int, int, int]]:
         """The block at ``lo`` with ``ext`` voxels of the padded volume, convolved (NumPy).
 
-        Returns ``(full, offset)``: the result's voxel ``idx`` is ``full[offset + idx]``.
+        ``spectrum`` is a ``normalised`` one (:meth:`spectrum`). Returns ``(full, offset)``:
+        the result's voxel ``idx`` is ``full[offset + idx]``. ``full`` is a buffer of this
+        object, overwritten by the next call of the same block size.
         """
         (h0, h1, h2), (n0, n1, _) = self.half, ext
+        nt = self.workers
         if padded.shape == self.fshape and not any(lo):
-            spec = sfft.rfftn(padded, **self.kw)  # the whole padded volume: no copy
+            src = padded  # the whole padded volume: no copy
         else:
             if self.buf is None:
                 self.buf = np.zeros(self.fshape, dtype=np.float32)
             win = padded[self.window(lo, ext)]
             np.copyto(self.buf[tuple(slice(0, n) for n in win.shape)], win)
-            spec = sfft.rfftn(self.buf, **self.kw)
-        spec *= spectrum
-        t = sfft.ifft(spec, axis=0, overwrite_x=True, **self.kw)[2 * h0 : 2 * h0 + n0]
-        t = sfft.ifft(t, axis=1, overwrite_x=True, **self.kw)[:, 2 * h1 : 2 * h1 + n1]
-        full: F32 = sfft.irfft(t, n=self.fshape[2], axis=2, **self.kw)
+            src = self.buf
+        if self.spec is None:
+            self.spec = np.empty(spectrum.shape, dtype=np.complex64)
+        spec = ducc0.fft.r2c(src, axes=(0, 1, 2), nthreads=nt, out=self.spec)
+        np.multiply(spec, spectrum, out=spec)
+        ducc0.fft.c2c(spec, axes=(0,), forward=False, nthreads=nt, out=spec)
+        planes = spec[2 * h0 : 2 * h0 + n0]
+        ducc0.fft.c2c(planes, axes=(1,), forward=False, nthreads=nt, out=planes)
+        rows = planes[:, 2 * h1 : 2 * h1 + n1]
+        full = self.out.get((n0, n1))
+        if full is None:
+            full = self.out[n0, n1] = np.empty((n0, n1, self.fshape[2]), dtype=np.float32)
+        ducc0.fft.c2r(
+            rows, axes=(2,), lastsize=self.fshape[2], forward=False, nthreads=nt, out=full
+        )
         return full, (0, 0, 2 * h2)
 
     def convolve_plain(
@@ -265,6 +305,7 @@ def deconvolve_views(
     gpu: bool | None = False,
     block: int | None = None,
     threads: int = 1,
+    on_iteration: Callable[[int], None] | None = None,
 ) -> F32:
     """Multi-view Richardson-Lucy deconvolution of views resampled onto one grid.
 
@@ -297,7 +338,12 @@ def deconvolve_views(
         same as without blocks (see :class:`_Step`).
     threads : int
         CPU threads of the FFTs and the point-wise steps (NumPy only); 1 inside a Dask worker
-        whose cores are already used by the other units.
+        whose cores are already used by the other units. The FFTs (ducc0) use at most the
+        threads of ducc0's pool, sized when the process starts by ``DUCC0_NUM_THREADS``, else
+        ``OMP_NUM_THREADS``, else the number of cores.
+    on_iteration : callable, optional
+        Called with the number of full passes done (1, 2, ...) after each, for progress
+        reports and timings (with CuPy, after the GPU has finished the pass).
 
     Returns
     -------
@@ -334,9 +380,13 @@ def deconvolve_views(
     with step:
         psi = step.padded(start)
         del start
-        for _ in range(iterations):
+        for it in range(iterations):
             for v in range(len(phi)):
                 step.view(psi, phi[v], w[v], v)
+            if on_iteration is not None:
+                if xp is not np:
+                    xp.cuda.Stream.null.synchronize()
+                on_iteration(it + 1)
         out = psi[step.interior]
     out = out.get() if hasattr(out, "get") else out
     result: F32 = np.ascontiguousarray(out, dtype=np.float32)
@@ -392,11 +442,11 @@ class _Step:
         self.threads = max(1, int(threads)) if xp is np else 1
         #: the Numba loops (NumPy only); False: array-module operations as with CuPy
         self.compiled = xp is np if compiled is None else compiled
-        self.shape = tuple(e[-1] for e in edges)
+        self.shape: I3 = (edges[0][-1], edges[1][-1], edges[2][-1])
         largest = tuple(int(np.diff(e).max()) for e in edges)
         self.conv = _Convolver(xp, largest, k1[0].shape, self.threads)
-        self.f1 = [self.conv.spectrum(k) for k in k1]
-        self.f2 = [self.conv.spectrum(k) for k in k2]
+        self.f1 = [self.conv.spectrum(k, normalised=self.compiled) for k in k1]
+        self.f2 = [self.conv.spectrum(k, normalised=self.compiled) for k in k2]
         half = self.conv.half
         self.interior = tuple(slice(h, h + n) for h, n in zip(half, self.shape, strict=True))
         whole = all(len(e) == 2 for e in edges)  # one block: padded to the transform's size

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from scopeflow.ops.spim._kernels import reflect_pad
 from scopeflow.ops.spim.deconvolution import (
     _Convolver,
     _reflect_pad,
@@ -28,6 +29,7 @@ def _psf(sigma_zyx: tuple[float, float, float], shape: tuple[int, int, int]) -> 
         ((5, 6, 7), (0, 1, 2)),
         ((4, 3, 9), (4, 2, 3)),
         ((2, 2, 2), (1, 1, 1)),
+        ((3, 9, 4), (2, 2, 3)),
     ],
 )
 def test_reflect_padding_in_place_is_numpys(
@@ -37,10 +39,16 @@ def test_reflect_padding_in_place_is_numpys(
     vol = rng.random(shape).astype(np.float32)
     buf = np.full([n + 2 * h + 3 for n, h in zip(shape, half, strict=True)], -1.0, np.float32)
     buf[tuple(slice(h, h + n) for h, n in zip(half, shape, strict=True))] = vol
+    compiled = buf.copy()
     _reflect_pad(buf, half, shape)
     padded = np.pad(vol, [(h, h) for h in half], mode="reflect")
     np.testing.assert_array_equal(buf[tuple(slice(0, n) for n in padded.shape)], padded)
     assert (buf[tuple(slice(n, None) for n in padded.shape)] == -1).all()  # the rest untouched
+    if all(h < n for h, n in zip(half, shape, strict=True)):  # the compiled one, in two slabs
+        cut = padded.shape[0] // 2
+        reflect_pad(compiled, half, shape, 0, cut)
+        reflect_pad(compiled, half, shape, cut, padded.shape[0])
+        np.testing.assert_array_equal(compiled, buf)
 
 
 @pytest.mark.parametrize("block", [(21, 17, 19), (8, 9, 7)])

@@ -20,7 +20,7 @@ ArrayF32 = NDArray[np.float32]
 ArrayF64 = NDArray[np.float64]
 ArrayAny = NDArray[Any]
 
-__all__ = ["KERNEL_DTYPES", "rl_ratio", "rl_update", "sample_view"]
+__all__ = ["KERNEL_DTYPES", "reflect_pad", "rl_ratio", "rl_update", "sample_view"]
 
 #: View dtypes :func:`sample_view` takes as they are (others are converted to float32 first).
 KERNEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
@@ -236,3 +236,35 @@ def rl_update(  # noqa: PLR0917 (Numba: no keyword-only arguments)
                     new = np.float32(2.0) * n / (one + np.sqrt(one + two_lam * n / top32))
                 new = max(new, floor32) if np.isfinite(new) else floor32
                 prow[i] = p + wrow[i] * (new - p)
+
+
+@_rl_jit
+def reflect_pad(
+    buf: ArrayF32,
+    half: tuple[int, int, int],
+    shape: tuple[int, int, int],
+    z0: int,
+    z1: int,
+) -> None:
+    """Fill the borders of ``buf[half : half + shape]`` as ``np.pad`` 'reflect'.
+
+    Only padded planes ``z0..z1-1`` (of ``0 .. shape[0] + 2 half[0]``); needs ``half < shape``.
+    Each padded row is its reflected source row's copy (rows of the border planes and rows)
+    or only gets its two reflected ends (rows of the volume); planes of different calls share
+    nothing, so slabs run in threads.
+    """
+    (h0, h1, h2), (n0, n1, n2) = half, shape
+    for pz in range(z0, z1):
+        sz = abs(pz - h0)  # reflect: index -g -> g, n - 1 + g -> n - 1 - g
+        sz = h0 + (sz if sz < n0 else 2 * (n0 - 1) - sz)
+        for py in range(n1 + 2 * h1):
+            sy = abs(py - h1)
+            sy = h1 + (sy if sy < n1 else 2 * (n1 - 1) - sy)
+            dst = buf[pz, py]
+            src = buf[sz, sy]
+            if sz != pz or sy != py:
+                for x in range(h2, h2 + n2):
+                    dst[x] = src[x]
+            for g in range(1, h2 + 1):
+                dst[h2 - g] = src[h2 + g]
+                dst[h2 + n2 - 1 + g] = src[h2 + n2 - 1 - g]

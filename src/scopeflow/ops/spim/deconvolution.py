@@ -190,6 +190,8 @@ class _Convolver:
         self.buf: F32 | None = None  # a block's window
         self.spec: NDArray[np.complex64] | None = None  # its spectrum
         self.out: dict[tuple[int, int], F32] = {}  # results, by block size
+        #: threads for the point-wise product of the spectra (set by :class:`_Step`)
+        self.pool: ThreadPoolExecutor | None = None
 
     def spectrum(self, kernel: NDArray[Any], normalised: bool = False) -> Any:
         """The kernel's spectrum at the transform's size (its origin at voxel 0).
@@ -242,7 +244,7 @@ class _Convolver:
         if self.spec is None:
             self.spec = np.empty(spectrum.shape, dtype=np.complex64)
         spec = ducc0.fft.r2c(src, axes=(0, 1, 2), nthreads=nt, out=self.spec)
-        np.multiply(spec, spectrum, out=spec)
+        self.multiply(spec, spectrum)
         ducc0.fft.c2c(spec, axes=(0,), forward=False, nthreads=nt, out=spec)
         planes = spec[2 * h0 : 2 * h0 + n0]
         ducc0.fft.c2c(planes, axes=(1,), forward=False, nthreads=nt, out=planes)
@@ -254,6 +256,15 @@ class _Convolver:
             rows, axes=(2,), lastsize=self.fshape[2], forward=False, nthreads=nt, out=full
         )
         return full, (0, 0, 2 * h2)
+
+    def multiply(self, spec: NDArray[np.complex64], by: NDArray[np.complex64]) -> None:
+        """``spec *= by``, in slabs of planes on :attr:`pool`'s threads when it is set."""
+        if self.pool is None:
+            np.multiply(spec, by, out=spec)
+            return
+        cuts = np.linspace(0, spec.shape[0], self.workers + 1).round().astype(int).tolist()
+        slabs = [slice(a, b) for a, b in itertools.pairwise(cuts)]
+        list(self.pool.map(lambda s: np.multiply(spec[s], by[s], out=spec[s]), slabs))
 
     def convolve_plain(
         self, padded: Any, lo: Sequence[int], ext: Sequence[int], spectrum: Any
@@ -460,12 +471,13 @@ class _Step:
 
     def __enter__(self) -> _Step:
         if self.threads > 1:
-            self.pool = ThreadPoolExecutor(self.threads)
+            self.pool = self.conv.pool = ThreadPoolExecutor(self.threads)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
             self.pool.shutdown()
+            self.pool = self.conv.pool = None
 
     def padded(self, vol: Any) -> Any:
         """A padded estimate holding ``vol``."""
@@ -483,13 +495,26 @@ class _Step:
 
     def view(self, psi: Any, phi: Any, w: Any, v: int) -> None:
         """The padded estimate ``psi`` updated in place with view ``v``."""
-        half, xp = self.conv.half, self.xp
-        _reflect_pad(psi, half, self.shape, xp)
+        self.pad(psi)
         for block in self.blocks():
             self.ratio(psi, phi, block, v)
-        _reflect_pad(self.q, half, self.shape, xp)
+        self.pad(self.q)
         for block in self.blocks():
             self.update(psi, w, block, v)
+
+    def pad(self, vol: Any) -> None:
+        """Fill the padded volume's borders (``np.pad`` 'reflect').
+
+        Compiled, in ``threads`` slabs of planes, unless the array module's operations are
+        asked for or a border is as wide as the volume (reflected more than once).
+        """
+        half, shape = self.conv.half, self.shape
+        if not self.compiled or any(h >= n for h, n in zip(half, shape, strict=True)):
+            _reflect_pad(vol, half, shape, self.xp)
+            return
+        from scopeflow.ops.spim._kernels import reflect_pad  # Numba when needed
+
+        self.planes(lambda a, b: reflect_pad(vol, half, shape, a, b), shape[0] + 2 * half[0])
 
     def ratio(self, psi: Any, phi: Any, block: tuple[I3, I3, I3], v: int) -> None:
         """``q = phi / (psi * P_v)`` (1 where ``phi`` is 0) on one block."""

@@ -10,7 +10,8 @@ runs). The same copy split over ``--threads`` threads is reported too
 
 Data: ``--views`` Poisson-noise views of ``--size``^3 voxels, anisotropic Gaussian PSFs of
 19 x 19 x 25 voxels (each view's long axis turned by 90 degrees), weights 1; ``--threads``
-(default 1) CPU cores, the process pinned to them, ``deconvolve_views(threads=...)``.
+(default 1) CPU cores, the process pinned to them, ``deconvolve_views(threads=...)``; ``--fft``
+the CPU transforms (default ducc0 when installed, else SciPy).
 
     python benchmarks/spim_deconvolution.py --size 128 --views 4 --iterations 10 [--threads 2]
         [--blocks none,64]
@@ -41,13 +42,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import ducc0
 import numpy as np
 from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from scopeflow.ops.spim.block_convolution import FFT_BACKENDS, default_backend  # noqa: E402
 from scopeflow.ops.spim.deconvolution import deconvolve_views  # noqa: E402
 
 BYTES_PER_VOXEL_VIEW = 148
@@ -75,7 +76,13 @@ def _psf(sigma_zyx: tuple[float, float, float]) -> np.ndarray:
 
 
 def measure(
-    size: int, views: int, iterations: int, block: int | None, threads: int = 1
+    size: int,
+    views: int,
+    iterations: int,
+    block: int | None,
+    *,
+    threads: int = 1,
+    fft: str | None = None,
 ) -> dict[str, Any]:
     """Seconds per iteration of ``deconvolve_views`` and the floor."""
     rng = np.random.default_rng(0)
@@ -83,7 +90,7 @@ def measure(
     data = [rng.poisson(100.0, shape).astype(np.float32) for _ in range(views)]
     psfs = [_psf((3.0, 1.0, 1.0)) if v % 2 == 0 else _psf((1.0, 1.0, 3.0)) for v in range(views)]
     weights = [np.ones(shape, np.float32)] * views
-    kw: dict[str, Any] = {"block": block, "threads": threads}
+    kw: dict[str, Any] = {"block": block, "threads": threads, "fft": fft}
     deconvolve_views(data, weights, psfs, iterations=1, **kw)  # warm-up (compiled loops)
     marks: list[float] = []
     t0 = time.perf_counter()
@@ -111,7 +118,10 @@ def _measure_all(args: argparse.Namespace) -> dict[str, Any]:
     n = args.size**3
     floor = BYTES_PER_VOXEL_VIEW * args.views * n / b
     blocks = [None if x.strip() == "none" else int(x) for x in args.blocks.split(",")]
-    runs = [measure(args.size, args.views, args.iterations, blk, args.threads) for blk in blocks]
+    runs = [
+        measure(args.size, args.views, args.iterations, blk, threads=args.threads, fft=args.fft)
+        for blk in blocks
+    ]
     for r in runs:
         r["x_floor"] = round(r["s_per_iteration"] / floor, 2)
         r["x_floor_with_setup"] = round(r["s_per_iteration_with_setup"] / floor, 2)
@@ -121,6 +131,7 @@ def _measure_all(args: argparse.Namespace) -> dict[str, Any]:
         "voxels": n,
         "views": args.views,
         "threads": args.threads,
+        "fft": args.fft,
         "bandwidth_gb_s": round(b / 1e9, 2),
         "bandwidth_threads_gb_s": round(bt / 1e9, 2),
         "floor_s_per_iteration": round(floor, 4),
@@ -136,14 +147,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--iterations", type=int, default=10, help="2 or more")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--blocks", default="none,64", help="comma-separated; none = whole")
+    parser.add_argument("--fft", choices=FFT_BACKENDS, default=default_backend())
     args = parser.parse_args(argv)
     if args.iterations < 2:
         parser.error("--iterations: 2 or more (the first one includes the set-up)")
-    if ducc0.misc.thread_pool_size() < args.threads:
-        parser.error(
-            f"--threads {args.threads}: ducc0's FFT thread pool has "
-            f"{ducc0.misc.thread_pool_size()} (set DUCC0_NUM_THREADS before Python starts)"
-        )
+    if args.fft == "ducc0":
+        import ducc0
+
+        if ducc0.misc.thread_pool_size() < args.threads:
+            parser.error(
+                f"--threads {args.threads}: ducc0's FFT thread pool has "
+                f"{ducc0.misc.thread_pool_size()} (set DUCC0_NUM_THREADS before Python starts)"
+            )
     pinned = hasattr(os, "sched_setaffinity")
     cpus = os.sched_getaffinity(0) if pinned else set()
     if pinned:

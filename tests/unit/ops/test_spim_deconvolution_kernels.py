@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from scopeflow.core.errors import ConfigError
 from scopeflow.ops.spim._kernels import reflect_pad
-from scopeflow.ops.spim.deconvolution import (
-    _Convolver,
-    _reflect_pad,
-    _split,
-    _Step,
-    deconvolve_views,
-)
+from scopeflow.ops.spim.block_convolution import Convolver, default_backend, reflect_pad_arrays
+from scopeflow.ops.spim.deconvolution import _split, _Step, deconvolve_views
 
 
 def _psf(sigma_zyx: tuple[float, float, float], shape: tuple[int, int, int]) -> np.ndarray:
@@ -40,7 +36,7 @@ def test_reflect_padding_in_place_is_numpys(
     buf = np.full([n + 2 * h + 3 for n, h in zip(shape, half, strict=True)], -1.0, np.float32)
     buf[tuple(slice(h, h + n) for h, n in zip(half, shape, strict=True))] = vol
     compiled = buf.copy()
-    _reflect_pad(buf, half, shape)
+    reflect_pad_arrays(buf, half, shape)
     padded = np.pad(vol, [(h, h) for h in half], mode="reflect")
     np.testing.assert_array_equal(buf[tuple(slice(0, n) for n in padded.shape)], padded)
     assert (buf[tuple(slice(n, None) for n in padded.shape)] == -1).all()  # the rest untouched
@@ -51,25 +47,35 @@ def test_reflect_padding_in_place_is_numpys(
         np.testing.assert_array_equal(compiled, buf)
 
 
-@pytest.mark.parametrize("block", [(21, 17, 19), (8, 9, 7)])
-def test_block_convolution_is_the_mirrored_convolution(block: tuple[int, int, int]) -> None:
+needs_ducc0 = pytest.mark.skipif(
+    default_backend() != "ducc0", reason="ducc0 (the `fft` extra) is not installed"
+)
+BACKENDS = [pytest.param("ducc0", marks=needs_ducc0), "scipy"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("block", [(21, 17, 19), (8, 9, 7), (6, 5, 4)])
+def test_block_convolution_is_the_mirrored_convolution(
+    block: tuple[int, int, int], backend: str
+) -> None:
     rng = np.random.default_rng(1)
     vol = rng.random((21, 17, 19)).astype(np.float32)
     kernel = _psf((2.0, 1.0, 1.5), (9, 7, 11)).astype(np.float32)
     kernel[0, 0, 0] = 0.05  # not symmetric: a mirrored kernel would be caught
     # np.pad's 'reflect' is ndimage's 'mirror'; ndimage centres odd kernels as we do
     ref = ndimage.convolve(vol.astype(np.float64), kernel.astype(np.float64), mode="mirror")
-    conv = _Convolver(np, block, kernel.shape)
+    conv = Convolver(np, block, kernel.shape, workers=2, backend=backend)
     spectrum = conv.spectrum(kernel)
+    normalised = conv.spectrum(kernel, normalised=True)
     padded = np.zeros(
         [n + 2 * h for n, h in zip(vol.shape, conv.half, strict=True)], dtype=np.float32
     )
     padded[tuple(slice(h, h + n) for h, n in zip(conv.half, vol.shape, strict=True))] = vol
-    _reflect_pad(padded, conv.half, vol.shape)
-    for lo in [(0, 0, 0), (13, 8, 12)]:
+    reflect_pad_arrays(padded, conv.half, vol.shape)
+    for lo in [(0, 0, 0), (13, 8, 12), (15, 12, 15)]:  # blocks of every size, buffers reused
         ext = tuple(min(b, n - a) for a, b, n in zip(lo, block, vol.shape, strict=True))
         want = ref[tuple(slice(a, a + n) for a, n in zip(lo, ext, strict=True))]
-        full, off = conv.convolve(padded, lo, ext, conv.spectrum(kernel, normalised=True))
+        full, off = conv.convolve(padded, lo, ext, normalised)
         fast = full[tuple(slice(o, o + n) for o, n in zip(off, ext, strict=True))]
         np.testing.assert_allclose(fast, want, rtol=1e-4, atol=1e-5)
         plain = conv.convolve_plain(padded, lo, ext, spectrum)
@@ -127,3 +133,28 @@ def test_on_iteration_is_called_after_each_pass() -> None:
     assert seen == [1, 2, 3]
     three = deconvolve_views(views, weights, psfs, iterations=3)
     np.testing.assert_array_equal(out, three)  # observing changes nothing
+
+
+def test_fft_backends_agree_and_unknown_ones_are_refused() -> None:
+    rng = np.random.default_rng(7)
+    shape = (18, 16, 20)
+    psfs = [_psf((2.0, 1.0, 1.0), (9, 7, 7)), _psf((1.0, 1.0, 2.0), (9, 7, 7))]
+    views = [rng.poisson(100.0, shape).astype(np.float32) for _ in psfs]
+    weights = [rng.uniform(0.1, 1.0, shape).astype(np.float32) for _ in psfs]
+    scipy_fft = deconvolve_views(views, weights, psfs, iterations=2, fft="scipy", block=10)
+    assert not np.allclose(scipy_fft, views[0], rtol=0.05)
+    if default_backend() == "ducc0":
+        ducc = deconvolve_views(views, weights, psfs, iterations=2, fft="ducc0", block=10)
+        np.testing.assert_allclose(ducc, scipy_fft, rtol=1e-5, atol=5e-6 * float(ducc.max()))
+    with pytest.raises(ConfigError, match="fftw"):
+        deconvolve_views(views, weights, psfs, iterations=1, fft="fftw")
+
+
+def test_without_ducc0_scipy_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scopeflow.ops.spim import block_convolution
+
+    monkeypatch.setattr(block_convolution, "ducc0", None)
+    assert default_backend() == "scipy"
+    assert Convolver(np, (8, 8, 8), (3, 3, 3)).backend == "scipy"
+    with pytest.raises(ConfigError, match=r"'ducc0': expected one of the installed \('scipy',\)"):
+        Convolver(np, (8, 8, 8), (3, 3, 3), backend="ducc0")

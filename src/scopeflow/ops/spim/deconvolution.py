@@ -29,8 +29,9 @@ The volume may be split into blocks (``block``): each convolution then transform
 with one kernel radius of margin, and the result is the same as for the whole volume (see
 ``_Step``). On the CPU the point-wise steps run as two compiled loops (Numba, one pass each:
 the ratio ``q_v`` written into the padded input of the second convolution, then the update of
-``psi`` in place), the FFTs are ducc0's with ``threads`` workers and the loops run in
-``threads`` slabs of planes; with CuPy, array operations and cuFFT do the same steps.
+``psi`` in place), the FFTs (ducc0's or SciPy's, :mod:`~scopeflow.ops.spim.block_convolution`)
+use ``threads`` workers and the loops run in ``threads`` slabs of planes; with CuPy, array
+operations and cuFFT do the same steps.
 
 References
 ----------
@@ -46,12 +47,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import ducc0
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import fft as sfft
 
 from scopeflow.core.errors import ConfigError
+from scopeflow.ops.spim.block_convolution import Convolver, reflect_pad_arrays
 
 __all__ = [
     "PSF_TYPES",
@@ -157,151 +158,6 @@ def normalise_weights(weights: Sequence[ArrayLike], osem: float = 1.0) -> list[F
     return list(w)
 
 
-class _Convolver:
-    """Same-size convolutions of blocks of at most ``block`` voxels with fixed kernels.
-
-    The volumes live padded by the kernel radius ``half`` on each side (their borders mirrored
-    by :func:`_reflect_pad`); a block's window is the block and its ``half``-wide margins, and
-    it is transformed at the ``next_fast_len`` size ``fshape`` of the largest window (the
-    kernels' spectra are computed once at that size). The circular convolution of a window is
-    exact on its block: a block voxel only reaches window voxels, never the wrapped-around
-    ones, so the transform's extra planes may hold anything.
-
-    On the CPU (NumPy, :meth:`convolve`) the transforms are ducc0's (the successor of the
-    pocketfft that SciPy ships: about 1.3 times as fast here, and it writes into given
-    buffers). The window is copied into a reused buffer (or, when the padded volume is the
-    transform's size, transformed where it is), the spectrum is multiplied in place, and the
-    inverse transform, unnormalised (the kernel's spectrum carries the ``1 / size``), drops the
-    planes and rows outside the block after the first and second axes; ``workers`` threads
-    per transform.
-    """
-
-    def __init__(
-        self, xp: Any, block: tuple[int, ...], kshape: tuple[int, ...], workers: int = 1
-    ) -> None:
-        self.xp = xp
-        self.half: I3 = (kshape[0] // 2, kshape[1] // 2, kshape[2] // 2)
-        self.fshape = tuple(
-            sfft.next_fast_len(b + k - 1, real=True) for b, k in zip(block, kshape, strict=True)
-        )
-        self.fft = sfft if xp is np else xp.fft
-        self.workers = max(1, int(workers))
-        self.kw: dict[str, int] = {"workers": self.workers} if xp is np else {}
-        self.buf: F32 | None = None  # a block's window
-        self.spec: NDArray[np.complex64] | None = None  # its spectrum
-        self.out: dict[tuple[int, int], F32] = {}  # results, by block size
-        #: threads for the point-wise product of the spectra (set by :class:`_Step`)
-        self.pool: ThreadPoolExecutor | None = None
-
-    def spectrum(self, kernel: NDArray[Any], normalised: bool = False) -> Any:
-        """The kernel's spectrum at the transform's size (its origin at voxel 0).
-
-        ``normalised``: divided by the transform's size, as :meth:`convolve` expects (its
-        inverse transform is not normalised); :meth:`convolve_plain` takes the plain one.
-        """
-        if self.xp is not np:
-            k = self.xp.asarray(kernel, dtype=self.xp.float32)
-            return self.fft.rfftn(k, s=self.fshape, axes=(0, 1, 2))
-        # the kernel fills a corner of the transform: each axis transforms its nonzero lines
-        k = np.asarray(kernel, dtype=np.float32)
-        (k0, k1, k2), (f0, f1, f2), nt = k.shape, self.fshape, self.workers
-        rows = np.zeros((k0, k1, f2), dtype=np.float32)
-        rows[:, :, :k2] = k
-        part = ducc0.fft.r2c(rows, axes=(2,), nthreads=nt)
-        planes = np.zeros((k0, f1, part.shape[2]), dtype=np.complex64)
-        planes[:, :k1] = part
-        ducc0.fft.c2c(planes, axes=(1,), nthreads=nt, out=planes)
-        spec = np.zeros((f0, f1, part.shape[2]), dtype=np.complex64)
-        spec[:k0] = planes
-        ducc0.fft.c2c(spec, axes=(0,), nthreads=nt, out=spec)
-        if normalised:
-            spec *= np.float32(1.0 / float(np.prod(self.fshape)))
-        return spec
-
-    def window(self, lo: Sequence[int], ext: Sequence[int]) -> tuple[slice, ...]:
-        """The window of the block at ``lo`` (volume voxels) with ``ext`` voxels, padded."""
-        return tuple(slice(a, a + n + 2 * h) for a, n, h in zip(lo, ext, self.half, strict=True))
-
-    def convolve(
-        self, padded: F32, lo: Sequence[int], ext: Sequence[int], spectrum: NDArray[np.complex64]
-    ) -> tuple[F32, tuple[int, int, int]]:
-        """The block at ``lo`` with ``ext`` voxels of the padded volume, convolved (NumPy).
-
-        ``spectrum`` is a ``normalised`` one (:meth:`spectrum`). Returns ``(full, offset)``:
-        the result's voxel ``idx`` is ``full[offset + idx]``. ``full`` is a buffer of this
-        object, overwritten by the next call of the same block size.
-        """
-        (h0, h1, h2), (n0, n1, _) = self.half, ext
-        nt = self.workers
-        if padded.shape == self.fshape and not any(lo):
-            src = padded  # the whole padded volume: no copy
-        else:
-            if self.buf is None:
-                self.buf = np.zeros(self.fshape, dtype=np.float32)
-            win = padded[self.window(lo, ext)]
-            np.copyto(self.buf[tuple(slice(0, n) for n in win.shape)], win)
-            src = self.buf
-        if self.spec is None:
-            self.spec = np.empty(spectrum.shape, dtype=np.complex64)
-        spec = ducc0.fft.r2c(src, axes=(0, 1, 2), nthreads=nt, out=self.spec)
-        self.multiply(spec, spectrum)
-        ducc0.fft.c2c(spec, axes=(0,), forward=False, nthreads=nt, out=spec)
-        planes = spec[2 * h0 : 2 * h0 + n0]
-        ducc0.fft.c2c(planes, axes=(1,), forward=False, nthreads=nt, out=planes)
-        rows = planes[:, 2 * h1 : 2 * h1 + n1]
-        full = self.out.get((n0, n1))
-        if full is None:
-            full = self.out[n0, n1] = np.empty((n0, n1, self.fshape[2]), dtype=np.float32)
-        ducc0.fft.c2r(
-            rows, axes=(2,), lastsize=self.fshape[2], forward=False, nthreads=nt, out=full
-        )
-        return full, (0, 0, 2 * h2)
-
-    def multiply(self, spec: NDArray[np.complex64], by: NDArray[np.complex64]) -> None:
-        """``spec *= by``, in slabs of planes on :attr:`pool`'s threads when it is set."""
-        if self.pool is None:
-            np.multiply(spec, by, out=spec)
-            return
-        cuts = np.linspace(0, spec.shape[0], self.workers + 1).round().astype(int).tolist()
-        slabs = [slice(a, b) for a, b in itertools.pairwise(cuts)]
-        list(self.pool.map(lambda s: np.multiply(spec[s], by[s], out=spec[s]), slabs))
-
-    def convolve_plain(
-        self, padded: Any, lo: Sequence[int], ext: Sequence[int], spectrum: Any
-    ) -> Any:
-        """:meth:`convolve` with array-module operations (CuPy); the block's result itself."""
-        fft = self.fft
-        whole = padded.shape == self.fshape and not any(lo)  # transformed where it is
-        win = padded if whole else padded[self.window(lo, ext)]
-        spec = fft.rfftn(win, s=self.fshape, axes=(0, 1, 2)) * spectrum
-        full = fft.irfftn(spec, s=self.fshape, axes=(0, 1, 2))
-        sl = tuple(slice(2 * h, 2 * h + n) for h, n in zip(self.half, ext, strict=True))
-        return full[sl].astype(self.xp.float32, copy=False)
-
-
-def _reflect_pad(buf: Any, half: tuple[int, ...], shape: tuple[int, ...], xp: Any = np) -> None:
-    """Fill the ``half``-wide borders of ``buf[half : half + shape]`` as ``np.pad`` 'reflect'."""
-    if any(h >= n for h, n in zip(half, shape, strict=True)):  # reflected more than once
-        sl = tuple(slice(h, h + n) for h, n in zip(half, shape, strict=True))
-        padded = xp.pad(buf[sl], [(h, h) for h in half], mode="reflect")
-        buf[tuple(slice(0, n) for n in padded.shape)] = padded
-        return
-    for ax, (h, n) in enumerate(zip(half, shape, strict=True)):
-        if h == 0:
-            continue
-        # axes before ``ax`` are padded already (corners as np.pad), later ones not yet
-        idx: list[slice] = [
-            slice(0, m + 2 * g) if a < ax else slice(g, g + m)
-            for a, (g, m) in enumerate(zip(half, shape, strict=True))
-        ]
-
-        def at(s: slice, ax: int = ax, idx: list[slice] = idx) -> tuple[slice, ...]:
-            return tuple(s if a == ax else idx[a] for a in range(3))
-
-        buf[at(slice(0, h))] = buf[at(slice(2 * h, h, -1))]
-        buf[at(slice(h + n, 2 * h + n))] = buf[at(slice(h + n - 2, n - 2, -1))]
-
-
 def deconvolve_views(
     views: Sequence[ArrayLike],
     weights: Sequence[ArrayLike],
@@ -316,6 +172,7 @@ def deconvolve_views(
     gpu: bool | None = False,
     block: int | None = None,
     threads: int = 1,
+    fft: str | None = None,
     on_iteration: Callable[[int], None] | None = None,
 ) -> F32:
     """Multi-view Richardson-Lucy deconvolution of views resampled onto one grid.
@@ -349,9 +206,12 @@ def deconvolve_views(
         same as without blocks (see :class:`_Step`).
     threads : int
         CPU threads of the FFTs and the point-wise steps (NumPy only); 1 inside a Dask worker
-        whose cores are already used by the other units. The FFTs (ducc0) use at most the
-        threads of ducc0's pool, sized when the process starts by ``DUCC0_NUM_THREADS``, else
+        whose cores are already used by the other units. ducc0's FFTs use at most the threads
+        of its pool, sized when the process starts by ``DUCC0_NUM_THREADS``, else
         ``OMP_NUM_THREADS``, else the number of cores.
+    fft : {'ducc0', 'scipy'}, optional
+        The CPU transforms (:mod:`scopeflow.ops.spim.block_convolution`); default ducc0 when
+        it is installed (the ``fft`` extra), else SciPy.
     on_iteration : callable, optional
         Called with the number of full passes done (1, 2, ...) after each, for progress
         reports and timings (with CuPy, after the GPU has finished the pass).
@@ -387,6 +247,7 @@ def deconvolve_views(
         top=top,
         min_intensity=min_intensity,
         threads=threads,
+        fft=fft,
     )
     with step:
         psi = step.padded(start)
@@ -447,6 +308,7 @@ class _Step:
         min_intensity: float,
         threads: int,
         compiled: bool | None = None,
+        fft: str | None = None,
     ) -> None:
         self.xp, self.edges = xp, edges
         self.lam, self.top, self.floor = float(lam), float(top), float(min_intensity)
@@ -455,7 +317,7 @@ class _Step:
         self.compiled = xp is np if compiled is None else compiled
         self.shape: I3 = (edges[0][-1], edges[1][-1], edges[2][-1])
         largest = tuple(int(np.diff(e).max()) for e in edges)
-        self.conv = _Convolver(xp, largest, k1[0].shape, self.threads)
+        self.conv = Convolver(xp, largest, k1[0].shape, self.threads, backend=fft)
         self.f1 = [self.conv.spectrum(k, normalised=self.compiled) for k in k1]
         self.f2 = [self.conv.spectrum(k, normalised=self.compiled) for k in k2]
         half = self.conv.half
@@ -510,7 +372,7 @@ class _Step:
         """
         half, shape = self.conv.half, self.shape
         if not self.compiled or any(h >= n for h, n in zip(half, shape, strict=True)):
-            _reflect_pad(vol, half, shape, self.xp)
+            reflect_pad_arrays(vol, half, shape, self.xp)
             return
         from scopeflow.ops.spim._kernels import reflect_pad  # Numba when needed
 

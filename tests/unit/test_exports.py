@@ -212,3 +212,17 @@ def test_the_command_line_starts_without_the_http_and_web_stacks() -> None:
     from scopeflow import client
 
     assert client.Client.__name__ == "Client"  # still there, loaded on first use
+
+
+def test_the_api_starts_without_the_engine_and_dask() -> None:
+    """The API reads run directories by the names of ``core.runlayout``: loading it (and the
+    worker loop) must not import the engine package, which imports Dask."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, scopeflow.service.app, scopeflow.service.worker; "
+        "print(sorted(m for m in ('scopeflow.engine', 'dask', 'distributed') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -63,3 +63,18 @@ def test_event_log_appends_and_survives_torn_line(tmp_path: Path) -> None:
     assert events[2]["reason"] == "done-before"
     for e in events:
         assert {"ts", "step", "unit", "state", "attempt", "worker", "seconds", "error"} <= set(e)
+
+
+def test_paths_follow_the_shared_layout(tmp_path: Path) -> None:
+    from scopeflow.core import runlayout as layout
+
+    run = RunDir(tmp_path)
+    assert run.config_path == tmp_path / "config.yaml" == tmp_path / layout.CONFIG
+    assert run.meta_path == tmp_path / layout.META
+    assert run.state_dir == tmp_path / layout.STATE
+    assert run.events_path == tmp_path / "events.jsonl" == tmp_path / layout.EVENTS
+    assert run.outputs_dir == tmp_path / "outputs" == tmp_path / layout.OUTPUTS
+    assert run.summary_path == tmp_path / "summary.json" == tmp_path / layout.SUMMARY
+    node = Node("fuse", "t0001")
+    assert run.log_path(node) == tmp_path / "logs" / "fuse" / "t0001.log"
+    assert layout.unit_log(tmp_path, "fuse", "t0001") == run.log_path(node)

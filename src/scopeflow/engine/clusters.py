@@ -25,6 +25,7 @@ import psutil
 from pydantic import Field
 
 from scopeflow.core import ClusterError, ClusterKind, UnknownNameError
+from scopeflow.core import runlayout as layout
 from scopeflow.core.config import StrictModel
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ class JobqueueBackend(ClusterBackend):
             "memory": spec.memory or "2GB",
             "walltime": walltime,
             "python": spec.python or sys.executable,
-            "log_directory": str(self.run_dir / "logs" / "_cluster"),
+            "log_directory": str(self.run_dir / layout.LOGS / "_cluster"),
             "job_extra_directives": list(spec.job_extra),
             "job_name": "scopeflow-worker",
             "job_script_prologue": [f"export {k}={v}" for k, v in WORKER_ENV.items()],
@@ -176,7 +177,7 @@ class JobqueueBackend(ClusterBackend):
             ClusterKind.SGE: dask_jobqueue.SGECluster,
             ClusterKind.LSF: dask_jobqueue.LSFCluster,
         }
-        (self.run_dir / "logs" / "_cluster").mkdir(parents=True, exist_ok=True)
+        (self.run_dir / layout.LOGS / "_cluster").mkdir(parents=True, exist_ok=True)
         with dask.config.set(_dask_config(self.retries)):
             try:
                 cluster = classes[self.spec.kind](**self.cluster_kwargs())

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scopeflow.core import runlayout as layout
+
 
 @dataclass
 class UnitContext:
@@ -41,7 +43,7 @@ class UnitContext:
     @property
     def outputs(self) -> Path:
         """The run's ``outputs/`` folder."""
-        return self.run_dir / "outputs"
+        return self.run_dir / layout.OUTPUTS
 
     def output_path(self, *parts: str) -> Path:
         """A path under ``outputs/`` whose parent folder exists."""

@@ -1,4 +1,4 @@
-"""The run directory contract.
+"""The run directory contract (the names: :mod:`scopeflow.core.runlayout`).
 
 ::
 
@@ -26,6 +26,7 @@ import yaml
 
 from scopeflow import __version__
 from scopeflow.core import RunDirError, atomic_write_json, atomic_write_text
+from scopeflow.core import runlayout as layout
 from scopeflow.engine.dag import Node
 
 
@@ -53,37 +54,37 @@ class RunDir:
     @property
     def config_path(self) -> Path:
         """``config.yaml``: frozen configuration."""
-        return self.path / "config.yaml"
+        return self.path / layout.CONFIG
 
     @property
     def meta_path(self) -> Path:
         """``run.json``: pipeline name and one entry per run."""
-        return self.path / "run.json"
+        return self.path / layout.META
 
     @property
     def state_dir(self) -> Path:
         """``state``: completion records."""
-        return self.path / "state"
+        return self.path / layout.STATE
 
     @property
     def events_path(self) -> Path:
         """``events.jsonl``: append-only event log."""
-        return self.path / "events.jsonl"
+        return self.path / layout.EVENTS
 
     @property
     def logs_dir(self) -> Path:
         """``logs``: per-unit logs."""
-        return self.path / "logs"
+        return self.path / layout.LOGS
 
     @property
     def outputs_dir(self) -> Path:
         """``outputs``: what the steps write."""
-        return self.path / "outputs"
+        return self.path / layout.OUTPUTS
 
     @property
     def summary_path(self) -> Path:
         """``summary.json``: written at the end of every run."""
-        return self.path / "summary.json"
+        return self.path / layout.SUMMARY
 
     def record_path(self, node: Node) -> Path:
         """Completion record of ``node``."""
@@ -91,7 +92,7 @@ class RunDir:
 
     def log_path(self, node: Node) -> Path:
         """Log file of ``node``."""
-        return self.logs_dir / node.step / f"{node.unit}.log"
+        return layout.unit_log(self.path, node.step, node.unit)
 
     # -- set-up ------------------------------------------------------------------------------
 

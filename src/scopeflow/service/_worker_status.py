@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from scopeflow.core import runlayout as layout
 from scopeflow.service._worker_submit import Submission, read_submission
 from scopeflow.service.db import Job, set_state, utcnow
 from scopeflow.service.jobfiles import JobFiles
@@ -56,9 +57,7 @@ def exit_times(files: JobFiles) -> tuple[datetime | None, datetime | None]:
 
 def _failed_units(files: JobFiles, since: float | None) -> str:
     """``N unit(s) failed: step[unit]: error; …`` from this attempt's ``summary.json``."""
-    from scopeflow.engine.rundir import RunDir  # the engine (Dask) loads on first use
-
-    path = RunDir(files.run_dir).summary_path
+    path = files.run_dir / layout.SUMMARY
     try:
         if since is not None and path.stat().st_mtime < since - 1.0:
             return ""  # left by an earlier attempt

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scopeflow.core import runlayout as layout
+
 __all__ = ["read_log", "run_progress"]
 
 
@@ -36,7 +38,7 @@ def run_progress(run_dir: Path) -> dict[str, Any]:
     complete lines appended since the last one (the API is polled every second or so, and a
     run of 100,000 units writes some 300,000 events).
     """
-    path = Path(run_dir) / "events.jsonl"
+    path = Path(run_dir) / layout.EVENTS
     try:
         st = path.stat()
     except FileNotFoundError:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, select
 
+from scopeflow.core import runlayout as layout
 from scopeflow.service.db import Job, iso, set_state
 from scopeflow.service.deps import CurrentUser, DbSession, Service, Svc, input_locked, owned_job
 from scopeflow.service.progress import read_log, run_progress
@@ -231,7 +232,7 @@ def job_logs(
     job = owned_job(session, user, job_id)
     files = svc.files(job)
     if step and unit:
-        path = files.run_dir / "logs" / step / f"{unit}.log"
+        path = layout.unit_log(files.run_dir, step, unit)
     elif step or unit:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "give both step and unit")
     else:
@@ -246,7 +247,7 @@ def job_logs(
 def job_summary(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> dict[str, Any]:
     """The run's ``summary.json`` (404 before the run has written one)."""
     job = owned_job(session, user, job_id)
-    path = svc.files(job).run_dir / "summary.json"
+    path = svc.files(job).run_dir / layout.SUMMARY
     try:
         summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # not written yet (or being written)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
+from scopeflow.core import runlayout as layout
 from scopeflow.core.errors import BadPathError, ScopeflowError
 from scopeflow.service.files import is_engine_temp, regular_files, resolve_in, safe_relpath
 
@@ -85,7 +86,7 @@ def result_path(run_dir: Path, rel: str) -> Path | None:
     ``outputs/``, inside the run directory.
     """
     parts = PurePosixPath(rel).parts
-    if rel != "summary.json" and (len(parts) < 2 or parts[0] != "outputs"):
+    if rel != layout.SUMMARY and (len(parts) < 2 or parts[0] != layout.OUTPUTS):
         return None
     if is_engine_temp(parts[-1]):
         return None
@@ -134,7 +135,7 @@ def list_results(run_dir: Path, *, prefix: str | None = None) -> list[dict[str, 
         for path, st in regular_files(folder) if folder is not None else ():
             add(path, st)
         return sorted(found, key=lambda r: str(r["path"]))
-    summary = run_dir / "summary.json"
+    summary = run_dir / layout.SUMMARY
     try:
         st = summary.lstat()
     except FileNotFoundError:
@@ -142,7 +143,7 @@ def list_results(run_dir: Path, *, prefix: str | None = None) -> list[dict[str, 
     else:
         if stat.S_ISREG(st.st_mode):
             add(summary, st)
-    outputs = run_dir / "outputs"
+    outputs = run_dir / layout.OUTPUTS
     if not outputs.is_symlink():  # as result_path: nothing is served through a link
         for path, st in regular_files(outputs):
             add(path, st)
@@ -155,7 +156,7 @@ def _results_folder(run_dir: Path, rel: PurePosixPath) -> Path | None:
     A folder of results lies under ``outputs/`` and none of its components is a symbolic
     link (:func:`~scopeflow.service.files.regular_files` would follow one at its root).
     """
-    if rel.parts[0] != "outputs":
+    if rel.parts[0] != layout.OUTPUTS:
         return None
     try:
         folder = resolve_in(run_dir, rel)  # a symlinked component, or a path leaving the run

@@ -7,12 +7,16 @@ line that produced them, ready to be copied into docs/benchmarks.md.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
 from pathlib import Path
 
 import psutil
+
+# ducc0 sizes its FFT thread pool once, at import (below), from this or OMP_NUM_THREADS
+os.environ.setdefault("DUCC0_NUM_THREADS", str(os.cpu_count() or 1))
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))

@@ -158,3 +158,45 @@ def test_without_ducc0_scipy_is_the_default(monkeypatch: pytest.MonkeyPatch) -> 
     assert Convolver(np, (8, 8, 8), (3, 3, 3)).backend == "scipy"
     with pytest.raises(ConfigError, match=r"'ducc0': expected one of the installed \('scipy',\)"):
         Convolver(np, (8, 8, 8), (3, 3, 3), backend="ducc0")
+
+
+def test_array_module_path_runs_with_a_module_other_than_numpy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CuPy path's code (array-module operations, ``xp.fft``, the stream synchronised
+    before ``on_iteration``), run on the CPU: NumPy behind a stand-in module, as no GPU is
+    lent to these tests. It gives the compiled CPU path's result to float32 rounding. This
+    checks that the path uses only ``xp``; it cannot check CuPy itself."""
+    import types
+
+    from scopeflow.ops.spim import deconvolution
+
+    synced: list[int] = []
+    xp = types.ModuleType("gpu_stand_in")
+    xp.__dict__.update({k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+    xp.cuda = types.SimpleNamespace(  # type: ignore[attr-defined]
+        Stream=types.SimpleNamespace(
+            null=types.SimpleNamespace(synchronize=lambda: synced.append(1))
+        )
+    )
+    monkeypatch.setattr(deconvolution, "array_module", lambda gpu: xp if gpu else np)
+    rng = np.random.default_rng(8)
+    shape = (18, 20, 16)
+    psfs = [_psf((2.0, 1.0, 1.0), (9, 7, 7)), _psf((1.0, 1.0, 2.0), (9, 7, 7))]
+    views = [rng.poisson(100.0, shape).astype(np.float32) for _ in psfs]
+    weights = [rng.uniform(0.1, 1.0, shape).astype(np.float32) for _ in psfs]
+    seen: list[tuple[int, int]] = []
+    for block in (None, 10):
+        gpu = deconvolve_views(
+            views,
+            weights,
+            psfs,
+            iterations=2,
+            gpu=True,
+            block=block,
+            on_iteration=lambda i: seen.append((i, len(synced))),
+        )
+        cpu = deconvolve_views(views, weights, psfs, iterations=2, block=block)
+        assert isinstance(gpu, np.ndarray) and gpu.dtype == np.float32
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=5e-6 * float(cpu.max()))
+    assert seen == [(1, 1), (2, 2), (1, 3), (2, 4)]  # synchronised before each call

@@ -58,8 +58,9 @@ class Convolver:
     window voxels, never the wrapped-around ones, so the transform's extra planes may hold
     anything.
 
-    On the CPU (:meth:`convolve`) the window is copied into a reused buffer (or, when the
-    padded volume is the transform's size, transformed where it is), the spectrum is
+    On the CPU (:meth:`convolve`) the window is a view of the padded volume of the
+    transform's size (it may hold more than the block's margins, which changes nothing) when
+    the padded volume is that large, else a copy into a zero-padded buffer; the spectrum is
     multiplied in place, and the inverse transform, unnormalised (the kernel's spectrum
     carries the ``1 / size``), drops the planes and rows outside the block after the first
     and second axes; ``workers`` threads per transform. :meth:`convolve_plain` is the same
@@ -147,41 +148,48 @@ class Convolver:
         the result's voxel ``idx`` is ``full[offset + idx]``. With ducc0 ``full`` is a buffer
         of this object, overwritten by the next call for a block of the same size.
         """
-        if padded.shape == self.fshape and not any(lo):
-            src = padded  # the whole padded volume: no copy
-        else:
+        if all(p >= f for p, f in zip(padded.shape, self.fshape, strict=True)):
+            # a window of the transform's size that holds the block and its margins: a view
+            start = [min(a, p - f) for a, p, f in zip(lo, padded.shape, self.fshape, strict=True)]
+            src = padded[tuple(slice(a, a + f) for a, f in zip(start, self.fshape, strict=True))]
+        else:  # the padded volume is smaller than the transform: copied, zero-padded
+            start = list(lo)
             if self.buf is None:
                 self.buf = np.zeros(self.fshape, dtype=np.float32)
             win = padded[self.window(lo, ext)]
             np.copyto(self.buf[tuple(slice(0, n) for n in win.shape)], win)
             src = self.buf
+        # block voxel t is window voxel lo - start + half + t: result voxel lo - start + 2 half + t
+        off = tuple(a - s + 2 * h for a, s, h in zip(lo, start, self.half, strict=True))
         if self.backend == "ducc0":
-            return self._ducc0(src, ext, spectrum)
-        (h0, h1, h2), (n0, n1, _), kw = self.half, ext, self.kw
+            return self._ducc0(src, off, ext, spectrum)
+        (o0, o1, o2), (n0, n1, _), kw = off, ext, self.kw
         spec = sfft.rfftn(src, **kw)
         self.multiply(spec, spectrum)
-        t = sfft.ifft(spec, axis=0, norm="forward", overwrite_x=True, **kw)[2 * h0 : 2 * h0 + n0]
-        t = sfft.ifft(t, axis=1, norm="forward", overwrite_x=True, **kw)[:, 2 * h1 : 2 * h1 + n1]
+        t = sfft.ifft(spec, axis=0, norm="forward", overwrite_x=True, **kw)[o0 : o0 + n0]
+        t = sfft.ifft(t, axis=1, norm="forward", overwrite_x=True, **kw)[:, o1 : o1 + n1]
         full: F32 = sfft.irfft(t, n=self.fshape[2], axis=2, norm="forward", **kw)
-        return full, (0, 0, 2 * h2)
+        return full, (0, 0, o2)
 
-    def _ducc0(self, src: F32, ext: Sequence[int], spectrum: C64) -> tuple[F32, I3]:
+    def _ducc0(
+        self, src: F32, off: tuple[int, ...], ext: Sequence[int], spectrum: C64
+    ) -> tuple[F32, I3]:
         """:meth:`convolve`'s transforms with ducc0, into this object's buffers."""
-        (h0, h1, h2), (n0, n1, _), nt = self.half, ext, self.workers
+        (o0, o1, o2), (n0, n1, _), nt = off, ext, self.workers
         if self.spec is None:
             self.spec = np.empty(spectrum.shape, dtype=np.complex64)
         spec = ducc0.fft.r2c(src, axes=(0, 1, 2), nthreads=nt, out=self.spec)
         self.multiply(spec, spectrum)
         ducc0.fft.c2c(spec, axes=(0,), forward=False, nthreads=nt, out=spec)
-        planes = spec[2 * h0 : 2 * h0 + n0]
+        planes = spec[o0 : o0 + n0]
         ducc0.fft.c2c(planes, axes=(1,), forward=False, nthreads=nt, out=planes)
-        rows = planes[:, 2 * h1 : 2 * h1 + n1]
+        rows = planes[:, o1 : o1 + n1]
         full = self.out.get((n0, n1))
         if full is None:
             full = self.out[n0, n1] = np.empty((n0, n1, self.fshape[2]), dtype=np.float32)
         f2 = self.fshape[2]
         ducc0.fft.c2r(rows, axes=(2,), lastsize=f2, forward=False, nthreads=nt, out=full)
-        return full, (0, 0, 2 * h2)
+        return full, (0, 0, o2)
 
     def multiply(self, spec: C64, by: C64) -> None:
         """``spec *= by``, in slabs of planes on :attr:`pool`'s threads when it is set."""

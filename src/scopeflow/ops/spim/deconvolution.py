@@ -322,11 +322,10 @@ class _Step:
         self.f2 = [self.conv.spectrum(k, normalised=self.compiled) for k in k2]
         half = self.conv.half
         self.interior = tuple(slice(h, h + n) for h, n in zip(half, self.shape, strict=True))
-        whole = all(len(e) == 2 for e in edges)  # one block: padded to the transform's size
-        self.pshape = (
-            self.conv.fshape
-            if whole
-            else tuple(n + 2 * h for n, h in zip(self.shape, half, strict=True))
+        # padded by ``half``, and at least the transform's size: every block's window is then
+        # a view of it, transformed where it is (:meth:`Convolver.convolve`)
+        self.pshape = tuple(
+            max(n + 2 * h, f) for n, h, f in zip(self.shape, half, self.conv.fshape, strict=True)
         )
         self.q = xp.zeros(self.pshape, dtype=xp.float32)
         self.pool: ThreadPoolExecutor | None = None

@@ -176,6 +176,7 @@ def test_the_batch_script_takes_resources_and_account_and_refuses_odd_values(
         "#SBATCH --open-mode=append",  # Slurm's default truncates the logs on each attempt
     ):
         assert line in script.splitlines(), line
+    assert script.splitlines()[-1].startswith("exec /usr/bin/python3 -m ")  # the wrapper
     bad = JobSpec(
         name="x", argv=["true"], job_dir=tmp_path, account={"account": "lab; touch /tmp/x"}
     )

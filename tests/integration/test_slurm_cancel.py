@@ -2,7 +2,8 @@
 
 The adapter's cancel is one plain ``scancel ID``. A pending job leaves the queue; a running job's
 batch step gets SIGTERM (then SIGKILL after ``KillWait``), which the wrapper passes on to the
-command, so the command can stop cleanly and the wrapper still writes its exit record. A job
+command, so the command can stop cleanly and the wrapper still writes its exit record; the
+batch script execs the wrapper, so the job has not ended for Slurm before that record exists. A job
 that has ended has nothing left to cancel: no error (tests/unit/service/test_slurm_batch_poll.py
 checks the messages of other Slurm versions with a fake ``scancel``).
 """
@@ -98,15 +99,18 @@ def test_a_running_job_gets_sigterm_and_its_exit_is_recorded(
             time.sleep(0.2)
         adapter.cancel(sid, spec.job_dir)
         assert _wait(adapter, sid, spec.job_dir, _FINAL) is SchedulerState.CANCELLED
-        # Slurm may list the job as ended (sacct) while the wrapper still waits for the command
-        deadline = time.monotonic() + 30
-        while not files.exit_record.exists():
-            assert time.monotonic() < deadline, "the wrapper wrote no exit record"
-            time.sleep(0.2)
+        # the script execs the wrapper: Slurm ends the job only after the record is written
+        assert files.exit_record.exists(), "ended without the wrapper's exit record"
+        deadline = time.monotonic() + 60
+        while sid in _squeue(sid):  # ended for Slurm too
+            assert time.monotonic() < deadline, "the job did not leave the queue"
+            time.sleep(0.3)
+        status = adapter.status(sid, spec.job_dir)
     finally:
         subprocess.run(["scancel", sid], check=False, capture_output=True)
     record = json.loads(files.exit_record.read_text())
     assert record["cancelled"] is True and record["exit_code"] == 143
+    assert (status.state, status.exit_code) == (SchedulerState.CANCELLED, 143)
     assert "got TERM\ncleaned up" in files.log("stdout").read_text()
 
 

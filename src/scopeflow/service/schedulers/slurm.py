@@ -189,7 +189,9 @@ def render_script(spec: JobSpec, python: str) -> str:
         if re.fullmatch(r"[A-Z_][A-Z0-9_]*", k)
     ]
     command = files.wrapper_argv(python, spec.argv)
-    return "\n".join([*lines, *exports, shlex.join(command), ""])
+    # exec: the wrapper *is* the batch step's process, so the job ends when the wrapper has
+    # written the exit record, not when bash dies of the cancel's SIGTERM a second before
+    return "\n".join([*lines, *exports, "exec " + shlex.join(command), ""])
 
 
 class SlurmScheduler(Scheduler):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -214,15 +215,31 @@ def test_the_command_line_starts_without_the_http_and_web_stacks() -> None:
     assert client.Client.__name__ == "Client"  # still there, loaded on first use
 
 
-def test_the_api_starts_without_the_engine_and_dask() -> None:
-    """The API reads run directories by the names of ``core.runlayout``: loading it (and the
-    worker loop) must not import the engine package, which imports Dask."""
+def test_the_service_reads_run_directories_without_the_engine(tmp_path: Path) -> None:
+    """The API and its worker read run directories by the names of ``core.runlayout``:
+    loading them, listing a run's results and reading a failed run's summary must not import
+    the engine package, which imports Dask (0.2 s)."""
+    import json
     import subprocess
     import sys
 
-    code = (
-        "import sys, scopeflow.service.app, scopeflow.service.worker; "
-        "print(sorted(m for m in ('scopeflow.engine', 'dask', 'distributed') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    run = tmp_path / "job" / "run"
+    (run / "outputs").mkdir(parents=True)
+    (run / "outputs" / "a.txt").write_text("a")
+    failed = [{"step": "fuse", "unit": "t0", "error": "boom"}]
+    (run / "summary.json").write_text(json.dumps({"failed": failed}))
+    code = f"""
+import sys
+from pathlib import Path
+import scopeflow.service.app, scopeflow.service.worker
+from scopeflow.service._worker_status import _failed_units
+from scopeflow.service.jobfiles import JobFiles
+from scopeflow.service.transfers import list_results
+files = JobFiles(Path({str(tmp_path / "job")!r}))
+assert [r["path"] for r in list_results(files.run_dir)] == ["outputs/a.txt", "summary.json"]
+assert "fuse[t0]: boom" in _failed_units(files, None)
+print(sorted(m for m in ("scopeflow.engine", "dask", "distributed") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

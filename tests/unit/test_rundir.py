@@ -70,8 +70,9 @@ def test_paths_follow_the_shared_layout(tmp_path: Path) -> None:
 
     run = RunDir(tmp_path)
     assert run.config_path == tmp_path / "config.yaml" == tmp_path / layout.CONFIG
-    assert run.meta_path == tmp_path / layout.META
-    assert run.state_dir == tmp_path / layout.STATE
+    assert run.meta_path == tmp_path / "run.json" == tmp_path / layout.META
+    assert run.state_dir == tmp_path / "state" == tmp_path / layout.STATE
+    assert run.logs_dir == tmp_path / "logs" == tmp_path / layout.LOGS
     assert run.events_path == tmp_path / "events.jsonl" == tmp_path / layout.EVENTS
     assert run.outputs_dir == tmp_path / "outputs" == tmp_path / layout.OUTPUTS
     assert run.summary_path == tmp_path / "summary.json" == tmp_path / layout.SUMMARY

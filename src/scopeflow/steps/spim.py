@@ -182,10 +182,11 @@ class DeconvolutionParams(StrictModel):
     )
     gpu: bool | None = Field(None, description="CuPy: true = required, null = when available")
     block: int | None = Field(
-        256,
+        128,
         ge=16,
         description="convolve in blocks of at most this many voxels per side, the volume "
-        "split evenly (memory for one block's FFTs, about 250 MB at 256; same result; "
+        "split evenly (bounds the FFTs' memory: the 2 kernel spectra per view and the "
+        "buffers, about 140 MB at 128 and 1 GB at 256 for 4 views; same result; "
         "null: the whole volume)",
     )
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import types
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -26,6 +30,8 @@ def _psf(sigma_zyx: tuple[float, float, float], shape: tuple[int, int, int]) -> 
         ((4, 3, 9), (4, 2, 3)),
         ((2, 2, 2), (1, 1, 1)),
         ((3, 9, 4), (2, 2, 3)),
+        ((5, 6, 7), (1, 0, 2)),
+        ((4, 5, 6), (2, 3, 0)),
     ],
 )
 def test_reflect_padding_in_place_is_numpys(
@@ -53,10 +59,26 @@ needs_ducc0 = pytest.mark.skipif(
 BACKENDS = [pytest.param("ducc0", marks=needs_ducc0), "scipy"]
 
 
+@pytest.mark.parametrize("extra", [0, 3])
+@pytest.mark.parametrize("pooled", [False, True])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("block", [(21, 17, 19), (8, 9, 7), (6, 5, 4)])
 def test_block_convolution_is_the_mirrored_convolution(
-    block: tuple[int, int, int], backend: str
+    block: tuple[int, int, int], backend: str, pooled: bool, extra: int
+) -> None:
+    """Every block against SciPy's mirrored convolution. ``extra`` planes of junk after the
+    padding: with 0 the whole-volume block (21, 17, 19) is smaller than its transform and is
+    copied into a zero-padded buffer; otherwise every window is a view of the volume."""
+    with contextlib.ExitStack() as stack:
+        _check_block_convolution(block, backend, pooled, extra, stack)
+
+
+def _check_block_convolution(
+    block: tuple[int, int, int],
+    backend: str,
+    pooled: bool,
+    extra: int,
+    stack: contextlib.ExitStack,
 ) -> None:
     rng = np.random.default_rng(1)
     vol = rng.random((21, 17, 19)).astype(np.float32)
@@ -67,11 +89,15 @@ def test_block_convolution_is_the_mirrored_convolution(
     conv = Convolver(np, block, kernel.shape, workers=2, backend=backend)
     spectrum = conv.spectrum(kernel)
     normalised = conv.spectrum(kernel, normalised=True)
-    padded = np.zeros(
-        [n + 2 * h for n, h in zip(vol.shape, conv.half, strict=True)], dtype=np.float32
+    # junk beyond the padding (the transform's extra planes may hold anything)
+    padded = rng.uniform(
+        -1e3, 1e3, [n + 2 * h + extra for n, h in zip(vol.shape, conv.half, strict=True)]
     )
+    padded = padded.astype(np.float32)
     padded[tuple(slice(h, h + n) for h, n in zip(conv.half, vol.shape, strict=True))] = vol
     reflect_pad_arrays(padded, conv.half, vol.shape)
+    if pooled:  # the spectra's product on threads
+        conv.pool = stack.enter_context(ThreadPoolExecutor(2))
     for lo in [(0, 0, 0), (13, 8, 12), (15, 12, 15)]:  # blocks of every size, buffers reused
         ext = tuple(min(b, n - a) for a, b, n in zip(lo, block, vol.shape, strict=True))
         want = ref[tuple(slice(a, a + n) for a, n in zip(lo, ext, strict=True))]
@@ -158,6 +184,8 @@ def test_without_ducc0_scipy_is_the_default(monkeypatch: pytest.MonkeyPatch) -> 
     assert Convolver(np, (8, 8, 8), (3, 3, 3)).backend == "scipy"
     with pytest.raises(ConfigError, match=r"'ducc0': expected one of the installed \('scipy',\)"):
         Convolver(np, (8, 8, 8), (3, 3, 3), backend="ducc0")
+    gpu_like = types.SimpleNamespace(fft=np.fft)  # CuPy uses cuFFT: its ``fft`` is not checked
+    assert Convolver(gpu_like, (8, 8, 8), (3, 3, 3), backend="ducc0").backend == "ducc0"
 
 
 def test_array_module_path_runs_with_a_module_other_than_numpy(
@@ -165,20 +193,17 @@ def test_array_module_path_runs_with_a_module_other_than_numpy(
 ) -> None:
     """The CuPy path's code (array-module operations, ``xp.fft``, the stream synchronised
     before ``on_iteration``), run on the CPU: NumPy behind a stand-in module, as no GPU is
-    lent to these tests. It gives the compiled CPU path's result to float32 rounding. This
-    checks that the path uses only ``xp``; it cannot check CuPy itself."""
-    import types
-
+    lent to these tests. It gives the compiled CPU path's result to float32 rounding. It
+    checks the branches taken for a module other than NumPy; it cannot catch a stray ``np``
+    call on the arrays (the stand-in's arrays are NumPy's), nor check CuPy itself."""
     from scopeflow.ops.spim import deconvolution
 
     synced: list[int] = []
     xp = types.ModuleType("gpu_stand_in")
     xp.__dict__.update({k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
-    xp.cuda = types.SimpleNamespace(  # type: ignore[attr-defined]
-        Stream=types.SimpleNamespace(
-            null=types.SimpleNamespace(synchronize=lambda: synced.append(1))
-        )
-    )
+    stream = types.SimpleNamespace(synchronize=lambda: synced.append(1))
+    xp.cuda = types.SimpleNamespace(get_current_stream=lambda: stream)  # type: ignore[attr-defined]
+
     monkeypatch.setattr(deconvolution, "array_module", lambda gpu: xp if gpu else np)
     rng = np.random.default_rng(8)
     shape = (18, 20, 16)

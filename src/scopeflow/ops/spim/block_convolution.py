@@ -91,7 +91,7 @@ class Convolver:
     ) -> None:
         self.backend = default_backend() if backend is None else backend
         installed = tuple(b for b in FFT_BACKENDS if b != "ducc0" or ducc0 is not None)
-        if self.backend not in installed:
+        if xp is np and self.backend not in installed:  # CuPy uses cuFFT whatever is asked
             raise ConfigError(
                 "deconvolution",
                 [
@@ -122,16 +122,18 @@ class Convolver:
         ``normalised``: divided by the transform's size, as :meth:`convolve` expects (its
         inverse transform is not normalised); :meth:`convolve_plain` takes the plain one.
         """
+        scale = np.float32(1.0 / float(np.prod(self.fshape)))
         if self.xp is not np:
             k = self.xp.asarray(kernel, dtype=self.xp.float32)
-            return self.fft.rfftn(k, s=self.fshape, axes=(0, 1, 2))
+            spec = self.fft.rfftn(k, s=self.fshape, axes=(0, 1, 2))
+            return spec * scale if normalised else spec
         # the kernel fills a corner of the transform: each axis transforms its nonzero lines
         (f0, f1, f2), kw = self.fshape, self.kw
         spec = sfft.rfft(np.asarray(kernel, dtype=np.float32), n=f2, axis=2, **kw)
         spec = sfft.fft(spec, n=f1, axis=1, overwrite_x=True, **kw)
         spec = sfft.fft(spec, n=f0, axis=0, overwrite_x=True, **kw)
         if normalised:
-            spec *= np.float32(1.0 / float(np.prod(self.fshape)))
+            spec *= scale
         out: C64 = spec.astype(np.complex64, copy=False)
         return out
 

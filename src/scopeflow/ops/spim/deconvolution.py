@@ -257,7 +257,7 @@ def deconvolve_views(
                 step.view(psi, phi[v], w[v], v)
             if on_iteration is not None:
                 if xp is not np:
-                    xp.cuda.Stream.null.synchronize()
+                    xp.cuda.get_current_stream().synchronize()
                 on_iteration(it + 1)
         out = psi[step.interior]
     out = out.get() if hasattr(out, "get") else out

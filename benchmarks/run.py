@@ -57,8 +57,15 @@ BENCHMARKS = {
 }
 
 
-def main() -> None:
-    """Run all benchmarks, write benchmarks/results/<name>.json."""
+def main(names: list[str] | None = None) -> None:
+    """Run the benchmarks (all, or those ``names``), write benchmarks/results/<name>.json.
+
+    ``python benchmarks/run.py [NAME ...]``; an unknown name is an error before anything runs.
+    """
+    chosen = names or list(BENCHMARKS)
+    unknown = [n for n in chosen if n not in BENCHMARKS]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
     results_dir = HERE / "results"
     results_dir.mkdir(exist_ok=True)
     machine = {
@@ -67,7 +74,8 @@ def main() -> None:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    for name, (func, argv) in BENCHMARKS.items():
+    for name in chosen:
+        func, argv = BENCHMARKS[name]
         command = f"python benchmarks/{func.__module__.rsplit('.', 1)[-1]}.py {' '.join(argv)}"
         print(f"== {name}: {command}", flush=True)
         result = func(argv)
@@ -80,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -12,25 +12,15 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from scopeflow.engine import read_events
-from tests.conftest import cli_env, scopeflow_cmd
+from tests.conftest import cli_env, scopeflow_cmd, wait_for
 
 UNITS = 4
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("group", [False, True], ids=["driver", "group-then-driver"])
@@ -54,7 +44,7 @@ def test_sigterm_cancels_the_run_cleanly(tmp_path: Path, group: bool) -> None:
                 e["step"] == "work" and e["state"] == "running" for e in read_events(events_path)
             )
 
-        _wait_for(work_running, 120, "a running work unit")
+        wait_for(work_running, 120, "a running work unit")
         children = psutil.Process(proc.pid).children(recursive=True)
         if group:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -6,28 +6,18 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from scopeflow.engine import read_events
-from tests.conftest import cli_env, run_cli, scopeflow_cmd
+from tests.conftest import cli_env, run_cli, scopeflow_cmd, wait_for
 
 
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _count(events: list[dict[str, object]], state: str, step: str = "work") -> int:
@@ -42,7 +32,7 @@ def test_killed_run_resumes_only_unfinished_units(tmp_path: Path) -> None:
         scopeflow_cmd(*args), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     events_path = run / "events.jsonl"
-    _wait_for(
+    wait_for(
         lambda: events_path.exists() and _count(read_events(events_path), "done") >= 3,
         120,
         "three finished work units",
@@ -96,7 +86,7 @@ def test_killed_worker_mid_unit_run_completes_with_same_outputs(tmp_path: Path) 
             e for e in read_events(events_path) if e["step"] == "work" and e["state"] == "running"
         ]
 
-    _wait_for(lambda: bool(running_work()), 120, "a running work unit")
+    wait_for(lambda: bool(running_work()), 120, "a running work unit")
     victim = running_work()[0]
     pid = int(str(victim["worker"]).rsplit(":", 1)[1])
     assert pid != proc.pid

@@ -3,6 +3,7 @@ the drawn scene across the dataset and its ground truth, and the registration er
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from scopeflow.testing import (
 from scopeflow.testing._spim import (
     ATTENUATION_LENGTH,
     BACKGROUND,
+    BEAD_MARGIN,
     CAMERA_OFFSET,
     ILLUMINATION_LENGTH,
     PSF_SIGMA,
@@ -37,7 +39,7 @@ def test_channels_and_illuminations_match_the_one_view_renderer(tmp_path: Path) 
         timepoints=truth.n_timepoints,
         shape=truth.shape,
         voxel_size=truth.voxel_size,
-        margin=4.0 * max(PSF_SIGMA),
+        margin=BEAD_MARGIN,
     )
     for t in range(truth.n_timepoints):
         for v in range(truth.n_views):
@@ -78,10 +80,16 @@ def test_the_scene_is_drawn_once_and_read_only(tmp_path: Path) -> None:
         timepoints=truth.n_timepoints,
         shape=truth.shape,
         voxel_size=truth.voxel_size,
-        margin=4.0 * max(PSF_SIGMA),
+        margin=BEAD_MARGIN,
     )
-    for a in (scene.field, scene.beads, scene.geometry.true, scene.specimen.nuclei):
-        assert not a.flags.writeable
+    frozen = [
+        getattr(record, f.name)
+        for record in (scene, scene.geometry, scene.specimen)
+        for f in dataclasses.fields(record)
+        if isinstance(getattr(record, f.name), np.ndarray)
+    ]
+    assert len(frozen) >= 12  # every array of the shared scene, not a chosen few
+    assert not any(a.flags.writeable for a in frozen)
     assert truth.true_affines is not scene.geometry.true  # the truth holds copies
     _draw.cache_clear()
     np.testing.assert_array_equal(render_ground_truth(truth, *grid), cached)

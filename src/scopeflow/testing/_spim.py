@@ -70,6 +70,8 @@ from scopeflow.testing._spim_write import (
 )
 
 PSF_SIGMA = (1.0, 1.0, 2.5)
+#: beads stay this far (µm) inside the specimen box; the ground truth redraws the same scene
+BEAD_MARGIN = 4.0 * max(PSF_SIGMA)
 ATTENUATION_LENGTH = 150.0
 BACKGROUND = 20.0
 CAMERA_OFFSET = 100
@@ -183,7 +185,7 @@ def make_spim_dataset(
         timepoints=timepoints,
         shape=shape,
         voxel_size=voxel_size,
-        margin=4.0 * max(PSF_SIGMA),
+        margin=BEAD_MARGIN,
     )
     geometry, specimen, beads = scene.geometry, scene.specimen, scene.beads
 

@@ -8,6 +8,7 @@ dataset's size, so it is drawn once and shared. The arrays of a cached scene are
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -40,9 +41,13 @@ class Scene:
     field_spacing: float  # µm
 
 
-def _freeze(*arrays: NDArray[np.generic]) -> None:
-    for a in arrays:
-        a.setflags(write=False)
+def _freeze(*records: object) -> None:
+    """Make every array field of these dataclasses read-only (the cached scene is shared)."""
+    for record in records:
+        for f in dataclasses.fields(record):  # type: ignore[arg-type]
+            value = getattr(record, f.name)
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
 
 
 @functools.lru_cache(maxsize=CACHED_SCENES)
@@ -65,10 +70,7 @@ def _draw(
     )
     spacing = min(voxel_size)
     field, origin = specimen_field(specimen, spacing)
-    _freeze(geometry.nominal, geometry.true, geometry.drifts, geometry.centre)
-    _freeze(specimen.centre, specimen.semi_axes, specimen.nuclei, specimen.nuclei_brightness)
-    _freeze(beads, brightness, field, origin)
-    return Scene(
+    scene = Scene(
         geometry=geometry,
         specimen=specimen,
         beads=beads,
@@ -77,6 +79,8 @@ def _draw(
         field_origin=origin,
         field_spacing=spacing,
     )
+    _freeze(geometry, specimen, scene)
+    return scene
 
 
 def draw_scene(

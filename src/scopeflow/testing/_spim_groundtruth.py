@@ -49,7 +49,7 @@ def render_ground_truth(
     ConfigError
         The scene drawn again does not reproduce the truth's beads (other generator version).
     """
-    from scopeflow.testing._spim import PSF_SIGMA
+    from scopeflow.testing._spim import BEAD_MARGIN, PSF_SIGMA
 
     scene = draw_scene(
         truth.seed,
@@ -57,7 +57,7 @@ def render_ground_truth(
         timepoints=truth.n_timepoints,
         shape=truth.shape,
         voxel_size=truth.voxel_size,
-        margin=4.0 * max(PSF_SIGMA),
+        margin=BEAD_MARGIN,
     )
     bead_xyz, brightness = scene.beads, scene.bead_brightness
     if bead_xyz.shape != truth.beads_world.shape or not np.allclose(bead_xyz, truth.beads_world):

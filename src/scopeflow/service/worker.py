@@ -11,7 +11,7 @@ process, ``scopeflow worker``, started by ``scopeflow server``) does the rest. E
    if the job is still ``queued`` (a job cancelled meanwhile has its new submission cancelled).
    An invalid configuration or a refused submission → ``failed`` with the reason in ``error``.
 2. **poll** — every ``queued`` / ``running`` job with a scheduler id, whoever submitted it
-   (adapters keep no state, so a restarted worker re-attaches here): the cancel marker
+   (adapters keep no job state, so a restarted worker re-attaches here): the cancel marker
    (``scheduler/cancel``, created by the API) is passed on to the scheduler once (a cancel the
    scheduler refuses is logged and tried again next round; the job is polled all the same); then
    the scheduler's status moves the job to ``running`` / ``succeeded`` / ``failed`` /

@@ -17,8 +17,9 @@ names are :class:`~scopeflow.service.jobfiles.JobFiles`'s):
 Jobs never inherit the service's secrets (:data:`SECRET_ENV`, e.g. the database URL with its
 password): adapters start them with :func:`job_environment`.
 
-Adapters keep no state in memory: a worker that restarts re-attaches to a job from its
-scheduler id and directory alone.
+Adapters keep no job state in memory (the ``slurm`` adapter only reuses the controller's
+answers for a few seconds): a worker that restarts re-attaches to a job from its scheduler id
+and directory alone.
 
 The worker asks for the state of all its active jobs at once (:meth:`Scheduler.statuses`): the
 base class asks :meth:`Scheduler.status` job by job; the ``slurm`` adapter answers with one

@@ -274,7 +274,8 @@ class SlurmScheduler(Scheduler):
         was asked about each of them less than :attr:`min_status_s` ago, its answers then (no
         query); else one ``squeue`` for all of them and, for those ``squeue`` no longer lists
         (and still without an exit record), one ``sacct``. A query that fails makes the jobs it
-        was asked about ``unknown`` (until it is asked again); an id that is not a Slurm job id
+        was asked about ``unknown``, an answer kept like any other for :attr:`min_status_s`
+        (a failing controller is not asked again every round); an id that is not a Slurm job id
         (digits) is ``unknown`` without a query.
         """
         found: list[SchedulerStatus | None] = [status_from_exit_record(d) for _, d in jobs]

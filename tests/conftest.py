@@ -10,6 +10,7 @@ tests on PostgreSQL too; each test gets a database of its own there, dropped aft
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # the service is imported where it is used: most tests never 
     from sqlalchemy.orm import Session
 
     from scopeflow.service.db import Job, User
+    from scopeflow.service.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -57,6 +59,19 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb", "PYTHONUNBUFFERED": "1"})
     return env
+
+
+def migrated_settings(data: Path, **settings: Any) -> ServiceSettings:
+    """Service settings on a new data folder ``data``, with the example templates and the
+    database (the embedded SQLite unless ``db_url`` is given) migrated to the newest revision."""
+    from scopeflow.service.migrate import upgrade
+    from scopeflow.service.settings import ServiceSettings
+
+    data.mkdir(parents=True)
+    shutil.copy(EXAMPLE_TEMPLATES, data / "templates.yaml")
+    out = ServiceSettings(data_dir=data, **{"db_url": None, **settings})
+    upgrade(out.database_url)
+    return out
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -28,7 +27,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from scopeflow.service.auth import find_user
 from scopeflow.service.db import Job, claim_jobs, make_engine, session_factory, set_state
 from scopeflow.service.jobfiles import JobFiles
-from scopeflow.service.migrate import upgrade
 from scopeflow.service.schedulers import (
     LocalScheduler,
     SchedulerState,
@@ -38,7 +36,13 @@ from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from scopeflow.service.worker import Worker, WorkerProcess
 from scopeflow.testing import Server
-from tests.conftest import EXAMPLE_TEMPLATES, add_job, add_user, cli_env, scopeflow_cmd
+from tests.conftest import (
+    add_job,
+    add_user,
+    cli_env,
+    migrated_settings,
+    scopeflow_cmd,
+)
 
 FINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
@@ -120,11 +124,7 @@ class Service:
 
 
 def _service(tmp_path: Path, db_url: str | None, **settings: Any) -> Iterator[Service]:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(EXAMPLE_TEMPLATES, data / "templates.yaml")
-    service_settings = ServiceSettings(data_dir=data, db_url=db_url, **settings)
-    upgrade(service_settings.database_url)
+    service_settings = migrated_settings(tmp_path / "data", db_url=db_url, **settings)
     engine = make_engine(service_settings.database_url)
     try:
         yield Service(service_settings, engine, session_factory(engine))

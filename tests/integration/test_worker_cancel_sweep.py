@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -25,12 +24,11 @@ from sqlalchemy.orm import Session
 
 from scopeflow.service.db import Job, make_engine, session_factory, set_state
 from scopeflow.service.jobfiles import JobFiles
-from scopeflow.service.migrate import upgrade
 from scopeflow.service.schedulers import JobSpec, LocalScheduler
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from scopeflow.service.worker import Worker
-from tests.conftest import EXAMPLE_TEMPLATES, add_job, add_user
+from tests.conftest import add_job, add_user, migrated_settings
 
 _IGNORES_TERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
@@ -46,11 +44,7 @@ class _Stubborn(LocalScheduler):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Iterator[ServiceSettings]:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(EXAMPLE_TEMPLATES, data / "templates.yaml")
-    settings = ServiceSettings(data_dir=data, db_url=None)
-    upgrade(settings.database_url)
+    settings = migrated_settings(tmp_path / "data")
     yield settings
     for path in settings.jobs_dir.glob("*/*/scheduler/pid.json"):  # what a failed test left
         with contextlib.suppress(ValueError, KeyError, OSError, psutil.Error):

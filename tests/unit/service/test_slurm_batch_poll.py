@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,13 +26,12 @@ from sqlalchemy import select
 from scopeflow.core.errors import ClusterError
 from scopeflow.service.db import Job, User, make_engine, new_job_id, session_factory, set_state
 from scopeflow.service.jobfiles import JobFiles
-from scopeflow.service.migrate import upgrade
 from scopeflow.service.schedulers import JobSpec, Scheduler, SchedulerState, SchedulerStatus
 from scopeflow.service.schedulers.slurm import IDS_PER_CALL, MIN_STATUS_S, SlurmScheduler
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from scopeflow.service.worker import Worker
-from tests.conftest import EXAMPLE_TEMPLATES
+from tests.conftest import migrated_settings
 
 _FAKE = """\
 import json, os, sys
@@ -296,12 +294,7 @@ class _Canned(Scheduler):
 
 
 def _settings(tmp_path: Path) -> ServiceSettings:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(EXAMPLE_TEMPLATES, data / "templates.yaml")
-    settings = ServiceSettings(data_dir=data, db_url=None)
-    upgrade(settings.database_url)
-    return settings
+    return migrated_settings(tmp_path / "data")
 
 
 def _submitted(settings: ServiceSettings, scheduler: str, ids: list[str]) -> list[str]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 from scopeflow.service.db import make_engine, session_factory, set_state
-from scopeflow.service.migrate import upgrade
 from scopeflow.service.schedulers import (
     JobSpec,
     LocalScheduler,
@@ -20,16 +18,11 @@ from scopeflow.service.schedulers import (
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from scopeflow.service.worker import Worker
-from tests.conftest import EXAMPLE_TEMPLATES, add_job, add_user
+from tests.conftest import add_job, add_user, migrated_settings
 
 
 def _settings(tmp_path: Path, scheduler: str) -> ServiceSettings:
-    data = tmp_path / scheduler
-    data.mkdir(parents=True)
-    shutil.copy(EXAMPLE_TEMPLATES, data / "templates.yaml")
-    settings = ServiceSettings(data_dir=data, db_url=None, scheduler=scheduler)
-    upgrade(settings.database_url)
-    return settings
+    return migrated_settings(tmp_path / scheduler, scheduler=scheduler)
 
 
 def test_the_local_cancel_grace_has_one_default(tmp_path: Path) -> None:
@@ -44,7 +37,7 @@ def test_the_local_cancel_grace_has_one_default(tmp_path: Path) -> None:
     with Worker(_settings(tmp_path, "slurm")) as worker:
         assert isinstance(worker.scheduler, SlurmScheduler)
         other = worker._scheduler_for("local")  # a job submitted to the local adapter
-        assert isinstance(other, LocalScheduler) and other.grace_s == 5.0
+        assert isinstance(other, LocalScheduler) and other.grace_s == LocalScheduler().grace_s
 
 
 class _Stub(Scheduler):

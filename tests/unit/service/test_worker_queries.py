@@ -8,7 +8,6 @@ owners (``joinedload``); a lazy load per job would make a round of N jobs N + 1 
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,11 @@ from sqlalchemy import event, select
 
 from scopeflow.service.db import Job, make_engine, session_factory, set_state
 from scopeflow.service.jobfiles import JobFiles
-from scopeflow.service.migrate import upgrade
 from scopeflow.service.schedulers import JobSpec, Scheduler, SchedulerState, SchedulerStatus
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from scopeflow.service.worker import Worker
-from tests.conftest import EXAMPLE_TEMPLATES, add_job, add_user
+from tests.conftest import add_job, add_user, migrated_settings
 
 _OWNER_LOAD = re.compile(r"\bFROM users\s+WHERE", re.IGNORECASE)
 
@@ -50,12 +48,7 @@ class _Stub(Scheduler):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> ServiceSettings:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(EXAMPLE_TEMPLATES, data / "templates.yaml")
-    settings = ServiceSettings(data_dir=data, db_url=None)
-    upgrade(settings.database_url)
-    return settings
+    return migrated_settings(tmp_path / "data")
 
 
 def _queued_jobs_of_different_owners(settings: ServiceSettings, n: int) -> list[str]:

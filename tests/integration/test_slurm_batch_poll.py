@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from scopeflow.service.schedulers import JobSpec, SchedulerState, SchedulerStatus, SlurmScheduler
+from tests.conftest import wait_for
 from tests.integration.conftest import SlurmInfo
 
 pytestmark = pytest.mark.slurm
@@ -102,7 +103,4 @@ def test_one_squeue_answers_for_every_job_and_sacct_for_the_ended_ones(
         assert got[0].state is SchedulerState.RUNNING and got[3].state is SchedulerState.UNKNOWN
     finally:
         adapter.cancel(*jobs[0])
-    deadline = time.monotonic() + 60
-    while adapter.status(*jobs[0]).state is not SchedulerState.CANCELLED:
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    wait_for(lambda: adapter.status(*jobs[0]).state is SchedulerState.CANCELLED, 60, "cancel")

@@ -20,6 +20,7 @@ import pytest
 
 from scopeflow.service.jobfiles import JobFiles
 from scopeflow.service.schedulers import JobSpec, SchedulerState, SlurmScheduler
+from tests.conftest import wait_for
 from tests.integration.conftest import SlurmInfo
 
 pytestmark = pytest.mark.slurm
@@ -93,18 +94,13 @@ def test_a_running_job_gets_sigterm_and_its_exit_is_recorded(
     sid = adapter.submit(spec)
     try:
         _wait(adapter, sid, spec.job_dir, {SchedulerState.RUNNING})
-        deadline = time.monotonic() + 60
-        while "started" not in _text(files.log("stdout")):  # Slurm makes the file at the start
-            assert time.monotonic() < deadline, "the command did not start"
-            time.sleep(0.2)
+        # Slurm makes the file at the start
+        wait_for(lambda: "started" in _text(files.log("stdout")), 60, "the command to start")
         adapter.cancel(sid, spec.job_dir)
         assert _wait(adapter, sid, spec.job_dir, _FINAL) is SchedulerState.CANCELLED
         # the script execs the wrapper: Slurm ends the job only after the record is written
         assert files.exit_record.exists(), "ended without the wrapper's exit record"
-        deadline = time.monotonic() + 60
-        while sid in _squeue(sid):  # ended for Slurm too
-            assert time.monotonic() < deadline, "the job did not leave the queue"
-            time.sleep(0.3)
+        wait_for(lambda: sid not in _squeue(sid), 60, "the job to leave the queue")  # ended
         status = adapter.status(sid, spec.job_dir)
     finally:
         subprocess.run(["scancel", sid], check=False, capture_output=True)
@@ -119,10 +115,7 @@ def test_a_cancel_of_a_job_that_ended_is_no_error(slurm: SlurmInfo, tmp_path: Pa
     spec = _spec(tmp_path, "print('done')")
     sid = adapter.submit(spec)
     assert _wait(adapter, sid, spec.job_dir, _FINAL) is SchedulerState.SUCCEEDED
-    deadline = time.monotonic() + 60
-    while sid in _squeue(sid):  # ended for Slurm too: no longer in the queue
-        assert time.monotonic() < deadline, "the job did not leave the queue"
-        time.sleep(0.3)
+    wait_for(lambda: sid not in _squeue(sid), 60, "the job to leave the queue")  # ended
     adapter.cancel(sid, spec.job_dir)  # the user clicked too late: no error
     status = adapter.status(sid, spec.job_dir)
     assert (status.state, status.exit_code) == (SchedulerState.SUCCEEDED, 0)

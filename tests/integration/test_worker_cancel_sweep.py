@@ -28,10 +28,11 @@ from scopeflow.service.schedulers import JobSpec, LocalScheduler
 from scopeflow.service.settings import ServiceSettings
 from scopeflow.service.states import JobState
 from scopeflow.service.worker import Worker
-from tests.conftest import add_job, add_user, migrated_settings
+from tests.conftest import add_job, add_user, migrated_settings, wait_for
 
 _IGNORES_TERM = (
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('ignoring TERM', flush=True); time.sleep(120)"
 )
 
 
@@ -107,11 +108,11 @@ def test_a_job_ignoring_sigterm_is_killed_before_the_sweep_releases_its_claim(
         assert submitted.scheduler_id is not None and submitted.claimed_by == "w"
         files = JobFiles.of(settings.jobs_dir, "alice", job_id)
         wrapper = psutil.Process(int(submitted.scheduler_id))
-        deadline = time.monotonic() + 30
-        while not wrapper.children():  # the wrapper has started the command
-            assert time.monotonic() < deadline, "the command did not start"
-            time.sleep(0.1)
-        time.sleep(0.5)  # and the command has set its SIGTERM handler
+        # the wrapper has started the command, and the command has set its SIGTERM handler
+        stdout = files.log("stdout")
+        wait_for(
+            lambda: stdout.exists() and "ignoring TERM" in stdout.read_text(), 30, "the command"
+        )
         pids = [wrapper.pid, *(c.pid for c in wrapper.children(recursive=True))]
         _job(settings, job_id, move_to=JobState.CANCELLED)  # the API's cancel won the race
 

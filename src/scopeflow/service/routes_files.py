@@ -64,10 +64,6 @@ class FileDeclaration(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
 
 
-def _store(svc: Service, job: Job) -> UploadStore:
-    return svc.files(job).upload_store()
-
-
 @contextmanager
 def _changing_input(
     session: Session, user: User, job_id: str, svc: Service, what: str = "no uploads now"
@@ -139,7 +135,7 @@ def list_files(job_id: str, user: CurrentUser, session: DbSession, svc: Svc) -> 
         ),
         key=lambda f: str(f["path"]),
     )
-    return {"files": done, "uploads": _store(svc, job).status()}
+    return {"files": done, "uploads": svc.files(job).upload_store().status()}
 
 
 @router.get("/jobs/{job_id}/files/{path:path}")
@@ -149,7 +145,7 @@ def file_offset(
     """How many bytes of an upload the server holds (resume from there)."""
     job = owned_job(session, user, job_id)
     rel = str(safe_relpath(path))
-    return {"path": rel, "offset": _store(svc, job).offset(rel)}
+    return {"path": rel, "offset": svc.files(job).upload_store().offset(rel)}
 
 
 @router.put("/jobs/{job_id}/files/{path:path}")
@@ -174,7 +170,7 @@ async def upload_chunk(
         job = owned_job(session, user, job_id)
         if job.state not in BEFORE_START:  # (a declared upload is needed anyway: see start)
             raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}: no uploads now")
-        store = _store(svc, job)
+        store = svc.files(job).upload_store()
         session.close()
         return store
 

@@ -7,7 +7,7 @@ exception, so ``except FileNotFoundError`` keeps working for callers that do not
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +180,20 @@ class BadPathError(ScopeflowError, ValueError):
         self.name = name
         self.problem = problem
         super().__init__(f"bad path {name!r}: {problem}")
+
+
+def problems_json(problems: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Problems as the API answers them: ``[{"loc": [...], "msg": ...}]``.
+
+    Parameters
+    ----------
+    problems
+        ``(key path, message)`` pairs, as :attr:`ConfigError.problems` holds them; the dotted
+        key path becomes the ``loc`` list (``"segment.sigma"`` → ``["segment", "sigma"]``).
+
+    Returns
+    -------
+    list of dict
+        The ``detail`` of the service's 422 answers (its API and its web routes).
+    """
+    return [{"loc": key.split("."), "msg": msg} for key, msg in problems]

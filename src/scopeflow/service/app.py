@@ -25,6 +25,7 @@ from scopeflow.core.errors import (
     InvalidTransitionError,
     ScopeflowError,
     UnknownNameError,
+    problems_json,
 )
 from scopeflow.service import routes_admin, routes_auth, routes_demo, routes_files, routes_jobs
 from scopeflow.service.db import make_engine, session_factory
@@ -42,7 +43,6 @@ from scopeflow.service.templates import TemplateCache
 from scopeflow.service.transfers import RangeNotSatisfiableError
 from scopeflow.service.web import router as web_router
 from scopeflow.service.web.downloads import install_links
-from scopeflow.service.web.router import problems_json
 
 __all__ = ["API_PREFIX", "ERROR_STATUS", "create_app"]
 

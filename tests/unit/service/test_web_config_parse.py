@@ -120,7 +120,7 @@ def test_a_previewed_config_parses_back(
 def test_the_preview_and_job_creation_answer_the_same_problems(
     client: tuple[TestClient, dict[str, str]],
 ) -> None:
-    """Both build ``detail`` with :func:`~scopeflow.service.web.router.problems_json`."""
+    """Both build ``detail`` with :func:`~scopeflow.core.errors.problems_json`."""
     c, auth = client
     params = {"segment": {"sigma": -1}, "nonsense": 1}
     r = c.post(PREVIEW, json={"template": "example-segment", "params": params}, headers=auth)

@@ -18,7 +18,6 @@ The JSON routes need the bearer token (:data:`scopeflow.service.deps.CurrentUser
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from importlib import resources
 from pathlib import PurePosixPath
 from typing import Any
@@ -28,7 +27,7 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from scopeflow.core.errors import ConfigError
+from scopeflow.core.errors import ConfigError, problems_json
 from scopeflow.service.deps import CurrentUser, Svc
 from scopeflow.service.templates import Template
 from scopeflow.service.web import downloads
@@ -38,7 +37,6 @@ __all__ = [
     "STATIC_DIR",
     "NoAliasLoader",
     "merge_config",
-    "problems_json",
     "router",
     "user_params_from",
 ]
@@ -85,23 +83,6 @@ class _NoAliasDumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
-
-
-def problems_json(problems: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Problems as the API answers them: ``[{"loc": [...], "msg": ...}]``.
-
-    Parameters
-    ----------
-    problems
-        ``(key path, message)`` pairs, as :attr:`ConfigError.problems` holds them; the dotted
-        key path becomes the ``loc`` list (``"segment.sigma"`` → ``["segment", "sigma"]``).
-
-    Returns
-    -------
-    list of dict
-        The ``detail`` of a 422 (:mod:`scopeflow.service.app`) and of the web routes here.
-    """
-    return [{"loc": key.split("."), "msg": msg} for key, msg in problems]
 
 
 def _capped(problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
